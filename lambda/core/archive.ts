@@ -1,0 +1,195 @@
+import { createHash } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
+import path from 'node:path';
+import { PassThrough, type Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tarStream from 'tar-stream';
+import { ParallelGzip, type ParallelGzipOptions, type ParallelGzipStats } from './parallel-gzip.js';
+import type { ScannedEntry, ScannedFile, SkippedPath } from './scan.js';
+import { describeFsError } from './scan.js';
+
+type TarHeader = Parameters<tarStream.Pack['entry']>[0];
+
+/** Largest size the ustar header holds in octal; bigger files also get a PAX `size` record. */
+const USTAR_MAX_SIZE = 0o77777777777;
+const READ_CHUNK = 256 * 1024;
+
+export interface ArchivedFile {
+  readonly path: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly mode: number;
+  readonly sha256: string;
+}
+
+export interface ArchiveProgress {
+  files: number;
+  bytes: number;
+}
+
+export interface ArchiveResult {
+  /** Files whose bytes are in the archive and were stable while read, in path order. */
+  readonly files: ArchivedFile[];
+  /** Files that could not be archived consistently (changed, vanished, unreadable). */
+  readonly skipped: SkippedPath[];
+  /** Archive (gzip) bytes and their sha256, as produced. */
+  readonly bytes: number;
+  readonly sha256: string;
+  readonly gzip: ParallelGzipStats;
+}
+
+export interface WriteArchiveOptions {
+  /** Absolute source root the entry paths are relative to. */
+  readonly root: string;
+  /** Folders, symlinks and files to pack, sorted by path. */
+  readonly entries: readonly ScannedEntry[];
+  /** Receives the gzip stream; must consume it to the end or fail. */
+  readonly sink: (body: Readable) => Promise<unknown>;
+  readonly gzip?: ParallelGzipOptions;
+  readonly onProgress?: (progress: ArchiveProgress) => void;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Streams entries as tar (PAX headers where ustar falls short: long or non-ASCII names, files over
+ * 8 GiB) through gzip to the sink, hashing each file on its single read. A file is read through a
+ * descriptor opened with O_NOFOLLOW and re-checked after the read: if it changed meanwhile its tar
+ * entry stays (the stream cannot be rewound) but it is reported as skipped, never as backed up.
+ */
+export async function writeArchive(options: WriteArchiveOptions): Promise<ArchiveResult> {
+  const pack = tarStream.pack();
+  const gz = new ParallelGzip(options.gzip);
+  const archiveHash = createHash('sha256');
+  let archiveBytes = 0;
+  const tap = new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
+      archiveHash.update(chunk);
+      archiveBytes += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  const body = new PassThrough();
+  const abort = new AbortController();
+  const onOuterAbort = () => abort.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+
+  // pack -> gzip -> hash tap -> sink. Any failure in any stage tears down every other stage.
+  const piping = pipeline(pack as unknown as Readable, gz, tap, body, { signal: abort.signal });
+  const sinking = options.sink(body);
+  const fail = (error: unknown) => {
+    if (!abort.signal.aborted) abort.abort(error);
+  };
+  piping.catch(fail);
+  sinking.catch(fail);
+
+  const files: ArchivedFile[] = [];
+  const skipped: SkippedPath[] = [];
+  const progress: ArchiveProgress = { files: 0, bytes: 0 };
+  const producing = (async () => {
+    for (const entry of options.entries) {
+      if (abort.signal.aborted) throw abort.signal.reason;
+      if (entry.type === 'dir') {
+        await addEntry(pack, {
+          name: entry.path,
+          type: 'directory',
+          mode: entry.mode,
+          mtime: new Date(entry.mtimeMs),
+        });
+      } else if (entry.type === 'symlink') {
+        await addEntry(pack, { name: entry.path, type: 'symlink', linkname: entry.target, mode: 0o777 });
+      } else {
+        const outcome = await packFile(pack, options.root, entry, abort.signal);
+        if ('reason' in outcome) skipped.push(outcome);
+        else files.push(outcome);
+        progress.files += 1;
+        progress.bytes += 'reason' in outcome ? 0 : outcome.size;
+        options.onProgress?.(progress);
+      }
+    }
+    pack.finalize();
+  })();
+  producing.catch(fail);
+
+  try {
+    await Promise.all([producing, piping, sinking]);
+  } catch (error) {
+    fail(error);
+    pack.destroy();
+    // Report the root cause, not the AbortError it caused downstream.
+    throw abort.signal.reason ?? error;
+  } finally {
+    options.signal?.removeEventListener('abort', onOuterAbort);
+  }
+  return { files, skipped, bytes: archiveBytes, sha256: archiveHash.digest('hex'), gzip: gz.stats };
+}
+
+function addEntry(pack: tarStream.Pack, header: TarHeader): Promise<void> {
+  return new Promise((resolve, reject) => {
+    pack.entry(header, (error) => (error ? reject(error) : resolve()));
+  });
+}
+
+async function packFile(
+  pack: tarStream.Pack,
+  root: string,
+  scanned: ScannedFile,
+  signal: AbortSignal,
+): Promise<ArchivedFile | SkippedPath> {
+  let fh: FileHandle;
+  try {
+    // O_NOFOLLOW: a file swapped for a symlink after the scan is never followed out of the tree.
+    fh = await open(path.join(root, scanned.path), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  } catch (error) {
+    return { path: scanned.path, reason: describeFsError(error) };
+  }
+  try {
+    const before = await fh.stat();
+    if (!before.isFile()) return { path: scanned.path, reason: 'no longer a regular file' };
+    // The header is written from this fstat (not the scan), so a change between scan and open is fine.
+    const size = before.size;
+    const mode = before.mode & 0o7777;
+    const header: TarHeader = {
+      name: scanned.path,
+      type: 'file',
+      size,
+      mode,
+      mtime: new Date(before.mtimeMs),
+      uid: before.uid,
+      gid: before.gid,
+    };
+    if (size > USTAR_MAX_SIZE) header.pax = { path: scanned.path, size: String(size) };
+    const hash = createHash('sha256');
+    let read = 0;
+    await new Promise<void>((resolve, reject) => {
+      const sink = pack.entry(header, (error) => (error ? reject(error) : resolve()));
+      const pump = async () => {
+        while (read < size) {
+          if (signal.aborted) throw signal.reason;
+          // A fresh buffer per read: the tar stream keeps a reference until it is flushed.
+          const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, size - read));
+          const { bytesRead } = await fh.read(buffer, 0, buffer.length, read);
+          if (bytesRead === 0) break; // shrank while we read
+          const chunk = buffer.subarray(0, bytesRead);
+          hash.update(chunk);
+          read += bytesRead;
+          if (!sink.write(chunk)) await new Promise<void>((r) => sink.once('drain', () => r()));
+        }
+        // Keep the tar stream well-formed even if the file shrank: pad to the size in the header.
+        // streamx's end() takes an optional final chunk; its types insist on an argument.
+        sink.end(read < size ? Buffer.alloc(size - read) : undefined);
+      };
+      pump().catch((error) => {
+        sink.destroy(error);
+        reject(error);
+      });
+    });
+    const after = await fh.stat();
+    if (read !== size || after.size !== size || after.mtimeMs !== before.mtimeMs) {
+      return { path: scanned.path, reason: 'changed while being read' };
+    }
+    return { path: scanned.path, size, mtimeMs: before.mtimeMs, mode, sha256: hash.digest('hex') };
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,332 @@
+import { hostname } from 'node:os';
+import type { LockHandle, ObjectStore } from '../store/types.js';
+import { LockHeldError } from '../store/types.js';
+import { type ArchiveProgress, writeArchive } from './archive.js';
+import {
+  archivesReferenced,
+  type BackupMetadata,
+  type CatalogEntry,
+  listCommittedBackups,
+  readManifest,
+} from './catalog.js';
+import type { Clock, Logger } from './deps.js';
+import { ArchiveVerificationError, errorMessage } from './errors.js';
+import { BACKUP_LOCK, backupIdFor, keysFor, STATUS_KEY } from './layout.js';
+import {
+  type BackupType,
+  comparePaths,
+  encodeManifest,
+  type FileEntry,
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  type Manifest,
+  type ManifestEntry,
+  totalsOf,
+} from './manifest.js';
+import { chooseBackupType, diffManifests, type RequestedType, type TypeDecision } from './plan.js';
+import { resolveSourceRoot, type ScannedEntry, type SkippedPath, scanTree } from './scan.js';
+import { TOOL_VERSION } from './version.js';
+
+export interface BackupDeps {
+  readonly store: ObjectStore;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** Identifies this run in the lock (host:pid, or the Lambda request id). */
+  readonly owner?: string;
+}
+
+export interface BackupOptions {
+  readonly source: string;
+  /** @default 'auto' */
+  readonly type?: RequestedType;
+  readonly exclude?: readonly string[];
+  /** @default 7 */
+  readonly fullIntervalDays?: number;
+  /** Re-read and re-hash every file, even those whose size and mtime are unchanged. @default false */
+  readonly rehashAll?: boolean;
+  /** gzip level 0-9. @default 6 */
+  readonly compressionLevel?: number;
+  /** Members compressed at once. @default cores, at most 4 */
+  readonly compressionConcurrency?: number;
+  /** Stops the run; nothing is committed. Lambda passes one that fires before its deadline. */
+  readonly signal?: AbortSignal;
+  /** How long a lock survives a crashed run. @default 10 minutes */
+  readonly lockTtlMs?: number;
+  readonly onProgress?: (progress: BackupProgress) => void;
+}
+
+export interface BackupProgress extends ArchiveProgress {
+  readonly totalFiles: number;
+  readonly totalBytes: number;
+}
+
+export interface BackupSucceeded {
+  readonly status: 'SUCCEEDED';
+  readonly backupId: string;
+  readonly type: BackupType;
+  readonly reason: string;
+  readonly baseBackupId: string | null;
+  readonly archiveKey: string;
+  readonly manifestKey: string;
+  readonly archiveBytes: number;
+  readonly archiveSha256: string;
+  /** Files and bytes in the backup (the whole tree, as restored). */
+  readonly files: number;
+  readonly bytes: number;
+  /** New or changed files whose bytes are in this archive. */
+  readonly changedFiles: number;
+  readonly changedBytes: number;
+  readonly deletedFiles: number;
+  readonly skipped: readonly SkippedPath[];
+  readonly durationMs: number;
+}
+
+const DEFAULT_LOCK_TTL_MS = 10 * 60 * 1000;
+
+/**
+ * One backup run: lock, decide full/incremental, scan, diff, stream the archive, then commit by
+ * writing metadata and, last, the manifest. Until the manifest exists the backup does not exist.
+ * Throws on failure after recording it in status/last-run.json.
+ */
+export async function runBackup(deps: BackupDeps, options: BackupOptions): Promise<BackupSucceeded> {
+  const { store, clock, logger } = deps;
+  const startedAt = clock.now();
+  // A missing or unreadable source fails before anything (lock, status) is written.
+  await resolveSourceRoot(options.source);
+  let lock: LockHandle | undefined;
+  try {
+    lock = await store.acquireLock(BACKUP_LOCK, {
+      owner: deps.owner ?? `${hostname()}:${process.pid}`,
+      ttlMs: options.lockTtlMs ?? DEFAULT_LOCK_TTL_MS,
+    });
+    const result = await backupLocked(deps, options, startedAt);
+    await writeStatus(store, {
+      ...result,
+      startedAt: startedAt.toISOString(),
+      finishedAt: clock.now().toISOString(),
+      skipped: result.skipped.length,
+    });
+    return result;
+  } catch (error) {
+    logger.error('backup failed', { error: errorMessage(error), name: (error as Error)?.name });
+    // A lock conflict is not this run's outcome to record: the running backup will write its own.
+    if (!(error instanceof LockHeldError)) {
+      await writeStatus(store, {
+        status: 'FAILED',
+        startedAt: startedAt.toISOString(),
+        finishedAt: clock.now().toISOString(),
+        error: { name: (error as Error)?.name ?? 'Error', message: errorMessage(error) },
+      }).catch((statusError) =>
+        logger.warn('could not record the failure in the status object', {
+          error: errorMessage(statusError),
+        }),
+      );
+    }
+    throw error;
+  } finally {
+    await lock
+      ?.release()
+      .catch((error) => logger.warn('could not release the lock', { error: errorMessage(error) }));
+  }
+}
+
+async function backupLocked(
+  deps: BackupDeps,
+  options: BackupOptions,
+  startedAt: Date,
+): Promise<BackupSucceeded> {
+  const { store, clock, logger } = deps;
+  const scan = await scanTree(options.source, {
+    exclude: options.exclude,
+    excludeAbsolute: store.localPath ? [store.localPath] : [],
+  });
+  const committed = await listCommittedBackups(store);
+  const decision = await resolveChain(store, logger, options, committed, startedAt);
+  const plan = diffManifests(scan.entries, decision.baseManifest, { rehashAll: options.rehashAll });
+  const backupId = await nextBackupId(store, clock, committed);
+  const keys = keysFor(decision.type, backupId);
+  logger.info('backup started', {
+    backupId,
+    type: decision.type,
+    reason: decision.reason,
+    files: plan.toArchive.length + plan.unchanged.size,
+    changedFiles: plan.toArchive.length,
+    source: scan.root,
+    store: store.url,
+  });
+
+  // Every folder and symlink goes into every archive (they are tiny), so full + incrementals
+  // extracted with plain tar also recreate empty folders and links.
+  const toPack: ScannedEntry[] = scan.entries.filter((e) => e.type !== 'file');
+  toPack.push(...plan.toArchive);
+  toPack.sort((a, b) => comparePaths(a.path, b.path));
+  const changedBytesPlanned = plan.toArchive.reduce((sum, f) => sum + f.size, 0);
+  // Upper bound of the archive size: content + a header and padding per entry (+ PAX) + gzip framing.
+  const maxBytes = Math.ceil((changedBytesPlanned + toPack.length * 3 * 512 + 1024 * 1024) * 1.01);
+
+  const archive = await writeArchive({
+    root: scan.root,
+    entries: toPack,
+    gzip: { level: options.compressionLevel, concurrency: options.compressionConcurrency },
+    signal: options.signal,
+    sink: (body) => store.upload(keys.archive, body, { tier: 'archive', maxBytes, signal: options.signal }),
+    onProgress: options.onProgress
+      ? (p) =>
+          options.onProgress?.({ ...p, totalFiles: plan.toArchive.length, totalBytes: changedBytesPlanned })
+      : undefined,
+  });
+  // Trust the store, not our counter: the object must be exactly the bytes we produced.
+  const stored = await store.head(keys.archive);
+  if (!stored || stored.size !== archive.bytes) {
+    throw new ArchiveVerificationError(
+      `archive ${keys.archive} in ${store.url} is ${stored ? `${stored.size} bytes` : 'missing'} after upload; ${archive.bytes} bytes were written. The backup was not committed; run it again.`,
+    );
+  }
+
+  const skipped: SkippedPath[] = [...scan.skipped];
+  const fileEntries = new Map<string, FileEntry>(plan.unchanged);
+  const baseFiles = new Map<string, FileEntry>();
+  for (const e of decision.baseManifest?.entries ?? []) if (e.type === 'file') baseFiles.set(e.path, e);
+  for (const s of archive.skipped) {
+    // Keep the last good version of a file that changed under us, so the restore point still has it.
+    const previous = baseFiles.get(s.path);
+    if (previous) fileEntries.set(s.path, previous);
+    skipped.push({ path: s.path, reason: previous ? `${s.reason}; previous version kept` : s.reason });
+  }
+  for (const f of archive.files) fileEntries.set(f.path, { ...f, type: 'file', archive: keys.archive });
+  const entries: ManifestEntry[] = [];
+  for (const e of scan.entries) {
+    if (e.type === 'dir') entries.push({ path: e.path, type: 'dir', mode: e.mode, mtimeMs: e.mtimeMs });
+    else if (e.type === 'symlink') entries.push({ path: e.path, type: 'symlink', target: e.target });
+    else {
+      const f = fileEntries.get(e.path);
+      if (f) entries.push(f);
+    }
+  }
+  skipped.sort((a, b) => comparePaths(a.path, b.path));
+  const totals = totalsOf(entries);
+  const changedFiles = archive.files.length;
+  const changedBytes = archive.files.reduce((sum, f) => sum + f.size, 0);
+  const createdAt = startedAt.toISOString();
+  const manifest: Manifest = {
+    header: {
+      format: MANIFEST_FORMAT,
+      version: MANIFEST_VERSION,
+      backupId,
+      type: decision.type,
+      createdAt,
+      baseBackupId: decision.base?.backupId ?? null,
+      source: { path: scan.root, host: hostname() },
+      totals,
+    },
+    entries,
+  };
+  const finishedAt = clock.now();
+  const durationMs = finishedAt.getTime() - startedAt.getTime();
+  const tarBytes = archive.gzip.inputBytes;
+  const metadata: BackupMetadata = {
+    backupId,
+    type: decision.type,
+    baseBackupId: decision.base?.backupId ?? null,
+    createdAt,
+    finishedAt: finishedAt.toISOString(),
+    archive: { key: keys.archive, bytes: archive.bytes, sha256: archive.sha256 },
+    totals,
+    changed: { files: changedFiles, bytes: changedBytes },
+    deleted: plan.deleted.length,
+    skipped,
+    compression: {
+      ratio: tarBytes > 0 ? Number((archive.bytes / tarBytes).toFixed(4)) : 1,
+      level: options.compressionLevel ?? 6,
+      storedMembers: archive.gzip.storedMembers,
+    },
+    durationMs,
+    source: { path: scan.root, host: hostname() },
+    toolVersion: TOOL_VERSION,
+  };
+  options.signal?.throwIfAborted();
+  await store.put(keys.metadata, `${JSON.stringify(metadata, null, 2)}\n`, {
+    contentType: 'application/json',
+  });
+  // The commit: from here on the backup exists.
+  await store.put(keys.manifest, await encodeManifest(manifest), { contentType: 'application/gzip' });
+  logger.info('backup committed', {
+    backupId,
+    archiveKey: keys.archive,
+    archiveBytes: archive.bytes,
+    files: totals.files,
+    changedFiles,
+    skipped: skipped.length,
+    durationMs,
+  });
+  return {
+    status: 'SUCCEEDED',
+    backupId,
+    type: decision.type,
+    reason: decision.reason,
+    baseBackupId: decision.base?.backupId ?? null,
+    archiveKey: keys.archive,
+    manifestKey: keys.manifest,
+    archiveBytes: archive.bytes,
+    archiveSha256: archive.sha256,
+    files: totals.files,
+    bytes: totals.bytes,
+    changedFiles,
+    changedBytes,
+    deletedFiles: plan.deleted.length,
+    skipped,
+    durationMs,
+  };
+}
+
+/**
+ * Picks full or incremental and loads the base manifest. An incremental whose chain cannot be read
+ * (manifest unreadable, a referenced archive missing) becomes a full: a backup must not depend on
+ * bytes that are gone.
+ */
+async function resolveChain(
+  store: ObjectStore,
+  logger: Logger,
+  options: BackupOptions,
+  committed: readonly CatalogEntry[],
+  now: Date,
+): Promise<TypeDecision & { baseManifest?: Manifest }> {
+  const decision = chooseBackupType(options.type ?? 'auto', committed, now, options.fullIntervalDays ?? 7);
+  if (decision.type === 'full' || !decision.base) return decision;
+  try {
+    const baseManifest = await readManifest(store, decision.base);
+    const missing: string[] = [];
+    for (const key of archivesReferenced(baseManifest)) if (!(await store.head(key))) missing.push(key);
+    if (missing.length > 0) throw new Error(`archive ${missing.join(', ')} is missing`);
+    return { ...decision, baseManifest };
+  } catch (error) {
+    const reason = `chain of ${decision.base.backupId} cannot be read (${errorMessage(error)}); taking a full backup`;
+    logger.warn(reason);
+    return { type: 'full', reason };
+  }
+}
+
+/** Ids have one-second resolution and must grow: wait for the clock rather than reuse an id. */
+async function nextBackupId(
+  store: ObjectStore,
+  clock: Clock,
+  committed: readonly CatalogEntry[],
+): Promise<string> {
+  const latest = committed.at(-1)?.backupId ?? '';
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const id = backupIdFor(clock.now());
+    const taken =
+      id <= latest ||
+      (await store.head(keysFor('full', id).archive)) ||
+      (await store.head(keysFor('incremental', id).archive));
+    if (!taken) return id;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new ArchiveVerificationError(
+    `cannot allocate a new backup id after ${latest || 'the existing objects'}: is the clock behind the latest backup?`,
+  );
+}
+
+async function writeStatus(store: ObjectStore, status: Record<string, unknown>): Promise<void> {
+  await store.put(STATUS_KEY, `${JSON.stringify(status, null, 2)}\n`, { contentType: 'application/json' });
+}

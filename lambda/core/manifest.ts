@@ -1,0 +1,177 @@
+import { promisify } from 'node:util';
+import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
+import { ManifestError, UnsafePathError } from './errors.js';
+
+const gzip = promisify(gzipCb);
+const gunzip = promisify(gunzipCb);
+
+export const MANIFEST_FORMAT = 'media-backup/manifest';
+export const MANIFEST_VERSION = 1;
+
+export type BackupType = 'full' | 'incremental';
+
+export interface FileEntry {
+  readonly path: string;
+  readonly type: 'file';
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly mode: number;
+  readonly sha256: string;
+  /** Store key of the archive that holds this file's bytes. */
+  readonly archive: string;
+}
+
+export interface SymlinkEntry {
+  readonly path: string;
+  readonly type: 'symlink';
+  readonly target: string;
+}
+
+export interface DirEntry {
+  readonly path: string;
+  readonly type: 'dir';
+  readonly mode: number;
+  readonly mtimeMs?: number;
+}
+
+export type ManifestEntry = FileEntry | SymlinkEntry | DirEntry;
+
+export interface ManifestHeader {
+  readonly format: typeof MANIFEST_FORMAT;
+  readonly version: typeof MANIFEST_VERSION;
+  readonly backupId: string;
+  readonly type: BackupType;
+  readonly createdAt: string;
+  readonly baseBackupId: string | null;
+  readonly source: { readonly path: string; readonly host?: string };
+  readonly totals: { readonly files: number; readonly bytes: number };
+}
+
+export interface Manifest {
+  readonly header: ManifestHeader;
+  /** Sorted by path (code unit order), unique. */
+  readonly entries: readonly ManifestEntry[];
+}
+
+/**
+ * A relative POSIX path that cannot escape its root: no `..`, no leading `/`, no NUL, no empty or `.`
+ * segments. Every path from a scan, a manifest or an archive passes through here.
+ */
+export function assertSafeRelativePath(p: unknown, where: string): asserts p is string {
+  if (typeof p !== 'string' || p.length === 0) {
+    throw new UnsafePathError(`${where}: path must be a non-empty string (got ${JSON.stringify(p)})`);
+  }
+  if (p.includes('\0')) throw new UnsafePathError(`${where}: path ${JSON.stringify(p)} contains a NUL byte`);
+  if (p.startsWith('/')) throw new UnsafePathError(`${where}: path ${JSON.stringify(p)} is absolute`);
+  for (const segment of p.split('/')) {
+    if (segment === '..') throw new UnsafePathError(`${where}: path ${JSON.stringify(p)} contains '..'`);
+    if (segment === '' || segment === '.') {
+      throw new UnsafePathError(`${where}: path ${JSON.stringify(p)} has an empty or '.' segment`);
+    }
+  }
+}
+
+export function comparePaths(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+export function totalsOf(entries: readonly ManifestEntry[]): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  for (const e of entries) {
+    if (e.type === 'file') {
+      files += 1;
+      bytes += e.size;
+    }
+  }
+  return { files, bytes };
+}
+
+export async function encodeManifest(manifest: Manifest): Promise<Buffer> {
+  const lines = [JSON.stringify(manifest.header)];
+  for (const entry of manifest.entries) lines.push(JSON.stringify(entry));
+  return gzip(Buffer.from(`${lines.join('\n')}\n`, 'utf8'));
+}
+
+/** Parses and validates a `.manifest.jsonl.gz`; `label` names it in errors (e.g. the store key). */
+export async function decodeManifest(data: Buffer, label: string): Promise<Manifest> {
+  let text: string;
+  try {
+    text = (await gunzip(data)).toString('utf8');
+  } catch (error) {
+    throw new ManifestError(`manifest ${label} is not a valid gzip file (${(error as Error).message})`, {
+      cause: error,
+    });
+  }
+  const lines = text.split('\n').filter((line) => line.length > 0);
+  if (lines.length === 0) throw new ManifestError(`manifest ${label} is empty`);
+  const header = parseLine(lines[0], label, 1) as unknown as ManifestHeader;
+  if (header.format !== MANIFEST_FORMAT || header.version !== MANIFEST_VERSION) {
+    throw new ManifestError(
+      `manifest ${label} has format ${JSON.stringify(header.format)} version ${JSON.stringify(header.version)}; expected ${MANIFEST_FORMAT} version ${MANIFEST_VERSION}`,
+    );
+  }
+  if (typeof header.backupId !== 'string' || (header.type !== 'full' && header.type !== 'incremental')) {
+    throw new ManifestError(`manifest ${label} header lacks a valid backupId or type`);
+  }
+  const entries: ManifestEntry[] = [];
+  let previous: string | undefined;
+  for (let i = 1; i < lines.length; i++) {
+    const where = `manifest ${label} line ${i + 1}`;
+    const entry = validateEntry(parseLine(lines[i], label, i + 1), where);
+    if (previous !== undefined && comparePaths(previous, entry.path) >= 0) {
+      throw new ManifestError(`${where}: path ${JSON.stringify(entry.path)} is out of order or duplicated`);
+    }
+    previous = entry.path;
+    entries.push(entry);
+  }
+  const totals = totalsOf(entries);
+  if (header.totals?.files !== totals.files || header.totals?.bytes !== totals.bytes) {
+    throw new ManifestError(
+      `manifest ${label} header totals (${header.totals?.files} files, ${header.totals?.bytes} bytes) do not match its entries (${totals.files} files, ${totals.bytes} bytes)`,
+    );
+  }
+  return { header, entries };
+}
+
+function parseLine(line: string, label: string, lineNo: number): Record<string, unknown> {
+  try {
+    const value = JSON.parse(line) as unknown;
+    if (value && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
+  } catch {
+    // fall through to the error below
+  }
+  throw new ManifestError(`manifest ${label} line ${lineNo} is not a JSON object`);
+}
+
+function validateEntry(raw: Record<string, unknown>, where: string): ManifestEntry {
+  assertSafeRelativePath(raw.path, where);
+  const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  switch (raw.type) {
+    case 'file':
+      if (
+        !isCount(raw.size) ||
+        typeof raw.mtimeMs !== 'number' ||
+        !isCount(raw.mode) ||
+        typeof raw.sha256 !== 'string' ||
+        !/^[0-9a-f]{64}$/.test(raw.sha256) ||
+        typeof raw.archive !== 'string'
+      ) {
+        throw new ManifestError(
+          `${where}: file entry ${JSON.stringify(raw.path)} has missing or invalid fields`,
+        );
+      }
+      return raw as unknown as FileEntry;
+    case 'symlink':
+      if (typeof raw.target !== 'string' || raw.target.length === 0 || raw.target.includes('\0')) {
+        throw new ManifestError(`${where}: symlink ${JSON.stringify(raw.path)} has an invalid target`);
+      }
+      return raw as unknown as SymlinkEntry;
+    case 'dir':
+      if (!isCount(raw.mode))
+        throw new ManifestError(`${where}: dir ${JSON.stringify(raw.path)} has no valid mode`);
+      return raw as unknown as DirEntry;
+    default:
+      throw new ManifestError(`${where}: unknown entry type ${JSON.stringify(raw.type)}`);
+  }
+}

@@ -1,0 +1,84 @@
+import type { CatalogEntry } from './catalog.js';
+import { backupIdTime } from './layout.js';
+import type { BackupType, FileEntry, Manifest } from './manifest.js';
+import type { ScannedEntry, ScannedFile } from './scan.js';
+
+export type RequestedType = BackupType | 'auto';
+
+export interface TypeDecision {
+  readonly type: BackupType;
+  /** The committed backup an incremental builds on. */
+  readonly base?: CatalogEntry;
+  /** Why, in words an operator reads in logs and results. */
+  readonly reason: string;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * `auto` (the daily default) takes a full when no committed full is younger than `fullIntervalDays`,
+ * otherwise an incremental against the latest committed backup. Whether the chain can actually be
+ * read is checked afterwards by the caller, which falls back to a full.
+ */
+export function chooseBackupType(
+  requested: RequestedType,
+  committed: readonly CatalogEntry[],
+  now: Date,
+  fullIntervalDays: number,
+): TypeDecision {
+  const latest = committed.at(-1);
+  if (requested === 'full') return { type: 'full', reason: 'full backup requested' };
+  if (requested === 'incremental') {
+    return latest
+      ? { type: 'incremental', base: latest, reason: `incremental requested, based on ${latest.backupId}` }
+      : { type: 'full', reason: 'no committed backup to base an incremental on' };
+  }
+  const latestFull = committed.filter((e) => e.type === 'full').at(-1);
+  if (!latestFull || !latest) return { type: 'full', reason: 'no committed full backup yet' };
+  const ageMs = now.getTime() - backupIdTime(latestFull.backupId).getTime();
+  if (ageMs >= fullIntervalDays * DAY_MS) {
+    return {
+      type: 'full',
+      reason: `latest full ${latestFull.backupId} is ${(ageMs / DAY_MS).toFixed(1)} days old (full interval ${fullIntervalDays} days)`,
+    };
+  }
+  return { type: 'incremental', base: latest, reason: `incremental on ${latest.backupId}` };
+}
+
+export interface BackupPlan {
+  /** New or changed files: their bytes go into this backup's archive. */
+  readonly toArchive: ScannedFile[];
+  /** Unchanged files, carried over from the base manifest (bytes stay in the earlier archive). */
+  readonly unchanged: Map<string, FileEntry>;
+  /** Files in the base that are gone now. */
+  readonly deleted: string[];
+}
+
+/**
+ * Compares the scan with the base manifest. A file is unchanged when size and mtime match (the hash
+ * comes from the earlier read, never a second one); a mode-only change is recorded without
+ * re-archiving. A rename is a delete plus an add.
+ */
+export function diffManifests(
+  current: readonly ScannedEntry[],
+  base: Manifest | undefined,
+  options: { rehashAll?: boolean } = {},
+): BackupPlan {
+  const previous = new Map<string, FileEntry>();
+  if (base) for (const e of base.entries) if (e.type === 'file') previous.set(e.path, e);
+  const toArchive: ScannedFile[] = [];
+  const unchanged = new Map<string, FileEntry>();
+  const present = new Set<string>();
+  for (const entry of current) {
+    if (entry.type !== 'file') continue;
+    present.add(entry.path);
+    const old = previous.get(entry.path);
+    if (!options.rehashAll && old && old.size === entry.size && old.mtimeMs === entry.mtimeMs) {
+      unchanged.set(entry.path, old.mode === entry.mode ? old : { ...old, mode: entry.mode });
+    } else {
+      toArchive.push(entry);
+    }
+  }
+  const deleted = [...previous.keys()].filter((p) => !present.has(p));
+  return { toArchive, unchanged, deleted };
+}

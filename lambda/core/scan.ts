@@ -1,0 +1,192 @@
+import type { Dirent, Stats } from 'node:fs';
+import { lstat, opendir, readlink, realpath, stat } from 'node:fs/promises';
+import path from 'node:path';
+import picomatch from 'picomatch';
+import { SourceError } from './errors.js';
+import { comparePaths } from './manifest.js';
+
+export interface ScannedFile {
+  readonly path: string;
+  readonly type: 'file';
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly mode: number;
+}
+export interface ScannedDir {
+  readonly path: string;
+  readonly type: 'dir';
+  readonly mode: number;
+  readonly mtimeMs: number;
+}
+export interface ScannedSymlink {
+  readonly path: string;
+  readonly type: 'symlink';
+  readonly target: string;
+}
+export type ScannedEntry = ScannedFile | ScannedDir | ScannedSymlink;
+
+export interface SkippedPath {
+  readonly path: string;
+  readonly reason: string;
+}
+
+export interface ScanResult {
+  /** Absolute, symlink-free path of the scanned root. */
+  readonly root: string;
+  /** Sorted by path (code unit order), as the manifest requires. */
+  readonly entries: ScannedEntry[];
+  readonly skipped: SkippedPath[];
+  /** Paths left out on purpose (--exclude, the store's own folder). */
+  readonly excluded: number;
+}
+
+export interface ScanOptions {
+  /** Globs on the relative path; a pattern without `/` matches a name at any depth. */
+  readonly exclude?: readonly string[];
+  /** Absolute folders never to descend into (a folder store inside the source). */
+  readonly excludeAbsolute?: readonly string[];
+  /** How many lstat calls run at once (EFS is a network file system: latency, not bandwidth). */
+  readonly statConcurrency?: number;
+}
+
+/**
+ * Walks the source tree without following symlinks. Regular files, folders and symlinks are
+ * recorded; sockets, FIFOs and devices are skipped with a reason, as are folders we may not read.
+ */
+export async function scanTree(source: string, options: ScanOptions = {}): Promise<ScanResult> {
+  const root = await resolveSourceRoot(source);
+  const isExcluded = options.exclude?.length
+    ? picomatch([...options.exclude], { dot: true, basename: true })
+    : () => false;
+  const excludeAbsolute = new Set(
+    await Promise.all((options.excludeAbsolute ?? []).map((p) => realpath(p).catch(() => path.resolve(p)))),
+  );
+  const concurrency = options.statConcurrency ?? 32;
+  const entries: ScannedEntry[] = [];
+  const skipped: SkippedPath[] = [];
+  let excluded = 0;
+
+  const walk = async (absDir: string, relDir: string): Promise<void> => {
+    let dirents: Dirent[];
+    try {
+      dirents = [];
+      for await (const d of await opendir(absDir)) dirents.push(d);
+    } catch (error) {
+      if (relDir === '') throw sourceError(source, error);
+      skipped.push({ path: relDir, reason: describeFsError(error) });
+      return;
+    }
+    const subdirs: [string, string][] = [];
+    for (let i = 0; i < dirents.length; i += concurrency) {
+      const batch = dirents.slice(i, i + concurrency);
+      const stats = await Promise.all(
+        batch.map(async (d) => {
+          const rel = relDir ? `${relDir}/${d.name}` : d.name;
+          const abs = path.join(absDir, d.name);
+          if (isExcluded(rel) || excludeAbsolute.has(abs)) return { rel, abs, excluded: true as const };
+          try {
+            return { rel, abs, st: await lstat(abs) };
+          } catch (error) {
+            return { rel, abs, error };
+          }
+        }),
+      );
+      for (const item of stats) {
+        if ('excluded' in item) {
+          excluded += 1;
+          continue;
+        }
+        if (!item.st) {
+          // Vanished between readdir and lstat, or not accessible.
+          skipped.push({ path: item.rel, reason: describeFsError(item.error) });
+          continue;
+        }
+        const entry = await toEntry(item.rel, item.abs, item.st);
+        if ('reason' in entry) {
+          skipped.push(entry);
+          continue;
+        }
+        entries.push(entry);
+        if (entry.type === 'dir') subdirs.push([item.abs, item.rel]);
+      }
+    }
+    for (const [abs, rel] of subdirs) await walk(abs, rel);
+  };
+
+  await walk(root, '');
+  entries.sort((a, b) => comparePaths(a.path, b.path));
+  skipped.sort((a, b) => comparePaths(a.path, b.path));
+  return { root, entries, skipped, excluded };
+}
+
+async function toEntry(rel: string, abs: string, st: Stats): Promise<ScannedEntry | SkippedPath> {
+  if (st.isFile()) {
+    return { path: rel, type: 'file', size: st.size, mtimeMs: st.mtimeMs, mode: st.mode & 0o7777 };
+  }
+  if (st.isDirectory()) return { path: rel, type: 'dir', mode: st.mode & 0o7777, mtimeMs: st.mtimeMs };
+  if (st.isSymbolicLink()) {
+    try {
+      return { path: rel, type: 'symlink', target: await readlink(abs) };
+    } catch (error) {
+      return { path: rel, reason: describeFsError(error) };
+    }
+  }
+  const kind = st.isFIFO()
+    ? 'FIFO'
+    : st.isSocket()
+      ? 'socket'
+      : st.isBlockDevice()
+        ? 'block device'
+        : st.isCharacterDevice()
+          ? 'character device'
+          : 'special file';
+  return { path: rel, reason: `${kind}: not a regular file, skipped` };
+}
+
+/** The source's real path; throws {@link SourceError} when it is missing, not a folder or unreadable. */
+export async function resolveSourceRoot(source: string): Promise<string> {
+  let root: string;
+  try {
+    root = await realpath(source);
+    const st = await stat(root);
+    if (!st.isDirectory())
+      throw new SourceError(`source ${source} is not a folder. Check --source / MEDIA_DIR.`);
+    // Listing it proves we may read it (stat alone succeeds on a folder without read permission).
+    await (await opendir(root)).close();
+  } catch (error) {
+    if (error instanceof SourceError) throw error;
+    throw sourceError(source, error);
+  }
+  return root;
+}
+
+function sourceError(source: string, error: unknown): SourceError {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  const what =
+    code === 'ENOENT'
+      ? 'does not exist'
+      : code === 'EACCES' || code === 'EPERM'
+        ? 'cannot be read (permission denied)'
+        : code === 'ENOTDIR'
+          ? 'is not a folder'
+          : `cannot be read (${(error as Error).message})`;
+  return new SourceError(
+    `source folder ${source} ${what}. Check --source / MEDIA_DIR (and that the media volume is mounted); nothing was backed up.`,
+    { cause: error },
+  );
+}
+
+export function describeFsError(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  switch (code) {
+    case 'ENOENT':
+      return 'vanished during the backup';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'ELOOP':
+      return 'replaced by a symlink during the backup';
+    default:
+      return `cannot be read: ${(error as Error)?.message ?? String(error)}`;
+  }
+}

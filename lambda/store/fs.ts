@@ -1,0 +1,227 @@
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  assertSafeKey,
+  type LockHandle,
+  LockHeldError,
+  type LockInfo,
+  ObjectNotFoundError,
+  type ObjectStore,
+  type StoredObject,
+  type UploadOptions,
+  type UploadResult,
+} from './types.js';
+
+/** Marks a file being written; never listed, removed when the write fails. */
+const PARTIAL_MARK = '.partial-';
+
+interface FsLockRecord extends LockInfo {
+  readonly host: string;
+  readonly pid: number;
+}
+
+/**
+ * A local folder as a store: each key is a file below `root`. Writes go to a temporary sibling and
+ * are renamed into place, so a crash never leaves a half-written object under its real name.
+ */
+export class FsObjectStore implements ObjectStore {
+  readonly url: string;
+  readonly localPath: string;
+
+  constructor(readonly root: string) {
+    this.root = path.resolve(root);
+    this.localPath = this.root;
+    this.url = `file://${this.root}`;
+  }
+
+  private pathOf(key: string): string {
+    assertSafeKey(key);
+    return path.join(this.root, ...key.split('/'));
+  }
+
+  private async tempPathFor(key: string): Promise<string> {
+    const target = this.pathOf(key);
+    await mkdir(path.dirname(target), { recursive: true });
+    return `${target}${PARTIAL_MARK}${randomBytes(6).toString('hex')}`;
+  }
+
+  async upload(key: string, body: Readable, options: UploadOptions = {}): Promise<UploadResult> {
+    const target = this.pathOf(key);
+    const temp = await this.tempPathFor(key);
+    try {
+      const out = createWriteStream(temp, { flags: 'wx' });
+      await pipeline(body, out, { signal: options.signal });
+      const fh = await open(temp, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(temp, target);
+    } catch (error) {
+      body.destroy();
+      await rm(temp, { force: true });
+      throw error;
+    }
+    return { key, bytes: (await stat(target)).size };
+  }
+
+  async put(key: string, body: Buffer | string): Promise<void> {
+    const target = this.pathOf(key);
+    const temp = await this.tempPathFor(key);
+    try {
+      await writeFile(temp, body, { flag: 'wx', flush: true });
+      await rename(temp, target);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
+  }
+
+  async get(key: string): Promise<Buffer | undefined> {
+    try {
+      return await readFile(this.pathOf(key));
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async getStream(key: string): Promise<Readable> {
+    const file = this.pathOf(key);
+    try {
+      const fh = await open(file, 'r');
+      return fh.createReadStream();
+    } catch (error) {
+      if (isNotFound(error)) throw new ObjectNotFoundError(this.url, key);
+      throw error;
+    }
+  }
+
+  async head(key: string): Promise<StoredObject | undefined> {
+    try {
+      const st = await stat(this.pathOf(key));
+      return st.isFile() ? { key, size: st.size, lastModified: st.mtime } : undefined;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async list(prefix: string): Promise<StoredObject[]> {
+    const out: StoredObject[] = [];
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (error) {
+        if (isNotFound(error)) return;
+        throw error;
+      }
+      for (const entry of entries) {
+        const key = rel ? `${rel}/${entry.name}` : entry.name;
+        // Only descend where the prefix can still match.
+        if (!key.startsWith(prefix) && !prefix.startsWith(`${key}/`)) continue;
+        if (entry.isDirectory()) {
+          await walk(path.join(dir, entry.name), key);
+        } else if (entry.isFile() && !entry.name.includes(PARTIAL_MARK) && key.startsWith(prefix)) {
+          const st = await stat(path.join(dir, entry.name));
+          out.push({ key, size: st.size, lastModified: st.mtime });
+        }
+      }
+    };
+    await walk(this.root, '');
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  async acquireLock(name: string, options: { owner: string; ttlMs: number }): Promise<LockHandle> {
+    const file = this.pathOf(`locks/${name}.lock`);
+    await mkdir(path.dirname(file), { recursive: true });
+    const record = (): FsLockRecord => {
+      const now = Date.now();
+      return {
+        owner: options.owner,
+        acquiredAt: new Date(now).toISOString(),
+        expiresAt: new Date(now + options.ttlMs).toISOString(),
+        host: hostname(),
+        pid: process.pid,
+      };
+    };
+    const mine = record();
+    const tryCreate = async (): Promise<boolean> => {
+      try {
+        await writeFile(file, JSON.stringify(mine), { flag: 'wx' });
+        return true;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+        throw error;
+      }
+    };
+    if (!(await tryCreate())) {
+      const holder = await readLockRecord(file);
+      if (holder && !isStale(holder)) throw new LockHeldError(this.url, holder);
+      // Move the stale lock aside atomically: of two runs taking over, only one rename succeeds.
+      const aside = `${file}.stale-${randomBytes(6).toString('hex')}`;
+      try {
+        await rename(file, aside);
+        await rm(aside, { force: true });
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+      if (!(await tryCreate())) throw new LockHeldError(this.url, await readLockRecord(file));
+    }
+    // Renew while we run so a long backup is not mistaken for a crashed one.
+    const renew = setInterval(
+      () => {
+        const next = { ...mine, expiresAt: new Date(Date.now() + options.ttlMs).toISOString() };
+        writeFile(`${file}.renew`, JSON.stringify(next))
+          .then(() => rename(`${file}.renew`, file))
+          .catch(() => undefined);
+      },
+      Math.max(1000, Math.floor(options.ttlMs / 3)),
+    );
+    renew.unref();
+    let released = false;
+    return {
+      release: async () => {
+        if (released) return;
+        released = true;
+        clearInterval(renew);
+        const current = await readLockRecord(file);
+        if (current && current.pid === mine.pid && current.host === mine.host)
+          await rm(file, { force: true });
+      },
+    };
+  }
+}
+
+async function readLockRecord(file: string): Promise<FsLockRecord | undefined> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as FsLockRecord;
+  } catch {
+    // Missing, or torn by a crash mid-write: treat as no valid holder.
+    return undefined;
+  }
+}
+
+function isStale(holder: FsLockRecord): boolean {
+  if (Date.parse(holder.expiresAt) < Date.now()) return true;
+  if (holder.host === hostname() && holder.pid !== process.pid) {
+    try {
+      process.kill(holder.pid, 0);
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === 'ESRCH';
+    }
+  }
+  return false;
+}
+
+function isNotFound(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}

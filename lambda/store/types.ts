@@ -1,0 +1,120 @@
+import type { Readable } from 'node:stream';
+
+/** One object in a store, as listings return it. */
+export interface StoredObject {
+  /** Key relative to the store's root/prefix, POSIX separators, e.g. `full/backup_20251227_020000.tar.gz`. */
+  readonly key: string;
+  readonly size: number;
+  readonly lastModified: Date;
+}
+
+/** Storage tier for a written object. Archives go to infrequent access; small objects stay STANDARD. */
+export type StorageTier = 'archive' | 'standard';
+
+export interface PutOptions {
+  /** @default 'standard' */
+  readonly tier?: StorageTier;
+  readonly contentType?: string;
+}
+
+export interface UploadOptions extends PutOptions {
+  /**
+   * Upper bound of the stream's length in bytes, when known. S3 allows at most 10,000 parts, so the
+   * multipart part size is derived from it (part sizes cannot change mid-upload).
+   */
+  readonly maxBytes?: number;
+  /** Aborts the upload; nothing becomes visible. */
+  readonly signal?: AbortSignal;
+}
+
+export interface UploadResult {
+  readonly key: string;
+  /** Bytes the store reports for the object after the write (re-read, not what we think we sent). */
+  readonly bytes: number;
+}
+
+/** A held lock; `release` is idempotent. */
+export interface LockHandle {
+  release(): Promise<void>;
+}
+
+/** What a store knows about the current holder of a lock. */
+export interface LockInfo {
+  readonly owner: string;
+  readonly acquiredAt: string;
+  readonly expiresAt: string;
+}
+
+/**
+ * Where backups live. Keys are the same in every store (DESIGN.md section 4), so a folder store
+ * copied to S3 (or the reverse) stays valid.
+ */
+export interface ObjectStore {
+  /** Human-readable location, e.g. `file:///srv/backups` or `s3://bucket/media-backups/`. */
+  readonly url: string;
+  /** For stores that are a local folder: its absolute path, so a backup never archives its own store. */
+  readonly localPath?: string;
+  /**
+   * Streams `body` to `key`. The object becomes visible only when the whole stream was written;
+   * on any error (including an error from `body`) nothing is left behind under `key`.
+   */
+  upload(key: string, body: Readable, options?: UploadOptions): Promise<UploadResult>;
+  /** Writes a small object whole (atomically: readers see the old or the new content). */
+  put(key: string, body: Buffer | string, options?: PutOptions): Promise<void>;
+  /** Reads a whole object; `undefined` when it does not exist. */
+  get(key: string): Promise<Buffer | undefined>;
+  /** Streams an object; throws {@link ObjectNotFoundError} when it does not exist. */
+  getStream(key: string): Promise<Readable>;
+  /** Size and date of an object; `undefined` when it does not exist. */
+  head(key: string): Promise<StoredObject | undefined>;
+  /** Every object whose key starts with `prefix`, sorted by key. */
+  list(prefix: string): Promise<StoredObject[]>;
+  /**
+   * Takes the named lock or throws {@link LockHeldError}. A lock whose holder stopped renewing it
+   * (crashed) expires after `ttlMs` and can be taken over.
+   */
+  acquireLock(name: string, options: { owner: string; ttlMs: number }): Promise<LockHandle>;
+}
+
+export class ObjectNotFoundError extends Error {
+  override readonly name = 'ObjectNotFoundError';
+  constructor(
+    readonly store: string,
+    readonly key: string,
+  ) {
+    super(`object ${key} does not exist in ${store}`);
+  }
+}
+
+export class LockHeldError extends Error {
+  override readonly name = 'LockHeldError';
+  constructor(
+    readonly store: string,
+    readonly holder: LockInfo | undefined,
+  ) {
+    super(
+      `a backup is already running against ${store}` +
+        (holder
+          ? ` (started ${holder.acquiredAt} by ${holder.owner}; the lock expires at ${holder.expiresAt} if that run died)`
+          : '') +
+        '. Wait for it to finish, then run again.',
+    );
+  }
+}
+
+export class StoreConfigError extends Error {
+  override readonly name = 'StoreConfigError';
+}
+
+/** Rejects keys that could escape the store root. */
+export function assertSafeKey(key: string): void {
+  if (
+    key.length === 0 ||
+    key.startsWith('/') ||
+    key.includes('\0') ||
+    key.includes('\\') ||
+    key.split('/').some((part) => part === '..' || part === '.' || part === '')
+  ) {
+    throw new StoreConfigError(`invalid object key ${JSON.stringify(key)}`);
+  }
+}
