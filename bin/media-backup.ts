@@ -1,0 +1,282 @@
+/**
+ * Operator CLI: the same engine the Lambda functions run, against a local folder store (default) or S3.
+ * Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
+ */
+import { hostname } from 'node:os';
+import cliProgress from 'cli-progress';
+import { Command, CommanderError, Option } from 'commander';
+import { type BackupProgress, type BackupSucceeded, runBackup } from '../lambda/core/backup.js';
+import { type Logger, systemClock } from '../lambda/core/deps.js';
+import { errorMessage, UsageError } from '../lambda/core/errors.js';
+import type { RequestedType } from '../lambda/core/plan.js';
+import { listBackups, readStoreStatus } from '../lambda/core/status.js';
+import { TOOL_VERSION } from '../lambda/core/version.js';
+import { openStore } from '../lambda/store/open-store.js';
+import { type ObjectStore, StoreConfigError } from '../lambda/store/types.js';
+
+const DEFAULT_STORE = './backups/media';
+const DEFAULT_SOURCE = './media';
+
+export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+interface CommonOptions {
+  store?: string;
+  json?: boolean;
+  verbose?: boolean;
+}
+
+interface Io {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+/** Runs the CLI with `argv` (without node and script) and resolves to the exit code. */
+export async function main(argv: readonly string[], io: Io = process): Promise<number> {
+  const out = (line = '') => io.stdout.write(`${line}\n`);
+  const err = (line = '') => io.stderr.write(`${line}\n`);
+  let exitCode: number = EXIT.ok;
+
+  const program = new Command()
+    .name('media-backup')
+    .description(
+      'Back up a media folder as plain tar.gz archives to a folder or S3, and inspect the backups.',
+    )
+    .version(TOOL_VERSION)
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    .showHelpAfterError('(run with --help for usage)');
+
+  const storeOption = () =>
+    new Option('--store <url>', `where backups live: folder, file:///path or s3://bucket/prefix`)
+      .env('BACKUP_STORE')
+      .default(DEFAULT_STORE);
+
+  program
+    .command('backup')
+    .description(
+      'take a backup: auto (default) is a full when none is younger than the full interval, else incremental',
+    )
+    .argument('[type]', 'auto | full | incremental', 'auto')
+    .addOption(
+      new Option('--source <dir>', 'media folder to back up').env('MEDIA_DIR').default(DEFAULT_SOURCE),
+    )
+    .addOption(storeOption())
+    .option(
+      '--exclude <glob>',
+      'leave out matching paths (repeatable); a pattern without / matches names',
+      collect,
+      [],
+    )
+    .addOption(
+      new Option('--full-interval-days <days>', 'auto takes a full when the latest full is this old')
+        .env('FULL_INTERVAL_DAYS')
+        .default('7'),
+    )
+    .option('--rehash', 're-read and re-hash every file, even unchanged ones')
+    .option('--json', 'print one JSON document on stdout')
+    .option('-v, --verbose', 'log engine progress on stderr')
+    .action(
+      async (
+        type: string,
+        opts: CommonOptions & {
+          source: string;
+          exclude: string[];
+          fullIntervalDays: string;
+          rehash?: boolean;
+        },
+      ) => {
+        if (!['auto', 'full', 'incremental'].includes(type)) {
+          throw new UsageError(`backup type must be auto, full or incremental (got ${JSON.stringify(type)})`);
+        }
+        const fullIntervalDays = Number(opts.fullIntervalDays);
+        if (!Number.isInteger(fullIntervalDays) || fullIntervalDays < 1) {
+          throw new UsageError(
+            `--full-interval-days must be a whole number of days >= 1 (got ${JSON.stringify(opts.fullIntervalDays)})`,
+          );
+        }
+        const store = open(opts.store);
+        const progress = io.stderr.isTTY ? startProgressBar(io.stderr) : undefined;
+        let result: BackupSucceeded;
+        try {
+          result = await runBackup(
+            {
+              store,
+              clock: systemClock,
+              logger: cliLogger(err, opts.verbose),
+              owner: `${hostname()}:${process.pid}`,
+            },
+            {
+              source: opts.source,
+              type: type as RequestedType,
+              exclude: opts.exclude,
+              fullIntervalDays,
+              rehashAll: opts.rehash,
+              onProgress: progress?.update,
+            },
+          );
+        } finally {
+          progress?.stop();
+        }
+        if (opts.json) {
+          out(JSON.stringify(result, null, 2));
+        } else {
+          printBackupSummary(out, store, result);
+        }
+      },
+    );
+
+  program
+    .command('list')
+    .description('list committed backups, oldest first')
+    .addOption(storeOption())
+    .option('--json', 'print a JSON array on stdout')
+    .action(async (opts: CommonOptions) => {
+      const store = open(opts.store);
+      const backups = await listBackups(store);
+      if (opts.json) {
+        out(JSON.stringify(backups, null, 2));
+        return;
+      }
+      if (backups.length === 0) {
+        out(`No committed backups in ${store.url}.`);
+        return;
+      }
+      out(`${backups.length} committed backup(s) in ${store.url}:`);
+      out(
+        `${'BACKUP'.padEnd(24)} ${'TYPE'.padEnd(11)} ${'FILES'.padStart(8)} ${'SOURCE'.padStart(10)} ${'ARCHIVE'.padStart(10)}`,
+      );
+      for (const b of backups) {
+        out(
+          `${b.backupId.padEnd(24)} ${b.type.padEnd(11)} ${String(b.files ?? '?').padStart(8)} ${formatBytes(b.bytes).padStart(10)} ${formatBytes(b.archiveBytes).padStart(10)}`,
+        );
+      }
+    });
+
+  program
+    .command('status')
+    .description('last run and latest committed backup; exits 1 when the last run failed or no backup exists')
+    .addOption(storeOption())
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (opts: CommonOptions) => {
+      const store = open(opts.store);
+      const status = await readStoreStatus(store, systemClock.now());
+      if (opts.json) out(JSON.stringify(status, null, 2));
+      else {
+        out(`Store: ${status.store}`);
+        const run = status.lastRun;
+        if (!run) out('Last run: none recorded');
+        else if (run.status === 'SUCCEEDED')
+          out(`Last run: SUCCEEDED ${run.backupId ?? ''} at ${run.finishedAt}`);
+        else out(`Last run: FAILED at ${run.finishedAt}: ${run.error?.message ?? 'unknown error'}`);
+        const latest = status.latestBackup;
+        out(
+          latest
+            ? `Latest backup: ${latest.backupId} (${latest.type}, ${latest.files ?? '?'} files, ${formatBytes(latest.bytes)}), ${status.hoursSinceLastBackup} h ago`
+            : 'Latest backup: none',
+        );
+        out(`Committed backups: ${status.committedBackups}`);
+      }
+      if (!status.healthy) exitCode = EXIT.failed;
+    });
+
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return exitCode;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version exit 0; every other parser complaint is a usage error.
+      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (error instanceof UsageError || error instanceof StoreConfigError) {
+      err(`media-backup: ${errorMessage(error)}`);
+      return EXIT.usage;
+    }
+    err(`media-backup: ${errorMessage(error)}`);
+    return EXIT.failed;
+  }
+}
+
+function open(url: string | undefined): ObjectStore {
+  return openStore(url ?? DEFAULT_STORE);
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function cliLogger(err: (line: string) => void, verbose = false): Logger {
+  const line = (level: string, message: string, extra: object[]) =>
+    err(`${level} ${message}${extra.length ? ` ${extra.map((e) => JSON.stringify(e)).join(' ')}` : ''}`);
+  return {
+    debug: () => undefined,
+    info: (m, ...e) => verbose && line('info', m, e),
+    warn: (m, ...e) => line('warning:', m, e),
+    // The failure itself is printed once by main(); repeat it only when asked for detail.
+    error: (m, ...e) => verbose && line('error:', m, e),
+  };
+}
+
+function startProgressBar(stream: NodeJS.WritableStream) {
+  const bar = new cliProgress.SingleBar(
+    {
+      stream,
+      format:
+        'backup [{bar}] {percentage}% | {value}/{total} files | {done} / {size} | {rate} | ETA {eta_formatted}',
+      hideCursor: true,
+      etaBuffer: 50,
+      fps: 5,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  const started = Date.now();
+  let running = false;
+  return {
+    update: (p: BackupProgress) => {
+      const payload = {
+        done: formatBytes(p.bytes),
+        size: formatBytes(p.totalBytes),
+        rate: `${formatBytes(p.bytes / Math.max(0.001, (Date.now() - started) / 1000))}/s`,
+      };
+      if (!running) {
+        bar.start(p.totalFiles, p.files, payload);
+        running = true;
+      } else bar.update(p.files, payload);
+    },
+    stop: () => running && bar.stop(),
+  };
+}
+
+function printBackupSummary(out: (line?: string) => void, store: ObjectStore, r: BackupSucceeded): void {
+  out(`Backup ${r.backupId} (${r.type}) committed to ${store.url}`);
+  out(`  why:      ${r.reason}`);
+  out(`  archive:  ${r.archiveKey} (${formatBytes(r.archiveBytes)})`);
+  out(`  tree:     ${r.files} files, ${formatBytes(r.bytes)}`);
+  out(
+    `  changed:  ${r.changedFiles} files, ${formatBytes(r.changedBytes)}; deleted: ${r.deletedFiles}; took ${(r.durationMs / 1000).toFixed(1)} s`,
+  );
+  if (r.skipped.length > 0) {
+    out(`  SKIPPED ${r.skipped.length} path(s), not in this backup as they are now:`);
+    for (const s of r.skipped.slice(0, 20)) out(`    ${s.path}: ${s.reason}`);
+    if (r.skipped.length > 20) out(`    ... and ${r.skipped.length - 20} more (see --json)`);
+  }
+}
+
+export function formatBytes(n: number | null | undefined): string {
+  if (n === null || n === undefined) return '?';
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+// Run when executed (through bin/media-backup.mjs or tsx), not when imported by tests.
+const invoked = process.argv[1] ?? '';
+if (/media-backup\.(ts|mjs)$/.test(invoked) || process.env.MEDIA_BACKUP_CLI === '1') {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
