@@ -1,0 +1,91 @@
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { pipeline } from 'node:stream/promises';
+import { gunzipSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { ParallelGzip, worthCompressing } from '../../lambda/core/parallel-gzip.js';
+import { documentBytes, randomBytesFrom, seededRandom } from '../fixtures/media-tree.js';
+
+const CHUNK = 64 * 1024;
+
+async function compress(input: Buffer, options: ConstructorParameters<typeof ParallelGzip>[0] = {}) {
+  const gz = new ParallelGzip({ chunkBytes: CHUNK, ...options });
+  // Feed in odd-sized pieces so chunk boundaries never line up with writes.
+  const pieces: Buffer[] = [];
+  for (let i = 0; i < input.length; i += 7001) pieces.push(input.subarray(i, i + 7001));
+  const out = buffer(gz);
+  await pipeline(Readable.from(pieces), gz);
+  return { output: await out, stats: gz.stats };
+}
+
+/** Counts gzip members by walking the member headers (each starts 1f 8b 08). */
+function countMembers(gz: Buffer): number {
+  let count = 0;
+  for (let i = 0; i + 2 < gz.length; i++)
+    if (gz[i] === 0x1f && gz[i + 1] === 0x8b && gz[i + 2] === 8) count++;
+  return count;
+}
+
+describe('ParallelGzip', () => {
+  const rand = seededRandom(7);
+  const text = documentBytes(rand, 5 * CHUNK + 123);
+  const noise = randomBytesFrom(rand, 3 * CHUNK);
+
+  it.each([
+    ['empty input', Buffer.alloc(0), 1],
+    ['exactly one chunk', text.subarray(0, CHUNK), 1],
+    ['one byte over a chunk', text.subarray(0, CHUNK + 1), 2],
+    ['many chunks of text', text, 6],
+    ['random bytes', noise, 3],
+  ])('round-trips %s as one valid gzip stream of independent members', async (_name, input, members) => {
+    const { output, stats } = await compress(input);
+    expect(gunzipSync(output).equals(input)).toBe(true);
+    expect(stats.members).toBe(members);
+    expect(stats.inputBytes).toBe(input.length);
+    expect(stats.outputBytes).toBe(output.length);
+  });
+
+  it('keeps members in input order with several compressing at once', async () => {
+    const blocks = Array.from({ length: 12 }, (_, i) => Buffer.alloc(CHUNK, 65 + i));
+    const input = Buffer.concat(blocks);
+    const { output } = await compress(input, { concurrency: 4 });
+    expect(gunzipSync(output).equals(input)).toBe(true);
+  });
+
+  it('stores incompressible chunks and compresses text', async () => {
+    const { output, stats } = await compress(Buffer.concat([noise, text]));
+    expect(stats.storedMembers).toBe(3);
+    expect(stats.members).toBe(9);
+    expect(countMembers(output)).toBeGreaterThanOrEqual(9);
+    // Text shrinks a lot; stored noise grows only by framing.
+    expect(output.length).toBeLessThan(noise.length + text.length / 2);
+  });
+
+  it('compresses everything when adaptive storing is off', async () => {
+    const { stats } = await compress(noise, { adaptive: false });
+    expect(stats.storedMembers).toBe(0);
+  });
+
+  it('rejects a level outside 0-9', () => {
+    expect(() => new ParallelGzip({ level: 10 })).toThrow(/compression level must be 0-9/);
+  });
+
+  it('passes an upstream error on instead of finishing', async () => {
+    const gz = new ParallelGzip({ chunkBytes: CHUNK });
+    const source = new Readable({
+      read() {
+        this.destroy(new Error('disk on fire'));
+      },
+    });
+    await expect(pipeline(source, gz, async (s) => buffer(s))).rejects.toThrow('disk on fire');
+  });
+});
+
+describe('worthCompressing', () => {
+  it('says no for random bytes and yes for text', () => {
+    const rand = seededRandom(3);
+    expect(worthCompressing(randomBytesFrom(rand, 4 * 1024 * 1024))).toBe(false);
+    expect(worthCompressing(documentBytes(rand, 4 * 1024 * 1024))).toBe(true);
+    expect(worthCompressing(Buffer.alloc(100))).toBe(true);
+  });
+});
