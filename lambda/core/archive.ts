@@ -71,15 +71,22 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
   });
   const body = new PassThrough();
   const abort = new AbortController();
-  const onOuterAbort = () => abort.abort(options.signal?.reason);
+  // Errors surface through the promises below; without listeners a torn-down stage would also
+  // throw them as uncaught exceptions.
+  for (const stream of [pack, gz, tap, body]) stream.on('error', () => undefined);
+  /** First failure wins: remember it, stop the producer, tear down every stage. */
+  const fail = (error: unknown) => {
+    if (abort.signal.aborted) return;
+    const cause = error instanceof Error ? error : new Error(String(error));
+    abort.abort(cause);
+    for (const stream of [pack, gz, tap, body]) stream.destroy(cause);
+  };
+  const onOuterAbort = () => fail(options.signal?.reason ?? new Error('backup aborted'));
   options.signal?.addEventListener('abort', onOuterAbort, { once: true });
 
-  // pack -> gzip -> hash tap -> sink. Any failure in any stage tears down every other stage.
-  const piping = pipeline(pack as unknown as Readable, gz, tap, body, { signal: abort.signal });
+  // pack -> gzip -> hash tap -> sink.
+  const piping = pipeline(pack as unknown as Readable, gz, tap, body);
   const sinking = options.sink(body);
-  const fail = (error: unknown) => {
-    if (!abort.signal.aborted) abort.abort(error);
-  };
   piping.catch(fail);
   sinking.catch(fail);
 
@@ -115,7 +122,6 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
     await Promise.all([producing, piping, sinking]);
   } catch (error) {
     fail(error);
-    pack.destroy();
     // Report the root cause, not the AbortError it caused downstream.
     throw abort.signal.reason ?? error;
   } finally {
@@ -163,6 +169,8 @@ async function packFile(
     let read = 0;
     await new Promise<void>((resolve, reject) => {
       const sink = pack.entry(header, (error) => (error ? reject(error) : resolve()));
+      // Failures reach the caller through reject(); an unheard 'error' event would crash the process.
+      sink.on('error', () => undefined);
       const pump = async () => {
         while (read < size) {
           if (signal.aborted) throw signal.reason;
