@@ -179,6 +179,10 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
       if (!status.healthy) exitCode = EXIT.failed;
     });
 
+  // An exported-but-empty variable (`MEDIA_DIR=`) means "not set", not "the empty path".
+  for (const name of ['MEDIA_DIR', 'BACKUP_STORE', 'FULL_INTERVAL_DAYS']) {
+    if (process.env[name]?.trim() === '') delete process.env[name];
+  }
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return exitCode;

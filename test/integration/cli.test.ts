@@ -1,0 +1,165 @@
+import { execFile } from 'node:child_process';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { tempDirs } from '../fixtures/engine.js';
+import { makeMediaTree } from '../fixtures/media-tree.js';
+
+const execFileAsync = promisify(execFile);
+const BIN = path.resolve('bin/media-backup.mjs');
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI as a user would, through the package's bin entry (optionally as another user). */
+async function cli(
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; asUser?: number } = {},
+): Promise<Run> {
+  const [cmd, argv] =
+    options.asUser === undefined
+      ? [process.execPath, [BIN, ...args]]
+      : [
+          'setpriv',
+          [
+            `--reuid=${options.asUser}`,
+            `--regid=${options.asUser}`,
+            '--clear-groups',
+            process.execPath,
+            BIN,
+            ...args,
+          ],
+        ];
+  try {
+    const { stdout, stderr } = await execFileAsync(cmd, argv as string[], {
+      cwd: options.cwd,
+      env: { ...withoutConfigEnv(), ...options.env },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/** The caller's environment minus settings that would point the CLI elsewhere. */
+function withoutConfigEnv(): NodeJS.ProcessEnv {
+  const { BACKUP_STORE: _s, MEDIA_DIR: _m, FULL_INTERVAL_DAYS: _f, ...rest } = process.env;
+  return rest;
+}
+
+const dirs = tempDirs();
+let work: string;
+beforeEach(async () => {
+  work = await dirs.make('cli-');
+});
+afterEach(() => dirs.cleanup());
+
+describe('media-backup CLI', () => {
+  it('quick start: backs up ./media into ./backups/media, full then incremental', async () => {
+    await makeMediaTree(path.join(work, 'media'), { files: 12 });
+
+    const first = await cli(['backup'], { cwd: work });
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(
+      /Backup backup_\d{8}_\d{6} \(full\) committed to file:\/\/.*\/backups\/media/,
+    );
+    expect(first.stdout).toMatch(/tree: +12 files/);
+
+    await writeFile(path.join(work, 'media/new.pdf'), 'new');
+    const second = await cli(['backup', '--json'], { cwd: work });
+    expect(second.code).toBe(0);
+    const result = JSON.parse(second.stdout);
+    expect(result).toMatchObject({
+      type: 'incremental',
+      files: 13,
+      changedFiles: 1,
+      changedBytes: 3,
+      deletedFiles: 0,
+      skipped: [],
+    });
+    for (const field of ['backupId', 'archiveKey', 'bytes', 'durationMs'])
+      expect(result).toHaveProperty(field);
+
+    const list = await cli(['list', '--json'], { cwd: work });
+    const backups = JSON.parse(list.stdout) as { backupId: string; type: string }[];
+    expect(backups.map((b) => b.type)).toEqual(['full', 'incremental']);
+    expect(backups[1].backupId).toBe(result.backupId);
+
+    const human = await cli(['list'], { cwd: work });
+    expect(human.stdout).toMatch(/2 committed backup\(s\)/);
+
+    const status = await cli(['status', '--json'], { cwd: work });
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({
+      lastRun: { status: 'SUCCEEDED', backupId: result.backupId },
+      committedBackups: 2,
+      healthy: true,
+    });
+  });
+
+  it('takes --source, --store and --exclude, and honours MEDIA_DIR / BACKUP_STORE', async () => {
+    const media = path.join(work, 'm');
+    await makeMediaTree(media, { files: 3 });
+    await writeFile(path.join(media, 'skip.tmp'), 'x');
+    const store = path.join(work, 'store');
+    const run = await cli(['backup', 'full', '--exclude', '*.tmp', '--json'], {
+      env: { MEDIA_DIR: media, BACKUP_STORE: `file://${store}` },
+    });
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ type: 'full', files: 3 });
+    const list = await cli(['list', '--json', '--store', store]);
+    expect(JSON.parse(list.stdout)).toHaveLength(1);
+  });
+
+  it.each([
+    [['backup', 'weekly'], /backup type must be auto, full or incremental \(got "weekly"\)/],
+    [['backup', '--full-interval-days', 'x'], /--full-interval-days must be a whole number/],
+    [['list', '--store', 'ftp://host/x'], /unsupported store URL "ftp:\/\/host\/x"/],
+    [['backup', '--bogus'], /unknown option '--bogus'/],
+    [['nonsense'], /unknown command 'nonsense'/],
+  ])('exits 2 on bad usage %j, naming what is wrong', async (args, message) => {
+    const run = await cli(args, { cwd: work });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(message);
+  });
+
+  it('exits 1 with a clear message and writes nothing when the source is missing', async () => {
+    const run = await cli(['backup', '--source', path.join(work, 'nope')], { cwd: work });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/source folder .*nope does not exist.*nothing was backed up/);
+    const list = await cli(['list', '--json'], { cwd: work });
+    expect(JSON.parse(list.stdout)).toEqual([]);
+    const status = await cli(['status'], { cwd: work });
+    expect(status.code).toBe(1);
+    expect(status.stdout).toMatch(/Latest backup: none/);
+  });
+
+  it('skips and reports an unreadable file, and still commits the rest', async () => {
+    await chmod(work, 0o777);
+    const media = path.join(work, 'media');
+    await makeMediaTree(media, { files: 4 });
+    await mkdir(path.join(media, 'private'));
+    await writeFile(path.join(media, 'private/secret.pdf'), 'secret');
+    await chmod(path.join(media, 'private/secret.pdf'), 0o000);
+    await writeFile(path.join(media, 'locked.jpg'), 'x');
+    await chmod(path.join(media, 'locked.jpg'), 0o200);
+    // Root reads everything, so run the backup as an unprivileged user.
+    const asUser = process.getuid?.() === 0 ? 65534 : undefined;
+    const run = await cli(['backup', '--json', '--store', path.join(work, 'store')], { cwd: work, asUser });
+    expect(run.code, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout);
+    expect(result.files).toBe(4);
+    expect(result.skipped).toEqual([
+      { path: 'locked.jpg', reason: 'permission denied' },
+      { path: 'private/secret.pdf', reason: 'permission denied' },
+    ]);
+    const human = await cli(['backup', 'full', '--store', path.join(work, 'store')], { cwd: work, asUser });
+    expect(human.stdout).toMatch(/SKIPPED 2 path\(s\)/);
+    expect(human.stdout).toMatch(/private\/secret.pdf: permission denied/);
+  });
+});
