@@ -98,7 +98,8 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
       if (abort.signal.aborted) throw abort.signal.reason;
       if (entry.type === 'dir') {
         await addEntry(pack, {
-          name: entry.path,
+          // A trailing slash marks a folder, as GNU tar writes and lists them.
+          name: `${entry.path}/`,
           type: 'directory',
           mode: entry.mode,
           mtime: new Date(entry.mtimeMs),

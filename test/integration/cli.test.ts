@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { build } from 'esbuild';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';
@@ -15,7 +16,7 @@ interface Run {
   stderr: string;
 }
 
-/** Runs the CLI as a user would, through the package's bin entry (optionally as another user). */
+/** Runs the CLI as a user would, through the package's bin entry. */
 async function cli(
   args: string[],
   options: { cwd?: string; env?: NodeJS.ProcessEnv; asUser?: number } = {},
@@ -148,17 +149,46 @@ describe('media-backup CLI', () => {
     await chmod(path.join(media, 'private/secret.pdf'), 0o000);
     await writeFile(path.join(media, 'locked.jpg'), 'x');
     await chmod(path.join(media, 'locked.jpg'), 0o200);
-    // Root reads everything, so run the backup as an unprivileged user.
-    const asUser = process.getuid?.() === 0 ? 65534 : undefined;
-    const run = await cli(['backup', '--json', '--store', path.join(work, 'store')], { cwd: work, asUser });
-    expect(run.code, run.stderr).toBe(0);
-    const result = JSON.parse(run.stdout);
+    let run: (args: string[]) => Promise<Run>;
+    if (process.getuid?.() === 0) {
+      // Root reads everything, so run the CLI as an unprivileged user. That user may not be able to
+      // reach this checkout (CI clones anywhere), so it runs a single-file esbuild bundle of the CLI
+      // placed in the world-readable temp folder.
+      const bundle = path.join(work, 'media-backup.cjs');
+      await build({
+        entryPoints: [path.resolve('bin/media-backup.ts')],
+        bundle: true,
+        platform: 'node',
+        format: 'cjs',
+        outfile: bundle,
+        logLevel: 'error',
+      });
+      run = async (args) => {
+        try {
+          const { stdout, stderr } = await execFileAsync(
+            'setpriv',
+            ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, bundle, ...args],
+            { cwd: work, env: { ...withoutConfigEnv(), MEDIA_BACKUP_CLI: '1' } },
+          );
+          return { code: 0, stdout, stderr };
+        } catch (error) {
+          const e = error as Run;
+          return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+        }
+      };
+    } else {
+      run = (args) => cli(args, { cwd: work });
+    }
+    const store = path.join(work, 'store');
+    const first = await run(['backup', '--json', '--store', store]);
+    expect(first.code, first.stderr).toBe(0);
+    const result = JSON.parse(first.stdout);
     expect(result.files).toBe(4);
     expect(result.skipped).toEqual([
       { path: 'locked.jpg', reason: 'permission denied' },
       { path: 'private/secret.pdf', reason: 'permission denied' },
     ]);
-    const human = await cli(['backup', 'full', '--store', path.join(work, 'store')], { cwd: work, asUser });
+    const human = await run(['backup', 'full', '--store', store]);
     expect(human.stdout).toMatch(/SKIPPED 2 path\(s\)/);
     expect(human.stdout).toMatch(/private\/secret.pdf: permission denied/);
   });
