@@ -131,6 +131,28 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
   return { files, skipped, bytes: archiveBytes, sha256: archiveHash.digest('hex'), gzip: gz.stats };
 }
 
+/**
+ * The tar header of a regular file. ustar's octal size field stops at 8 GiB - 1; past that the size
+ * goes into a PAX record too (tar-stream also writes GNU base-256 in the ustar field, which GNU tar
+ * reads; the PAX record is the POSIX way). Long and non-ASCII paths get PAX records from tar-stream.
+ */
+export function fileHeader(
+  name: string,
+  st: { size: number; mode: number; mtimeMs: number; uid: number; gid: number },
+): TarHeader {
+  const header: TarHeader = {
+    name,
+    type: 'file',
+    size: st.size,
+    mode: st.mode & 0o7777,
+    mtime: new Date(st.mtimeMs),
+    uid: st.uid,
+    gid: st.gid,
+  };
+  if (st.size > USTAR_MAX_SIZE) header.pax = { path: name, size: String(st.size) };
+  return header;
+}
+
 function addEntry(pack: tarStream.Pack, header: TarHeader): Promise<void> {
   return new Promise((resolve, reject) => {
     pack.entry(header, (error) => (error ? reject(error) : resolve()));
@@ -156,16 +178,7 @@ async function packFile(
     // The header is written from this fstat (not the scan), so a change between scan and open is fine.
     const size = before.size;
     const mode = before.mode & 0o7777;
-    const header: TarHeader = {
-      name: scanned.path,
-      type: 'file',
-      size,
-      mode,
-      mtime: new Date(before.mtimeMs),
-      uid: before.uid,
-      gid: before.gid,
-    };
-    if (size > USTAR_MAX_SIZE) header.pax = { path: scanned.path, size: String(size) };
+    const header = fileHeader(scanned.path, before);
     const hash = createHash('sha256');
     let read = 0;
     await new Promise<void>((resolve, reject) => {
