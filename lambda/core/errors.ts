@@ -28,7 +28,7 @@ export class BackupStateError extends MediaBackupError {
 
 /** Bad option or setting; the CLI maps this to exit code 2. */
 export class UsageError extends MediaBackupError {
-  override readonly name = 'UsageError';
+  override readonly name: string = 'UsageError';
 }
 
 /** The archive written to the store does not match what was produced. */

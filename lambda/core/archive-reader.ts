@@ -1,0 +1,82 @@
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import tarStream from 'tar-stream';
+import { MediaBackupError } from './errors.js';
+import { assertSafeRelativePath } from './manifest.js';
+
+/** An archive is damaged or does not match its manifest: restoring from it would give wrong bytes. */
+export class ArchiveIntegrityError extends MediaBackupError {
+  override readonly name = 'ArchiveIntegrityError';
+}
+
+export type TarEntryType = 'file' | 'directory' | 'symlink';
+
+export interface TarEntry {
+  /** Validated relative path, without the trailing `/` of folders. */
+  readonly path: string;
+  readonly type: TarEntryType;
+  readonly size: number;
+  readonly mode: number;
+  readonly mtime: Date;
+  readonly linkname: string | null;
+  /** The entry's bytes; must be consumed (or resumed) before the next entry arrives. */
+  readonly body: Readable;
+}
+
+/**
+ * Reads a tar.gz stream entry by entry, refusing anything media-backup never writes: unsafe paths
+ * (`..`, absolute, NUL), hardlinks, devices, FIFOs. `label` names the backup and archive in errors.
+ * Damage (truncated or corrupt gzip, broken tar) surfaces as {@link ArchiveIntegrityError}.
+ */
+export async function readTarGz(
+  body: Readable,
+  label: string,
+  visit: (entry: TarEntry) => Promise<void>,
+): Promise<void> {
+  const extract = tarStream.extract();
+  const gunzip = createGunzip();
+  const feeding = pipeline(body, gunzip, extract as unknown as NodeJS.WritableStream);
+  let feedError: unknown;
+  let visitError: unknown;
+  feeding.catch((error) => {
+    feedError = error;
+    extract.destroy(error);
+  });
+  try {
+    for await (const raw of extract) {
+      const header = raw.header;
+      const name = header.type === 'directory' ? header.name.replace(/\/+$/, '') : header.name;
+      assertSafeRelativePath(name, `${label}: archive entry`);
+      if (header.type !== 'file' && header.type !== 'directory' && header.type !== 'symlink') {
+        throw new ArchiveIntegrityError(
+          `${label}: entry ${JSON.stringify(name)} is a ${header.type}; media-backup archives hold only files, folders and symlinks, so this archive was altered or not made by media-backup. Nothing was restored from it.`,
+        );
+      }
+      await visit({
+        path: name,
+        type: header.type,
+        size: header.size ?? 0,
+        mode: header.mode ?? 0o644,
+        mtime: header.mtime ?? new Date(0),
+        linkname: header.linkname ?? null,
+        body: raw as unknown as Readable,
+      }).catch((error) => {
+        visitError = error;
+        throw error;
+      });
+      // Skip whatever the visitor did not read.
+      (raw as unknown as Readable).resume();
+    }
+    await feeding;
+  } catch (error) {
+    body.destroy();
+    // The visitor's own verdict first; a torn-down pipeline only reports "premature close".
+    const cause = visitError ?? feedError ?? error;
+    if (cause instanceof MediaBackupError) throw cause;
+    throw new ArchiveIntegrityError(
+      `${label} is damaged or truncated (${(cause as Error)?.message ?? String(cause)}). Use another backup, or check the object in the store.`,
+      { cause },
+    );
+  }
+}

@@ -1,0 +1,491 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import {
+  chmod,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  symlink,
+  utimes,
+} from 'node:fs/promises';
+import path from 'node:path';
+import { type Readable, Transform, type TransformCallback, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import picomatch from 'picomatch';
+import type { ObjectStore } from '../store/types.js';
+import { ArchiveIntegrityError, readTarGz, type TarEntry } from './archive-reader.js';
+import { readManifest } from './catalog.js';
+import type { Clock, Logger } from './deps.js';
+import { BackupStateError, errorMessage, UsageError } from './errors.js';
+import { backupIdFor } from './layout.js';
+import {
+  comparePaths,
+  type DirEntry,
+  decodeManifest,
+  type FileEntry,
+  type Manifest,
+  type SymlinkEntry,
+} from './manifest.js';
+import { resolveRestorePoint } from './resolve.js';
+
+export interface RestoreDeps {
+  readonly store: ObjectStore;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
+
+export type RestoreMode = 'new-folder' | 'replace';
+
+export interface RestoreOptions {
+  /** `latest`, a backup id, an archive name or key, or the path of a downloaded `.tar.gz`. */
+  readonly backup?: string;
+  readonly at?: Date;
+  /** Globs on the relative path; only matching files and links (and their folders) are restored. */
+  readonly paths?: readonly string[];
+  /** Folder to restore into; required unless `dryRun`. */
+  readonly target?: string;
+  /** @default 'new-folder' */
+  readonly mode?: RestoreMode;
+  /** Download, decompress and verify everything; write nothing. */
+  readonly dryRun?: boolean;
+}
+
+export interface RestoreResult {
+  readonly status: 'SUCCEEDED';
+  /** null for a downloaded archive without a manifest beside it. */
+  readonly backupId: string | null;
+  readonly source: string;
+  readonly target: string | null;
+  readonly mode: RestoreMode;
+  readonly dryRun: boolean;
+  readonly files: number;
+  readonly bytes: number;
+  readonly dirs: number;
+  readonly symlinks: number;
+  readonly archivesRead: readonly string[];
+  /** True when every restored file's sha256 was checked against a manifest. */
+  readonly verified: boolean;
+  /** `--replace`: where the tree that was live before the restore now is. */
+  readonly previousTree: string | null;
+  readonly notes: readonly string[];
+  readonly durationMs: number;
+}
+
+export class TargetNotEmptyError extends UsageError {
+  override readonly name = 'TargetNotEmptyError';
+}
+
+/** What to restore: files grouped by the archive holding their bytes, plus folders and links. */
+interface RestorePlan {
+  readonly label: string;
+  readonly backupId: string | null;
+  /** archive key (or file) -> path -> expected entry (null: accept, no manifest to check against). */
+  readonly filesByArchive: Map<string, Map<string, FileEntry | null>>;
+  readonly dirs: DirEntry[];
+  readonly symlinks: SymlinkEntry[];
+  readonly verified: boolean;
+  /** With no manifest, folders and links come from the archive itself. */
+  readonly takeTreeFromArchive: boolean;
+  readonly notes: string[];
+}
+
+/**
+ * Restores a backup into a new folder, or in place (`replace`), or only verifies it (`dryRun`).
+ * Everything is extracted into a staging folder beside the target and checked against the manifest
+ * before anything live is touched; any error removes the staging folder and leaves the target as it
+ * was. Paths from archives and manifests are never trusted: see `readTarGz` and `decodeManifest`.
+ */
+export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Promise<RestoreResult> {
+  const started = deps.clock.now();
+  const mode = options.mode ?? 'new-folder';
+  const dryRun = options.dryRun ?? false;
+  if (!dryRun && !options.target) throw new UsageError('a restore needs --target DIR (or --dry-run)');
+  if (options.paths?.length && mode === 'replace') {
+    throw new UsageError(
+      '--path cannot be combined with --replace: replacing the live folder with a few paths would drop the rest. Restore the paths into a new folder and copy them over.',
+    );
+  }
+  const local = options.backup ? await localArchive(options.backup) : undefined;
+  const plan = local ? await planFromLocalArchive(local, options) : await planFromStore(deps.store, options);
+  const openArchive = local
+    ? async () => createReadStream(local) as Readable
+    : (key: string) => deps.store.getStream(key);
+
+  const target = options.target ? path.resolve(options.target) : null;
+  if (target && !dryRun && mode === 'new-folder') await assertEmptyOrMissing(target);
+  const staging = target && !dryRun ? `${target}.restore-staging-${randomBytes(4).toString('hex')}` : null;
+  const writer = new TreeWriter(staging);
+  deps.logger.info('restore started', { backup: plan.label, target, mode, dryRun, staging });
+
+  let previousTree: string | null = null;
+  try {
+    if (staging) await mkdir(staging, { recursive: false, mode: 0o700 });
+    const extracted = await extractAll(plan, openArchive, writer);
+    if (staging) {
+      await writer.finish(
+        plan.takeTreeFromArchive ? extracted.dirs : plan.dirs,
+        extracted.files,
+        plan.takeTreeFromArchive ? extracted.symlinks : plan.symlinks,
+      );
+      previousTree = await swapInto(
+        staging,
+        target!,
+        mode,
+        backupIdFor(deps.clock.now()).slice('backup_'.length),
+      );
+    }
+    const files = [...extracted.files.values()];
+    const result: RestoreResult = {
+      status: 'SUCCEEDED',
+      backupId: plan.backupId,
+      source: local ?? deps.store.url,
+      target,
+      mode,
+      dryRun,
+      files: files.length,
+      bytes: files.reduce((sum, f) => sum + f.size, 0),
+      dirs: (plan.takeTreeFromArchive ? extracted.dirs : plan.dirs).length,
+      symlinks: (plan.takeTreeFromArchive ? extracted.symlinks : plan.symlinks).length,
+      archivesRead: [...plan.filesByArchive.keys()],
+      verified: plan.verified,
+      previousTree,
+      notes: plan.notes,
+      durationMs: deps.clock.now().getTime() - started.getTime(),
+    };
+    deps.logger.info('restore finished', { ...result, notes: undefined });
+    return result;
+  } catch (error) {
+    // Automatic rollback: the live tree was not touched yet; drop what we extracted.
+    if (staging) await rm(staging, { recursive: true, force: true }).catch(() => undefined);
+    deps.logger.error('restore failed; the target was left as it was', {
+      error: errorMessage(error),
+      target,
+    });
+    throw error;
+  }
+}
+
+async function planFromStore(store: ObjectStore, options: RestoreOptions): Promise<RestorePlan> {
+  const entry = await resolveRestorePoint(store, { backup: options.backup, at: options.at });
+  const manifest = await readManifest(store, entry);
+  const label = `backup ${entry.backupId}`;
+  const selected = selectEntries(manifest, options.paths, label);
+  const filesByArchive = groupByArchive(selected.files);
+  // Fail before writing anything if an archive the restore needs is gone.
+  for (const key of filesByArchive.keys()) {
+    if (!(await store.head(key))) {
+      throw new BackupStateError(
+        `${label} needs archive ${key}, which is missing from ${store.url}; this backup cannot be restored completely. Try an older or newer backup (media-backup list).`,
+      );
+    }
+  }
+  return {
+    label,
+    backupId: entry.backupId,
+    filesByArchive,
+    ...selected,
+    verified: true,
+    takeTreeFromArchive: false,
+    notes: [],
+  };
+}
+
+async function planFromLocalArchive(file: string, options: RestoreOptions): Promise<RestorePlan> {
+  const manifestFile = file.replace(/\.tar\.gz$/, '.manifest.jsonl.gz');
+  const manifestData = await readFile(manifestFile).catch(() => undefined);
+  const label = `archive ${file}`;
+  if (!manifestData) {
+    const matcher = options.paths?.length ? picomatch([...options.paths], { dot: true }) : undefined;
+    return {
+      label,
+      backupId: null,
+      filesByArchive: new Map([[file, new Map()]]),
+      dirs: [],
+      symlinks: [],
+      verified: false,
+      takeTreeFromArchive: true,
+      notes: [
+        `no manifest beside ${file} (expected ${manifestFile}): files were extracted under the safety rules but their hashes could not be verified`,
+        ...(matcher ? ['--path filters apply to files and links'] : []),
+      ],
+    };
+  }
+  const manifest = await decodeManifest(manifestData, manifestFile);
+  const selected = selectEntries(manifest, options.paths, label);
+  const base = path.basename(file);
+  const here = selected.files.filter((f) => path.posix.basename(f.archive) === base);
+  const elsewhere = selected.files.length - here.length;
+  return {
+    label: `backup ${manifest.header.backupId} (${label})`,
+    backupId: manifest.header.backupId,
+    filesByArchive: new Map([[file, new Map(here.map((f) => [f.path, f]))]]),
+    dirs: selected.dirs,
+    symlinks: selected.symlinks,
+    verified: true,
+    takeTreeFromArchive: false,
+    notes:
+      elsewhere > 0
+        ? [
+            `${elsewhere} file(s) of this backup are stored in earlier archives and were not restored: restore the full backup and the incrementals before this one first, or restore from the store`,
+          ]
+        : [],
+  };
+}
+
+function selectEntries(
+  manifest: Manifest,
+  paths: readonly string[] | undefined,
+  label: string,
+): { files: FileEntry[]; dirs: DirEntry[]; symlinks: SymlinkEntry[] } {
+  const files: FileEntry[] = [];
+  const symlinks: SymlinkEntry[] = [];
+  const dirs: DirEntry[] = [];
+  if (!paths?.length) {
+    for (const e of manifest.entries) {
+      if (e.type === 'file') files.push(e);
+      else if (e.type === 'symlink') symlinks.push(e);
+      else dirs.push(e);
+    }
+    return { files, dirs, symlinks };
+  }
+  const matches = picomatch([...paths], { dot: true });
+  // A glob naming a folder selects everything below it.
+  const selected = (p: string) => {
+    for (let at = p.length; at > 0; at = p.lastIndexOf('/', at - 1)) {
+      if (matches(p.slice(0, at))) return true;
+    }
+    return false;
+  };
+  const neededDirs = new Set<string>();
+  for (const e of manifest.entries) {
+    if (e.type === 'dir' || !selected(e.path)) continue;
+    if (e.type === 'file') files.push(e);
+    else symlinks.push(e);
+    for (let i = e.path.indexOf('/'); i > 0; i = e.path.indexOf('/', i + 1))
+      neededDirs.add(e.path.slice(0, i));
+  }
+  for (const e of manifest.entries)
+    if (e.type === 'dir' && (neededDirs.has(e.path) || selected(e.path))) dirs.push(e);
+  if (files.length + symlinks.length + dirs.length === 0) {
+    throw new UsageError(
+      `--path ${paths.map((p) => JSON.stringify(p)).join(' ')} matches nothing in ${label}`,
+    );
+  }
+  return { files, dirs, symlinks };
+}
+
+function groupByArchive(files: readonly FileEntry[]): Map<string, Map<string, FileEntry>> {
+  const out = new Map<string, Map<string, FileEntry>>();
+  for (const f of files) {
+    const group = out.get(f.archive) ?? new Map<string, FileEntry>();
+    out.set(f.archive, group);
+    group.set(f.path, f);
+  }
+  return new Map([...out.entries()].sort(([a], [b]) => comparePaths(a, b)));
+}
+
+interface RestoredFile {
+  readonly path: string;
+  readonly size: number;
+  readonly sha256: string;
+  readonly mode: number;
+  readonly mtimeMs: number;
+}
+
+async function extractAll(
+  plan: RestorePlan,
+  openArchive: (key: string) => Promise<Readable>,
+  writer: TreeWriter,
+): Promise<{ files: Map<string, RestoredFile>; dirs: DirEntry[]; symlinks: SymlinkEntry[] }> {
+  const files = new Map<string, RestoredFile>();
+  const dirs: DirEntry[] = [];
+  const symlinks: SymlinkEntry[] = [];
+  for (const [key, wanted] of plan.filesByArchive) {
+    const label = `${plan.label} archive ${key}`;
+    const seen = new Set<string>();
+    await readTarGz(await openArchive(key), label, async (entry: TarEntry) => {
+      if (plan.takeTreeFromArchive) {
+        if (seen.has(entry.path)) {
+          throw new ArchiveIntegrityError(`${label}: entry ${JSON.stringify(entry.path)} appears twice`);
+        }
+        seen.add(entry.path);
+        if (entry.type === 'directory')
+          dirs.push({
+            path: entry.path,
+            type: 'dir',
+            mode: entry.mode & 0o7777,
+            mtimeMs: entry.mtime.getTime(),
+          });
+        else if (entry.type === 'symlink')
+          symlinks.push({ path: entry.path, type: 'symlink', target: entry.linkname ?? '' });
+        else {
+          const written = await writer.writeFile(entry.path, entry.body, label);
+          files.set(entry.path, { ...written, mode: entry.mode & 0o7777, mtimeMs: entry.mtime.getTime() });
+        }
+        return;
+      }
+      // Entries the manifest does not ask for from this archive (deleted or replaced since, or
+      // folders and links, which come from the manifest) are skipped, never written.
+      const expected = wanted.get(entry.path);
+      if (!expected || entry.type !== 'file') return;
+      if (seen.has(entry.path)) {
+        throw new ArchiveIntegrityError(
+          `${label}: file ${JSON.stringify(entry.path)} appears twice in the archive; refusing to guess which copy is right`,
+        );
+      }
+      seen.add(entry.path);
+      const written = await writer.writeFile(entry.path, entry.body, label);
+      if (written.size !== expected.size || written.sha256 !== expected.sha256) {
+        throw new ArchiveIntegrityError(
+          `${label}: file ${JSON.stringify(entry.path)} does not match the manifest (${written.size} bytes, sha256 ${written.sha256.slice(0, 12)}…; expected ${expected.size} bytes, ${expected.sha256.slice(0, 12)}…). The archive or the manifest is corrupt; nothing was restored.`,
+        );
+      }
+      files.set(entry.path, { ...written, mode: expected.mode, mtimeMs: expected.mtimeMs });
+    });
+    const missing = [...wanted.keys()].filter((p) => !seen.has(p));
+    if (missing.length > 0) {
+      throw new ArchiveIntegrityError(
+        `${label}: ${missing.length} file(s) listed in the manifest are not in the archive, e.g. ${JSON.stringify(missing[0])}; nothing was restored.`,
+      );
+    }
+  }
+  return { files, dirs, symlinks };
+}
+
+/** Writes a tree under `root`, or only hashes when `root` is null (dry run). */
+class TreeWriter {
+  constructor(private readonly root: string | null) {}
+
+  private pathOf(rel: string): string {
+    // Paths were validated (no `..`, not absolute); join keeps them under root.
+    return path.join(this.root!, ...rel.split('/'));
+  }
+
+  async writeFile(
+    rel: string,
+    body: Readable,
+    label: string,
+  ): Promise<{ path: string; size: number; sha256: string }> {
+    const hash = createHash('sha256');
+    let size = 0;
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
+        hash.update(chunk);
+        size += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    if (this.root === null) {
+      await pipeline(body, tap, new Writable({ write: (_chunk, _enc, cb) => cb() }));
+    } else {
+      const dest = this.pathOf(rel);
+      // Parents are real folders we create; no link exists in staging until every file is written.
+      await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+      try {
+        // 'wx' = O_CREAT | O_EXCL: never opens an existing file or follows a link at dest.
+        await pipeline(body, tap, createWriteStream(dest, { flags: 'wx', mode: 0o600 }));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+          throw new ArchiveIntegrityError(`${label}: ${JSON.stringify(rel)} would be written twice`);
+        }
+        throw error;
+      }
+    }
+    return { path: rel, size, sha256: hash.digest('hex') };
+  }
+
+  /** Folders, then modes and times, then links last (so no file is ever written through one). */
+  async finish(
+    dirs: readonly DirEntry[],
+    files: ReadonlyMap<string, RestoredFile>,
+    symlinks: readonly SymlinkEntry[],
+  ) {
+    for (const d of dirs) await mkdir(this.pathOf(d.path), { recursive: true, mode: 0o700 });
+    for (const f of files.values()) {
+      const p = this.pathOf(f.path);
+      await chmod(p, f.mode);
+      await utimes(p, f.mtimeMs / 1000, f.mtimeMs / 1000);
+    }
+    for (const l of symlinks) {
+      const p = this.pathOf(l.path);
+      await mkdir(path.dirname(p), { recursive: true, mode: 0o700 });
+      try {
+        await symlink(l.target, p);
+      } catch (error) {
+        throw new ArchiveIntegrityError(
+          `symlink ${JSON.stringify(l.path)} cannot be created (${(error as NodeJS.ErrnoException).code}): a file or folder already has that path`,
+          { cause: error },
+        );
+      }
+    }
+    // Deepest first, so restoring a read-only folder's mode does not block its children.
+    for (const d of [...dirs].sort((a, b) => comparePaths(b.path, a.path))) {
+      const p = this.pathOf(d.path);
+      await chmod(p, d.mode);
+      if (d.mtimeMs !== undefined) await utimes(p, d.mtimeMs / 1000, d.mtimeMs / 1000);
+    }
+    if (this.root) await chmod(this.root, 0o755);
+  }
+}
+
+/** A restore into a new folder never mixes with existing files. */
+async function assertEmptyOrMissing(target: string): Promise<void> {
+  let entries: string[];
+  try {
+    const st = await lstat(target);
+    if (!st.isDirectory())
+      throw new TargetNotEmptyError(`restore target ${target} exists and is not a folder`);
+    entries = await readdir(target);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  if (entries.length > 0) {
+    throw new TargetNotEmptyError(
+      `restore target ${target} is not empty (${entries.length} entries). Choose a new folder, or use --replace to replace it (the current content is kept as a .pre-restore copy).`,
+    );
+  }
+}
+
+/** Moves the verified staging tree into place; with `replace` keeps the live tree beside it. */
+async function swapInto(
+  staging: string,
+  target: string,
+  mode: RestoreMode,
+  stamp: string,
+): Promise<string | null> {
+  const exists = await stat(target).then(
+    () => true,
+    () => false,
+  );
+  if (!exists) {
+    await rename(staging, target);
+    return null;
+  }
+  if (mode === 'new-folder') {
+    await rmdir(target); // checked empty before the restore started
+    await rename(staging, target);
+    return null;
+  }
+  const previous = `${target}.pre-restore-${stamp}`;
+  await rename(target, previous);
+  try {
+    await rename(staging, target);
+  } catch (error) {
+    await rename(previous, target);
+    throw error;
+  }
+  return previous;
+}
+
+/** A BACKUP argument that is a `.tar.gz` on the local disk (downloaded with `aws s3 cp`). */
+async function localArchive(spec: string): Promise<string | undefined> {
+  if (!spec.endsWith('.tar.gz')) return undefined;
+  const st = await stat(spec).catch(() => undefined);
+  return st?.isFile() ? path.resolve(spec) : undefined;
+}
