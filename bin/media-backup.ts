@@ -97,7 +97,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
             `--full-interval-days must be a whole number of days >= 1 (got ${JSON.stringify(opts.fullIntervalDays)})`,
           );
         }
-        const store = open(opts.store);
+        const store = await open(opts.store);
         const progress = io.stderr.isTTY ? startProgressBar(io.stderr) : undefined;
         let result: BackupSucceeded;
         try {
@@ -134,7 +134,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     .addOption(storeOption())
     .option('--json', 'print a JSON array on stdout')
     .action(async (opts: CommonOptions) => {
-      const store = open(opts.store);
+      const store = await open(opts.store);
       const backups = await listBackups(store);
       if (opts.json) {
         out(JSON.stringify(backups, null, 2));
@@ -161,7 +161,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     .addOption(storeOption())
     .option('--json', 'print one JSON document on stdout')
     .action(async (opts: CommonOptions) => {
-      const store = open(opts.store);
+      const store = await open(opts.store);
       const status = await readStoreStatus(store, systemClock.now());
       if (opts.json) out(JSON.stringify(status, null, 2));
       else {
@@ -215,7 +215,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
         if (!opts.target && !opts.dryRun) throw new UsageError('restore needs --target DIR (or --dry-run)');
         const at = opts.at ? parseInstant(opts.at) : undefined;
         if (at && backup !== 'latest') throw new UsageError('give either BACKUP or --at, not both');
-        const store = open(opts.store);
+        const store = await open(opts.store);
         const result = await runRestore(
           { store, clock: systemClock, logger: cliLogger(err, opts.verbose) },
           {
@@ -257,7 +257,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     .addOption(storeOption())
     .option('--json', 'print one JSON document on stdout')
     .action(async (backup: string, opts: CommonOptions & { all?: boolean; deep?: boolean }) => {
-      const store = open(opts.store);
+      const store = await open(opts.store);
       const result = await runVerify(
         { store, clock: systemClock, logger: cliLogger(err, opts.verbose) },
         { backup, all: opts.all, deep: opts.deep },
@@ -300,7 +300,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
   }
 }
 
-function open(url: string | undefined): ObjectStore {
+function open(url: string | undefined): Promise<ObjectStore> {
   return openStore(url ?? DEFAULT_STORE);
 }
 

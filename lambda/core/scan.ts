@@ -49,6 +49,9 @@ export interface ScanOptions {
   readonly statConcurrency?: number;
 }
 
+/** Folders listed at once; each also runs up to `statConcurrency` lstat calls. */
+const DIR_CONCURRENCY = 8;
+
 /**
  * Walks the source tree without following symlinks. Regular files, folders and symlinks are
  * recorded; sockets, FIFOs and devices are skipped with a reason, as are folders we may not read.
@@ -61,12 +64,13 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
   const excludeAbsolute = new Set(
     await Promise.all((options.excludeAbsolute ?? []).map((p) => realpath(p).catch(() => path.resolve(p)))),
   );
-  const concurrency = options.statConcurrency ?? 32;
+  const concurrency = options.statConcurrency ?? 16;
   const entries: ScannedEntry[] = [];
   const skipped: SkippedPath[] = [];
   let excluded = 0;
 
-  const walk = async (absDir: string, relDir: string): Promise<void> => {
+  /** Lists one folder and stats its entries; returns its subfolders. */
+  const visit = async (absDir: string, relDir: string): Promise<[string, string][]> => {
     let dirents: Dirent[];
     try {
       dirents = [];
@@ -74,7 +78,7 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
     } catch (error) {
       if (relDir === '') throw sourceError(source, error);
       skipped.push({ path: relDir, reason: describeFsError(error) });
-      return;
+      return [];
     }
     const subdirs: [string, string][] = [];
     for (let i = 0; i < dirents.length; i += concurrency) {
@@ -110,10 +114,36 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
         if (entry.type === 'dir') subdirs.push([item.abs, item.rel]);
       }
     }
-    for (const [abs, rel] of subdirs) await walk(abs, rel);
+    return subdirs;
   };
 
-  await walk(root, '');
+  // Several folders at once: on EFS every listing and stat is a network round trip, and media
+  // trees have thousands of small folders (chat/<room>/<day>/).
+  const pending: [string, string][] = [[root, '']];
+  let active = 0;
+  await new Promise<void>((resolve, reject) => {
+    let failed = false;
+    const pump = () => {
+      if (failed) return;
+      if (active === 0 && pending.length === 0) resolve();
+      while (active < DIR_CONCURRENCY && pending.length > 0) {
+        const [abs, rel] = pending.pop()!;
+        active += 1;
+        visit(abs, rel).then(
+          (subdirs) => {
+            active -= 1;
+            pending.push(...subdirs);
+            pump();
+          },
+          (error) => {
+            failed = true;
+            reject(error);
+          },
+        );
+      }
+    };
+    pump();
+  });
   entries.sort((a, b) => comparePaths(a.path, b.path));
   skipped.sort((a, b) => comparePaths(a.path, b.path));
   return { root, entries, skipped, excluded };

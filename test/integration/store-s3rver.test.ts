@@ -148,17 +148,17 @@ describe('openStore', () => {
     ['s3://my-bucket/media-backups/', 's3://my-bucket/media-backups/'],
     ['s3://my-bucket/team/media', 's3://my-bucket/team/media/'],
     ['s3://my-bucket/with%20space/', 's3://my-bucket/with space/'],
-  ])('opens %s as an S3 store at %s', (url, expected) => {
-    const store = openStore(url, { region: 'eu-west-1' });
+  ])('opens %s as an S3 store at %s', async (url, expected) => {
+    const store = await openStore(url, { region: 'eu-west-1' });
 
     expect(store).toBeInstanceOf(S3ObjectStore);
     expect(store.url).toBe(expected);
   });
 
-  it('opens the store its own url names', () => {
-    const first = openStore('s3://my-bucket/team', { region: 'eu-west-1' });
+  it('opens the store its own url names', async () => {
+    const first = await openStore('s3://my-bucket/team', { region: 'eu-west-1' });
 
-    expect(openStore(first.url, { region: 'eu-west-1' }).url).toBe(first.url);
+    expect((await openStore(first.url, { region: 'eu-west-1' })).url).toBe(first.url);
   });
 
   it.each([
@@ -166,8 +166,8 @@ describe('openStore', () => {
     ['/srv/backups', 'file:///srv/backups'],
     ['/srv/backups/../other', 'file:///srv/other'],
     ['relative/backups', `file://${path.resolve('relative/backups')}`],
-  ])('opens %s as a folder store at %s', (url, expected) => {
-    const store = openStore(url);
+  ])('opens %s as a folder store at %s', async (url, expected) => {
+    const store = await openStore(url);
 
     expect(store).toBeInstanceOf(FsObjectStore);
     expect(store.url).toBe(expected);
@@ -184,8 +184,8 @@ describe('openStore', () => {
     ['s3://my-bucket/%E0%A4%A', /bad %-escape/],
     ['file://remote-host/srv', /invalid file store URL "file:\/\/remote-host\/srv"/],
     ['', /empty store URL/],
-  ])('rejects %j', (url, message) => {
-    expect(() => openStore(url)).toThrow(message);
+  ])('rejects %j', async (url, message) => {
+    await expect(openStore(url)).rejects.toThrow(message);
   });
 
   it('takes S3 settings from the environment when no options are given', async () => {
@@ -194,7 +194,7 @@ describe('openStore', () => {
     vi.stubEnv('S3_CHECKSUMS', 'off');
     vi.stubEnv('AWS_REGION', 'eu-central-1');
 
-    const store = openStore('s3://my-bucket/x') as S3ObjectStore;
+    const store = (await openStore('s3://my-bucket/x')) as S3ObjectStore;
 
     await expect(store.client.config.region()).resolves.toBe('eu-central-1');
     expect(store.client.config.forcePathStyle).toBe(true);
@@ -208,7 +208,10 @@ describe('openStore', () => {
     vi.stubEnv('S3_CHECKSUMS', 'off');
     vi.stubEnv('AWS_REGION', 'eu-central-1');
 
-    const store = openStore('s3://my-bucket/x', { checksums: 'on', region: 'us-west-2' }) as S3ObjectStore;
+    const store = (await openStore('s3://my-bucket/x', {
+      checksums: 'on',
+      region: 'us-west-2',
+    })) as S3ObjectStore;
 
     await expect(store.client.config.region()).resolves.toBe('us-west-2');
     await expect(store.client.config.requestChecksumCalculation()).resolves.toBe('WHEN_SUPPORTED');
@@ -217,9 +220,9 @@ describe('openStore', () => {
   it.each([
     ['S3_CHECKSUMS', 'maybe', /S3_CHECKSUMS must be 'on' or 'off', got "maybe"/],
     ['S3_FORCE_PATH_STYLE', 'yes', /S3_FORCE_PATH_STYLE must be 'true' or 'false', got "yes"/],
-  ])('rejects %s=%s', (name, value, message) => {
+  ])('rejects %s=%s', async (name, value, message) => {
     vi.stubEnv(name, value);
 
-    expect(() => openStore('s3://my-bucket/x')).toThrow(message);
+    await expect(openStore('s3://my-bucket/x')).rejects.toThrow(message);
   });
 });
