@@ -59,7 +59,7 @@ export async function listCommittedBackups(store: ObjectStore): Promise<CatalogE
 export async function readManifest(store: ObjectStore, entry: CatalogEntry): Promise<Manifest> {
   const data = await store.get(entry.manifestKey);
   if (!data) throw new ManifestError(`manifest ${entry.manifestKey} is missing from ${store.url}`);
-  const manifest = await decodeManifest(data, entry.manifestKey);
+  const manifest = await decodeManifest(data, `${entry.manifestKey} (backup ${entry.backupId})`);
   if (manifest.header.backupId !== entry.backupId) {
     throw new ManifestError(
       `manifest ${entry.manifestKey} names backup ${manifest.header.backupId}, not ${entry.backupId}`,

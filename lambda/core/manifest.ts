@@ -116,12 +116,15 @@ export async function decodeManifest(data: Buffer, label: string): Promise<Manif
   }
   const entries: ManifestEntry[] = [];
   let previous: string | undefined;
+  const notFolders = new Map<string, string>();
   for (let i = 1; i < lines.length; i++) {
     const where = `manifest ${label} line ${i + 1}`;
     const entry = validateEntry(parseLine(lines[i], label, i + 1), where);
     if (previous !== undefined && comparePaths(previous, entry.path) >= 0) {
       throw new ManifestError(`${where}: path ${JSON.stringify(entry.path)} is out of order or duplicated`);
     }
+    assertNotBelowNonFolder(entry.path, notFolders, where);
+    if (entry.type !== 'dir') notFolders.set(entry.path, entry.type);
     previous = entry.path;
     entries.push(entry);
   }
@@ -133,6 +136,28 @@ export async function decodeManifest(data: Buffer, label: string): Promise<Manif
   }
   return { header, entries };
 }
+
+/**
+ * A scan never follows links, so nothing it records can lie below a symlink or a file. An entry that
+ * does would make a restore write through the link, out of the target: reject it.
+ */
+export function assertNotBelowNonFolder(
+  p: string,
+  notFolders: ReadonlyMap<string, string>,
+  where: string,
+): void {
+  for (let at = p.indexOf('/'); at > 0; at = p.indexOf('/', at + 1)) {
+    const kind = notFolders.get(p.slice(0, at));
+    if (kind) {
+      throw new UnsafePathError(
+        `${where}: path ${JSON.stringify(p)} lies below ${JSON.stringify(p.slice(0, at))}, which is a ${kind}, not a folder`,
+      );
+    }
+  }
+}
+
+/** Archive keys a manifest may reference: this layout's archives only, never an arbitrary key. */
+const ARCHIVE_KEY = /^(full|incremental)\/backup_\d{8}_\d{6}(\.part-\d{4})?\.tar\.gz$/;
 
 function parseLine(line: string, label: string, lineNo: number): Record<string, unknown> {
   try {
@@ -159,6 +184,11 @@ function validateEntry(raw: Record<string, unknown>, where: string): ManifestEnt
       ) {
         throw new ManifestError(
           `${where}: file entry ${JSON.stringify(raw.path)} has missing or invalid fields`,
+        );
+      }
+      if (!ARCHIVE_KEY.test(raw.archive)) {
+        throw new UnsafePathError(
+          `${where}: file entry ${JSON.stringify(raw.path)} names archive ${JSON.stringify(raw.archive)}, which is not a media-backup archive key`,
         );
       }
       return raw as unknown as FileEntry;

@@ -44,10 +44,12 @@ export function backupIdFromSpec(spec: string): string | undefined {
  */
 export async function resolveRestorePoint(store: ObjectStore, spec: RestorePointSpec): Promise<CatalogEntry> {
   const committed = await listCommittedBackups(store);
-  if (committed.length === 0) {
-    throw new BackupStateError(`there are no committed backups in ${store.url}; nothing to restore from`);
-  }
   const wantedId = backupIdFromSpec(spec.backup ?? 'latest');
+  if (committed.length === 0) {
+    throw new BackupStateError(
+      `${wantedId ? `backup ${wantedId} is not a committed backup: ` : ''}there are no committed backups in ${store.url}; nothing to restore from`,
+    );
+  }
   if (wantedId && spec.at) {
     throw new UsageError('give either a backup id or --at, not both');
   }

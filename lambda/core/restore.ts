@@ -119,7 +119,7 @@ export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Pr
   const target = options.target ? path.resolve(options.target) : null;
   if (target && !dryRun && mode === 'new-folder') await assertEmptyOrMissing(target);
   const staging = target && !dryRun ? `${target}.restore-staging-${randomBytes(4).toString('hex')}` : null;
-  const writer = new TreeWriter(staging);
+  const writer = new TreeWriter(staging, plan.label);
   deps.logger.info('restore started', { backup: plan.label, target, mode, dryRun, staging });
 
   let previousTree: string | null = null;
@@ -324,7 +324,7 @@ async function extractAll(
         else if (entry.type === 'symlink')
           symlinks.push({ path: entry.path, type: 'symlink', target: entry.linkname ?? '' });
         else {
-          const written = await writer.writeFile(entry.path, entry.body, label);
+          const written = await writer.writeFile(entry.path, entry.body);
           files.set(entry.path, { ...written, mode: entry.mode & 0o7777, mtimeMs: entry.mtime.getTime() });
         }
         return;
@@ -339,7 +339,7 @@ async function extractAll(
         );
       }
       seen.add(entry.path);
-      const written = await writer.writeFile(entry.path, entry.body, label);
+      const written = await writer.writeFile(entry.path, entry.body);
       if (written.size !== expected.size || written.sha256 !== expected.sha256) {
         throw new ArchiveIntegrityError(
           `${label}: file ${JSON.stringify(entry.path)} does not match the manifest (${written.size} bytes, sha256 ${written.sha256.slice(0, 12)}…; expected ${expected.size} bytes, ${expected.sha256.slice(0, 12)}…). The archive or the manifest is corrupt; nothing was restored.`,
@@ -359,18 +359,47 @@ async function extractAll(
 
 /** Writes a tree under `root`, or only hashes when `root` is null (dry run). */
 class TreeWriter {
-  constructor(private readonly root: string | null) {}
+  /** Folders below root that we created or checked: real folders, not links. */
+  private readonly folders = new Set<string>(['']);
+
+  constructor(
+    private readonly root: string | null,
+    private readonly label: string,
+  ) {}
 
   private pathOf(rel: string): string {
     // Paths were validated (no `..`, not absolute); join keeps them under root.
     return path.join(this.root!, ...rel.split('/'));
   }
 
-  async writeFile(
-    rel: string,
-    body: Readable,
-    label: string,
-  ): Promise<{ path: string; size: number; sha256: string }> {
+  /**
+   * Creates a folder and its parents one by one, refusing any component that is a link or a file:
+   * nothing is ever written through a link, even one the restore itself created.
+   */
+  private async ensureFolder(rel: string): Promise<void> {
+    if (this.folders.has(rel)) return;
+    const slash = rel.lastIndexOf('/');
+    await this.ensureFolder(slash < 0 ? '' : rel.slice(0, slash));
+    const abs = this.pathOf(rel);
+    const st = await lstat(abs).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+    if (!st) await mkdir(abs, { mode: 0o700 });
+    else if (!st.isDirectory()) {
+      throw new ArchiveIntegrityError(
+        `${this.label}: ${JSON.stringify(rel)} must be a folder but is a ${st.isSymbolicLink() ? 'symlink' : 'file'}; refusing to write below it`,
+      );
+    }
+    this.folders.add(rel);
+  }
+
+  private parentOf(rel: string): string {
+    const slash = rel.lastIndexOf('/');
+    return slash < 0 ? '' : rel.slice(0, slash);
+  }
+
+  async writeFile(rel: string, body: Readable): Promise<{ path: string; size: number; sha256: string }> {
     const hash = createHash('sha256');
     let size = 0;
     const tap = new Transform({
@@ -383,15 +412,13 @@ class TreeWriter {
     if (this.root === null) {
       await pipeline(body, tap, new Writable({ write: (_chunk, _enc, cb) => cb() }));
     } else {
-      const dest = this.pathOf(rel);
-      // Parents are real folders we create; no link exists in staging until every file is written.
-      await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+      await this.ensureFolder(this.parentOf(rel));
       try {
-        // 'wx' = O_CREAT | O_EXCL: never opens an existing file or follows a link at dest.
-        await pipeline(body, tap, createWriteStream(dest, { flags: 'wx', mode: 0o600 }));
+        // 'wx' = O_CREAT | O_EXCL: never opens an existing file or follows a link at the path.
+        await pipeline(body, tap, createWriteStream(this.pathOf(rel), { flags: 'wx', mode: 0o600 }));
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
-          throw new ArchiveIntegrityError(`${label}: ${JSON.stringify(rel)} would be written twice`);
+          throw new ArchiveIntegrityError(`${this.label}: ${JSON.stringify(rel)} would be written twice`);
         }
         throw error;
       }
@@ -405,20 +432,19 @@ class TreeWriter {
     files: ReadonlyMap<string, RestoredFile>,
     symlinks: readonly SymlinkEntry[],
   ) {
-    for (const d of dirs) await mkdir(this.pathOf(d.path), { recursive: true, mode: 0o700 });
+    for (const d of dirs) await this.ensureFolder(d.path);
     for (const f of files.values()) {
       const p = this.pathOf(f.path);
       await chmod(p, f.mode);
       await utimes(p, f.mtimeMs / 1000, f.mtimeMs / 1000);
     }
     for (const l of symlinks) {
-      const p = this.pathOf(l.path);
-      await mkdir(path.dirname(p), { recursive: true, mode: 0o700 });
+      await this.ensureFolder(this.parentOf(l.path));
       try {
-        await symlink(l.target, p);
+        await symlink(l.target, this.pathOf(l.path));
       } catch (error) {
         throw new ArchiveIntegrityError(
-          `symlink ${JSON.stringify(l.path)} cannot be created (${(error as NodeJS.ErrnoException).code}): a file or folder already has that path`,
+          `${this.label}: symlink ${JSON.stringify(l.path)} cannot be created (${(error as NodeJS.ErrnoException).code}): a file or folder already has that path`,
           { cause: error },
         );
       }

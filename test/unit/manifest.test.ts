@@ -97,6 +97,51 @@ describe('manifest', () => {
     );
   });
 
+  it.each([
+    [
+      [
+        { path: 'link', type: 'symlink', target: '/etc' },
+        { path: 'link/x', type: 'dir', mode: 493 },
+      ],
+      /"link\/x" lies below "link", which is a symlink/,
+    ],
+    [
+      [
+        {
+          path: 'a.jpg',
+          type: 'file',
+          size: 0,
+          mtimeMs: 1,
+          mode: 420,
+          sha256: SHA,
+          archive: 'full/backup_20251227_020000.tar.gz',
+        },
+        { path: 'a.jpg/b', type: 'symlink', target: 'x' },
+      ],
+      /lies below "a\.jpg", which is a file/,
+    ],
+  ])(
+    'rejects entries below a symlink or a file (a restore would write through them)',
+    async (entries, message) => {
+      const files = entries.filter((e) => e.type === 'file').length;
+      const data = rawManifest([{ ...manifestOf([]).header, totals: { files, bytes: 0 } }, ...entries]);
+      await expect(decodeManifest(data, 'nested')).rejects.toThrow(message);
+    },
+  );
+
+  it.each(['../../etc/evil.tar.gz', 'full/other.tar.gz', '/abs/full/backup_20251227_020000.tar.gz'])(
+    'rejects a file entry whose archive key %j is not one of ours',
+    async (archive) => {
+      const data = rawManifest([
+        { ...manifestOf([]).header, totals: { files: 1, bytes: 1 } },
+        { path: 'x', type: 'file', size: 1, mtimeMs: 1, mode: 420, sha256: SHA, archive },
+      ]);
+      await expect(decodeManifest(data, 'keys')).rejects.toThrow(
+        /names archive .* which is not a media-backup archive key/,
+      );
+    },
+  );
+
   it('rejects header totals that disagree with the entries', async () => {
     const header = { ...manifestOf([]).header, totals: { files: 5, bytes: 10 } };
     await expect(decodeManifest(rawManifest([header]), 'tot')).rejects.toThrow(/totals .* do not match/);
