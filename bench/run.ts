@@ -46,6 +46,7 @@ const TARGETS = {
   fullSizeVsTar: 1.02,
   incrementalVsFullTime: 0.1,
   peakRssMb: 200,
+  restoreSpeedVsTar: 1.0,
 } as const;
 
 interface BenchConfig {
@@ -81,6 +82,8 @@ interface TimedRun {
 }
 
 interface BackupJson {
+  readonly backupId: string;
+  readonly archiveKey: string;
   readonly type: string;
   readonly archiveBytes: number;
   readonly files: number;
@@ -512,6 +515,8 @@ async function main(): Promise<void> {
   const full = newMeasured('media-backup full');
   const tar = newMeasured('tar -czf');
   const incremental = newMeasured('media-backup incremental (1% files changed)');
+  const restore = newMeasured('media-backup restore of the full (every sha256 verified)');
+  const tarExtract = newMeasured('tar -xzf of the same archive');
   const tarSyncSeconds: number[] = [];
   const tarOut = path.join(scratch, 'tree.tar.gz');
   const store = path.join(scratch, 'store');
@@ -554,6 +559,40 @@ async function main(): Promise<void> {
         `  warning: full backup saw ${fullResult.files} files / ${fullResult.bytes} bytes, tree has ${files.length} / ${treeBytes}`,
       );
     }
+
+    // Restore of that full into an empty folder (verifying every sha256) against GNU tar -xzf of
+    // the very same archive, each into a fresh folder and each followed by an untimed cleanup.
+    const restoreTarget = path.join(scratch, 'restored');
+    const tarTarget = path.join(scratch, 'tar-extracted');
+    run('sync', []);
+    const r = await timed(timeBin, scratch, 'node', [
+      CLI,
+      'restore',
+      fullResult.backupId,
+      '--store',
+      store,
+      '--target',
+      restoreTarget,
+      '--json',
+    ]);
+    restore.seconds.push(r.seconds);
+    restore.peakRssMb.push(r.peakRssMb);
+    restore.outputBytes.push(treeBytes);
+    restore.engineSeconds.push((JSON.parse(r.stdout) as { durationMs: number }).durationMs / 1000);
+    rmSync(restoreTarget, { recursive: true, force: true });
+    run('sync', []);
+    mkdirSync(tarTarget);
+    const x = await timed(timeBin, scratch, 'tar', [
+      '-xzf',
+      path.join(store, fullResult.archiveKey),
+      '-C',
+      tarTarget,
+    ]);
+    tarExtract.seconds.push(x.seconds);
+    tarExtract.peakRssMb.push(x.peakRssMb);
+    tarExtract.outputBytes.push(treeBytes);
+    rmSync(tarTarget, { recursive: true, force: true });
+    console.log(`  restore ${r.seconds.toFixed(2)} s, tar -xzf ${x.seconds.toFixed(2)} s`);
 
     // The incremental: its base is the full just timed (same tree, fresh store). Before it, the same
     // seeded 1% of files get new same-size content and an mtime one day later; afterwards they are
@@ -615,6 +654,9 @@ async function main(): Promise<void> {
   const fullSizeRatio = sFull.outputBytes / sTar.outputBytes;
   const incVsFull = sInc.medianSeconds / sFull.medianSeconds;
   const oursPeakRss = maxOrNull([sFull.peakRssMb, sInc.peakRssMb]);
+  const sRestore = summarize(restore, treeBytes);
+  const sTarX = summarize(tarExtract, treeBytes);
+  const restoreRatio = round(sTarX.medianSeconds / sRestore.medianSeconds, 2);
   const rss = (v: number | null) => (v === null ? 'n/a' : v.toFixed(1));
 
   console.log('');
@@ -664,6 +706,26 @@ async function main(): Promise<void> {
   );
   console.log('');
   console.log(
+    table([
+      ['restore', 'median s', 'MB/s', 'ratio to tar -xzf speed', 'peak RSS MB'],
+      [
+        sRestore.name,
+        sRestore.medianSeconds.toFixed(2),
+        sRestore.mbPerSecond.toFixed(1),
+        restoreRatio.toFixed(2),
+        rss(sRestore.peakRssMb),
+      ],
+      [
+        sTarX.name,
+        sTarX.medianSeconds.toFixed(2),
+        sTarX.mbPerSecond.toFixed(1),
+        '1.00',
+        rss(sTarX.peakRssMb),
+      ],
+    ]),
+  );
+  console.log('');
+  console.log(
     `Incremental changed set: ${changed.length} files (${(CHANGED_SHARE * 100).toFixed(0)}% of ${files.length}), ${changedBytes} bytes`,
   );
   console.log(
@@ -688,6 +750,11 @@ async function main(): Promise<void> {
       target: `< ${TARGETS.incrementalVsFullTime}`,
       met: incVsFull < TARGETS.incrementalVsFullTime,
     },
+    restoreSpeedVsTar: {
+      value: restoreRatio,
+      target: `>= ${TARGETS.restoreSpeedVsTar}`,
+      met: restoreRatio >= TARGETS.restoreSpeedVsTar,
+    },
     peakRssMb: {
       value: oursPeakRss === null ? null : round(oursPeakRss, 1),
       target: `< ${TARGETS.peakRssMb}`,
@@ -708,6 +775,10 @@ async function main(): Promise<void> {
     `  peak RSS under ${TARGETS.peakRssMb} MB (full and incremental): ${oursPeakRss === null ? 'unavailable' : `${oursPeakRss.toFixed(1)} MB`} -> ${verdict(targets.peakRssMb.met)}`,
   );
 
+  console.log(
+    `  restore at least as fast as tar -xzf while verifying every hash (ratio >= ${TARGETS.restoreSpeedVsTar.toFixed(1)}): ${restoreRatio.toFixed(2)} -> ${verdict(targets.restoreSpeedVsTar.met)}`,
+  );
+
   const summary = {
     machine,
     tree: { root, seed: config.seed, files: files.length, bytes: treeBytes, smallFiles },
@@ -716,7 +787,7 @@ async function main(): Promise<void> {
     warmReadMbPerSecond: round(treeBytes / MB / readSeconds, 1),
     incrementalChange: { files: changed.length, bytes: changedBytes },
     tarSyncSeconds: round(median(tarSyncSeconds), 3),
-    results: { full: sFull, tar: sTar, incremental: sInc },
+    results: { full: sFull, tar: sTar, incremental: sInc, restore: sRestore, tarExtract: sTarX },
     targets,
   };
   console.log(`BENCH_JSON ${JSON.stringify(summary)}`);

@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough, type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -13,7 +12,7 @@ type TarHeader = Parameters<tarStream.Pack['entry']>[0];
 
 /** Largest size the ustar header holds in octal; bigger files also get a PAX `size` record. */
 const USTAR_MAX_SIZE = 0o77777777777;
-const READ_CHUNK = 256 * 1024;
+const READ_CHUNK = 1024 * 1024;
 
 export interface ArchivedFile {
   readonly path: string;
@@ -159,21 +158,27 @@ function addEntry(pack: tarStream.Pack, header: TarHeader): Promise<void> {
   });
 }
 
+/**
+ * Reads with synchronous calls on purpose: measured here, async fs costs ~1 ms per file in thread-pool
+ * hand-offs (2 s vs 0.13 s for 1,900 files / 100 MB), and this loop reads one file at a time anyway.
+ * The event loop still turns between chunks (we wait for the tar stream to drain). On EFS, per-file
+ * latency would be better hidden by reading several files ahead (noted for the scale-out work).
+ */
 async function packFile(
   pack: tarStream.Pack,
   root: string,
   scanned: ScannedFile,
   signal: AbortSignal,
 ): Promise<ArchivedFile | SkippedPath> {
-  let fh: FileHandle;
+  let fd: number;
   try {
     // O_NOFOLLOW: a file swapped for a symlink after the scan is never followed out of the tree.
-    fh = await open(path.join(root, scanned.path), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    fd = openSync(path.join(root, scanned.path), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
   } catch (error) {
     return { path: scanned.path, reason: describeFsError(error) };
   }
   try {
-    const before = await fh.stat();
+    const before = fstatSync(fd);
     if (!before.isFile()) return { path: scanned.path, reason: 'no longer a regular file' };
     // The header is written from this fstat (not the scan), so a change between scan and open is fine.
     const size = before.size;
@@ -190,9 +195,9 @@ async function packFile(
           if (signal.aborted) throw signal.reason;
           // A fresh buffer per read: the tar stream keeps a reference until it is flushed.
           const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, size - read));
-          const { bytesRead } = await fh.read(buffer, 0, buffer.length, read);
+          const bytesRead = readSync(fd, buffer, 0, buffer.length, read);
           if (bytesRead === 0) break; // shrank while we read
-          const chunk = buffer.subarray(0, bytesRead);
+          const chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
           hash.update(chunk);
           read += bytesRead;
           if (!sink.write(chunk)) await new Promise<void>((r) => sink.once('drain', () => r()));
@@ -206,12 +211,12 @@ async function packFile(
         reject(error);
       });
     });
-    const after = await fh.stat();
+    const after = fstatSync(fd);
     if (read !== size || after.size !== size || after.mtimeMs !== before.mtimeMs) {
       return { path: scanned.path, reason: 'changed while being read' };
     }
     return { path: scanned.path, size, mtimeMs: before.mtimeMs, mode, sha256: hash.digest('hex') };
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }

@@ -1,5 +1,5 @@
-import type { Dirent, Stats } from 'node:fs';
-import { lstat, opendir, readlink, realpath, stat } from 'node:fs/promises';
+import { lstatSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
+import { lstat, opendir, readdir, readlink, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import picomatch from 'picomatch';
 import { SourceError } from './errors.js';
@@ -45,11 +45,29 @@ export interface ScanOptions {
   readonly exclude?: readonly string[];
   /** Absolute folders never to descend into (a folder store inside the source). */
   readonly excludeAbsolute?: readonly string[];
-  /** How many lstat calls run at once (EFS is a network file system: latency, not bandwidth). */
+  /**
+   * Use async calls, several folders and stats at once: for network file systems (EFS), where each
+   * call is a round trip. Off by default: on a local disk the thread-pool hand-offs cost more than
+   * the calls (0.41 s vs 0.03 s for 2,700 entries, measured here). @default false
+   */
+  readonly concurrentIo?: boolean;
+  /** With `concurrentIo`: lstat calls at once per folder. @default 16 */
   readonly statConcurrency?: number;
 }
 
-/** Folders listed at once; each also runs up to `statConcurrency` lstat calls. */
+interface FsOps {
+  readdir(dir: string): Promise<string[]>;
+  lstat(p: string): Promise<Stats>;
+  readlink(p: string): Promise<string>;
+}
+const asyncOps: FsOps = { readdir: (d) => readdir(d), lstat: (p) => lstat(p), readlink: (p) => readlink(p) };
+const syncOps: FsOps = {
+  readdir: async (d) => readdirSync(d),
+  lstat: async (p) => lstatSync(p),
+  readlink: async (p) => readlinkSync(p),
+};
+
+/** With `concurrentIo`: folders listed at once, each running up to `statConcurrency` lstat calls. */
 const DIR_CONCURRENCY = 8;
 
 /**
@@ -65,16 +83,16 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
     await Promise.all((options.excludeAbsolute ?? []).map((p) => realpath(p).catch(() => path.resolve(p)))),
   );
   const concurrency = options.statConcurrency ?? 16;
+  const io = options.concurrentIo ? asyncOps : syncOps;
   const entries: ScannedEntry[] = [];
   const skipped: SkippedPath[] = [];
   let excluded = 0;
 
   /** Lists one folder and stats its entries; returns its subfolders. */
   const visit = async (absDir: string, relDir: string): Promise<[string, string][]> => {
-    let dirents: Dirent[];
+    let dirents: string[];
     try {
-      dirents = [];
-      for await (const d of await opendir(absDir)) dirents.push(d);
+      dirents = await io.readdir(absDir);
     } catch (error) {
       if (relDir === '') throw sourceError(source, error);
       skipped.push({ path: relDir, reason: describeFsError(error) });
@@ -85,11 +103,11 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
       const batch = dirents.slice(i, i + concurrency);
       const stats = await Promise.all(
         batch.map(async (d) => {
-          const rel = relDir ? `${relDir}/${d.name}` : d.name;
-          const abs = path.join(absDir, d.name);
+          const rel = relDir ? `${relDir}/${d}` : d;
+          const abs = path.join(absDir, d);
           if (isExcluded(rel) || excludeAbsolute.has(abs)) return { rel, abs, excluded: true as const };
           try {
-            return { rel, abs, st: await lstat(abs) };
+            return { rel, abs, st: await io.lstat(abs) };
           } catch (error) {
             return { rel, abs, error };
           }
@@ -105,7 +123,7 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
           skipped.push({ path: item.rel, reason: describeFsError(item.error) });
           continue;
         }
-        const entry = await toEntry(item.rel, item.abs, item.st);
+        const entry = await toEntry(item.rel, item.abs, item.st, io);
         if ('reason' in entry) {
           skipped.push(entry);
           continue;
@@ -149,14 +167,14 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
   return { root, entries, skipped, excluded };
 }
 
-async function toEntry(rel: string, abs: string, st: Stats): Promise<ScannedEntry | SkippedPath> {
+async function toEntry(rel: string, abs: string, st: Stats, io: FsOps): Promise<ScannedEntry | SkippedPath> {
   if (st.isFile()) {
     return { path: rel, type: 'file', size: st.size, mtimeMs: st.mtimeMs, mode: st.mode & 0o7777 };
   }
   if (st.isDirectory()) return { path: rel, type: 'dir', mode: st.mode & 0o7777, mtimeMs: st.mtimeMs };
   if (st.isSymbolicLink()) {
     try {
-      return { path: rel, type: 'symlink', target: await readlink(abs) };
+      return { path: rel, type: 'symlink', target: await io.readlink(abs) };
     } catch (error) {
       return { path: rel, reason: describeFsError(error) };
     }

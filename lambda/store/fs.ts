@@ -96,7 +96,7 @@ export class FsObjectStore implements ObjectStore {
     const file = this.pathOf(key);
     try {
       const fh = await open(file, 'r');
-      return fh.createReadStream();
+      return fh.createReadStream({ highWaterMark: 1024 * 1024 });
     } catch (error) {
       if (isNotFound(error)) throw new ObjectNotFoundError(this.url, key);
       throw error;
