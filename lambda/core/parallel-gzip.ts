@@ -8,7 +8,10 @@ const gzip = promisify(gzipCb);
 export interface ParallelGzipOptions {
   /** zlib level for compressible chunks. @default 6 (the size GNU `tar -czf` gives) */
   readonly level?: number;
-  /** Input bytes per gzip member. @default 4 MiB */
+  /**
+   * Input bytes per gzip member. @default 1 MiB: 4 MiB members made peak RSS of a 1 GiB backup 251 MB
+   * (freed buffers wait for V8's external-memory GC), 1 MiB ones 188 MB, for +0.03% output size.
+   */
   readonly chunkBytes?: number;
   /** Members compressed at once. @default min(available cores, 4) */
   readonly concurrency?: number;
@@ -49,7 +52,7 @@ export class ParallelGzip extends Transform {
   constructor(options: ParallelGzipOptions = {}) {
     super();
     this.level = options.level ?? 6;
-    this.chunkBytes = options.chunkBytes ?? 4 * 1024 * 1024;
+    this.chunkBytes = options.chunkBytes ?? 1024 * 1024;
     this.concurrency = Math.max(1, options.concurrency ?? Math.min(availableParallelism(), 4));
     this.adaptive = options.adaptive ?? true;
     if (!Number.isInteger(this.level) || this.level < 0 || this.level > 9) {
