@@ -90,7 +90,8 @@ export function totalsOf(entries: readonly ManifestEntry[]): { files: number; by
 export async function encodeManifest(manifest: Manifest): Promise<Buffer> {
   const lines = [JSON.stringify(manifest.header)];
   for (const entry of manifest.entries) lines.push(JSON.stringify(entry));
-  return gzip(Buffer.from(`${lines.join('\n')}\n`, 'utf8'));
+  // Level 1: a 20k-file manifest gzips in a third of the time for ~10% more bytes, on every backup.
+  return gzip(Buffer.from(`${lines.join('\n')}\n`, 'utf8'), { level: 1 });
 }
 
 /** Parses and validates a `.manifest.jsonl.gz`; `label` names it in errors (e.g. the store key). */

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { build } from 'esbuild';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { tempDirs } from '../fixtures/engine.js';
-import { makeMediaTree } from '../fixtures/media-tree.js';
+import { makeMediaTree, snapshotTree } from '../fixtures/media-tree.js';
 
 const execFileAsync = promisify(execFile);
 const BIN = path.resolve('bin/media-backup.mjs');
@@ -127,6 +127,38 @@ describe('media-backup CLI', () => {
     const run = await cli(args, { cwd: work });
     expect(run.code).toBe(2);
     expect(run.stderr).toMatch(message);
+  });
+
+  it('restore: new folder, refusal of a non-empty target (exit 2), unknown backup (exit 1), --replace', async () => {
+    await makeMediaTree(path.join(work, 'media'), { files: 6 });
+    expect((await cli(['backup'], { cwd: work })).code).toBe(0);
+
+    const restored = await cli(['restore', '--target', 'restored', '--json'], { cwd: work });
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(JSON.parse(restored.stdout)).toMatchObject({ verified: true, files: 6, previousTree: null });
+    expect(await snapshotTree(path.join(work, 'restored'))).toEqual(
+      await snapshotTree(path.join(work, 'media')),
+    );
+
+    const refused = await cli(['restore', '--target', 'restored'], { cwd: work });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/restore target .*restored is not empty/);
+
+    const unknown = await cli(['restore', 'backup_20200101_000000', '--target', 'other'], { cwd: work });
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/backup_20200101_000000 is not a committed backup.*Available: backup_/);
+
+    await writeFile(path.join(work, 'media/avatars-broken.jpg'), 'damage');
+    const replaced = await cli(['restore', '--replace', '--target', 'media'], { cwd: work });
+    expect(replaced.code, replaced.stderr).toBe(0);
+    expect(replaced.stdout).toMatch(/the previous tree is kept at .*media\.pre-restore-\d{8}_\d{6}/);
+    expect(await snapshotTree(path.join(work, 'media'))).toEqual(
+      await snapshotTree(path.join(work, 'restored')),
+    );
+
+    const usage = await cli(['restore'], { cwd: work });
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/restore needs --target DIR \(or --dry-run\)/);
   });
 
   it('exits 1 with a clear message and writes nothing when the source is missing', async () => {
