@@ -50,6 +50,8 @@ export interface BackupOptions {
   readonly compressionConcurrency?: number;
   /** Stops the run; nothing is committed. Lambda passes one that fires before its deadline. */
   readonly signal?: AbortSignal;
+  /** Scan with concurrent async calls: for network file systems such as EFS. @default false */
+  readonly concurrentIo?: boolean;
   /** How long a lock survives a crashed run. @default 10 minutes */
   readonly lockTtlMs?: number;
   readonly onProgress?: (progress: BackupProgress) => void;
@@ -139,6 +141,7 @@ async function backupLocked(
   const scan = await scanTree(options.source, {
     exclude: options.exclude,
     excludeAbsolute: store.localPath ? [store.localPath] : [],
+    concurrentIo: options.concurrentIo,
   });
   const committed = await listCommittedBackups(store);
   const decision = await resolveChain(store, logger, options, committed, startedAt);
