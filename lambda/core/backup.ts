@@ -10,7 +10,7 @@ import {
   readManifest,
 } from './catalog.js';
 import type { Clock, Logger } from './deps.js';
-import { ArchiveVerificationError, errorMessage } from './errors.js';
+import { ArchiveVerificationError, BackupStateError, errorMessage } from './errors.js';
 import { BACKUP_LOCK, backupIdFor, keysFor, STATUS_KEY } from './layout.js';
 import {
   type BackupType,
@@ -325,7 +325,7 @@ async function nextBackupId(
     if (!taken) return id;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  throw new ArchiveVerificationError(
+  throw new BackupStateError(
     `cannot allocate a new backup id after ${latest || 'the existing objects'}: is the clock behind the latest backup?`,
   );
 }

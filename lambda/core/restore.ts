@@ -100,6 +100,8 @@ interface RestorePlan {
   readonly verified: boolean;
   /** With no manifest, folders and links come from the archive itself. */
   readonly takeTreeFromArchive: boolean;
+  /** With no manifest: `--path` selection applied to the archive's entries. */
+  readonly select?: (path: string) => boolean;
   readonly notes: string[];
 }
 
@@ -120,6 +122,8 @@ export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Pr
     );
   }
   const local = options.backup ? await localArchive(options.backup) : undefined;
+  if (local && options.at)
+    throw new UsageError('--at picks a backup from the store; it cannot apply to a downloaded archive');
   const plan = local ? await planFromLocalArchive(local, options) : await planFromStore(deps.store, options);
   const openArchive = local
     ? async () => createReadStream(local, { highWaterMark: 1024 * 1024 }) as Readable
@@ -208,7 +212,6 @@ async function planFromLocalArchive(file: string, options: RestoreOptions): Prom
   const manifestData = await readFile(manifestFile).catch(() => undefined);
   const label = `archive ${file}`;
   if (!manifestData) {
-    const matcher = options.paths?.length ? picomatch([...options.paths], { dot: true }) : undefined;
     return {
       label,
       backupId: null,
@@ -217,9 +220,9 @@ async function planFromLocalArchive(file: string, options: RestoreOptions): Prom
       symlinks: [],
       verified: false,
       takeTreeFromArchive: true,
+      select: options.paths?.length ? pathSelector(options.paths) : undefined,
       notes: [
         `no manifest beside ${file} (expected ${manifestFile}): files were extracted under the safety rules but their hashes could not be verified`,
-        ...(matcher ? ['--path filters apply to files and links'] : []),
       ],
     };
   }
@@ -261,14 +264,7 @@ function selectEntries(
     }
     return { files, dirs, symlinks };
   }
-  const matches = picomatch([...paths], { dot: true });
-  // A glob naming a folder selects everything below it.
-  const selected = (p: string) => {
-    for (let at = p.length; at > 0; at = p.lastIndexOf('/', at - 1)) {
-      if (matches(p.slice(0, at))) return true;
-    }
-    return false;
-  };
+  const selected = pathSelector(paths);
   const neededDirs = new Set<string>();
   for (const e of manifest.entries) {
     if (e.type === 'dir' || !selected(e.path)) continue;
@@ -285,6 +281,25 @@ function selectEntries(
     );
   }
   return { files, dirs, symlinks };
+}
+
+/** `--path` globs: a path is selected when it or one of its folders matches. */
+function pathSelector(paths: readonly string[]): (p: string) => boolean {
+  const matches = picomatch([...paths], { dot: true });
+  return (p: string) => {
+    for (let at = p.length; at > 0; at = p.lastIndexOf('/', at - 1)) {
+      if (matches(p.slice(0, at))) return true;
+    }
+    return false;
+  };
+}
+
+/** Folders that hold any of `paths` (for a partial restore's skeleton). */
+function parentFolders(paths: Iterable<string>): Set<string> {
+  const out = new Set<string>();
+  for (const p of paths)
+    for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) out.add(p.slice(0, i));
+  return out;
 }
 
 function groupByArchive(files: readonly FileEntry[]): Map<string, Map<string, FileEntry>> {
@@ -322,6 +337,8 @@ async function extractAll(
           throw new ArchiveIntegrityError(`${label}: entry ${JSON.stringify(entry.path)} appears twice`);
         }
         seen.add(entry.path);
+        // Folders are kept for now and pruned to the selection's skeleton after the archive is read.
+        if (plan.select && entry.type !== 'directory' && !plan.select(entry.path)) return;
         if (entry.type === 'directory')
           dirs.push({
             path: entry.path,
@@ -356,6 +373,12 @@ async function extractAll(
       }
       files.set(entry.path, { ...written, mode: expected.mode, mtimeMs: expected.mtimeMs });
     });
+    if (plan.select) {
+      if (files.size + symlinks.length === 0) throw new UsageError(`--path matches nothing in ${plan.label}`);
+      const needed = parentFolders([...files.keys(), ...symlinks.map((l) => l.path)]);
+      const keep = dirs.filter((d) => needed.has(d.path) || plan.select?.(d.path));
+      dirs.splice(0, dirs.length, ...keep);
+    }
     const missing = [...wanted.keys()].filter((p) => !seen.has(p));
     if (missing.length > 0) {
       throw new ArchiveIntegrityError(

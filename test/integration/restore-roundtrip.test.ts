@@ -277,5 +277,16 @@ describe('restore modes (folder store)', () => {
     expect(plain).toMatchObject({ verified: false, backupId: null, files: 21 });
     expect(plain.notes[0]).toMatch(/no manifest beside/);
     expect(await snapshotTree(other)).toEqual(await snapshotTree(source));
+
+    const partial = path.join(await dirs.make('partial-'), 'media');
+    await runRestore(
+      { store, clock, logger: silentLogger },
+      { backup: archive, target: partial, paths: ['avatars'] },
+    );
+    const expected = Object.fromEntries(
+      Object.entries(await snapshotTree(source)).filter(([p]) => p === 'avatars' || p.startsWith('avatars/')),
+    );
+    expect(Object.keys(expected).length).toBeGreaterThan(1);
+    expect(await snapshotTree(partial)).toEqual(expected);
   });
 });
