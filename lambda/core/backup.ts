@@ -142,7 +142,10 @@ async function backupLocked(
     exclude: options.exclude,
     excludeAbsolute: store.localPath ? [store.localPath] : [],
     concurrentIo: options.concurrentIo,
+    signal: options.signal,
   });
+  // A scan of a large network tree can eat the time budget: stop here rather than start the upload.
+  options.signal?.throwIfAborted();
   const committed = await listCommittedBackups(store);
   const decision = await resolveChain(store, logger, options, committed, startedAt);
   const plan = diffManifests(scan.entries, decision.baseManifest, { rehashAll: options.rehashAll });

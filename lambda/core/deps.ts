@@ -8,10 +8,10 @@ export const systemClock: Clock = { now: () => new Date() };
 
 /** The subset of powertools Logger the engine uses; the CLI and tests pass lighter ones. */
 export interface Logger {
-  debug(message: string, ...extra: object[]): void;
-  info(message: string, ...extra: object[]): void;
-  warn(message: string, ...extra: object[]): void;
-  error(message: string, ...extra: object[]): void;
+  debug(message: string, ...extra: Record<string, unknown>[]): void;
+  info(message: string, ...extra: Record<string, unknown>[]): void;
+  warn(message: string, ...extra: Record<string, unknown>[]): void;
+  error(message: string, ...extra: Record<string, unknown>[]): void;
 }
 
 export const silentLogger: Logger = {

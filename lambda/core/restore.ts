@@ -137,7 +137,10 @@ export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Pr
 
   let previousTree: string | null = null;
   try {
-    if (staging) await mkdir(staging, { recursive: false, mode: 0o700 });
+    if (staging) {
+      await mkdir(path.dirname(staging), { recursive: true });
+      await mkdir(staging, { recursive: false, mode: 0o700 });
+    }
     const extracted = await extractAll(plan, openArchive, writer);
     if (staging) {
       await writer.finish(

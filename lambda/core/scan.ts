@@ -51,6 +51,8 @@ export interface ScanOptions {
    * the calls (0.41 s vs 0.03 s for 2,700 entries, measured here). @default false
    */
   readonly concurrentIo?: boolean;
+  /** Stops the walk (Lambda deadline). */
+  readonly signal?: AbortSignal;
   /** With `concurrentIo`: lstat calls at once per folder. @default 16 */
   readonly statConcurrency?: number;
 }
@@ -90,6 +92,7 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
 
   /** Lists one folder and stats its entries; returns its subfolders. */
   const visit = async (absDir: string, relDir: string): Promise<[string, string][]> => {
+    options.signal?.throwIfAborted();
     let dirents: string[];
     try {
       dirents = await io.readdir(absDir);

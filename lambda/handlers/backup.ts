@@ -1,0 +1,82 @@
+import type { Context } from 'aws-lambda';
+import { type BackupSucceeded, runBackup } from '../core/backup.js';
+import { systemClock } from '../core/deps.js';
+import { errorMessage } from '../core/errors.js';
+import { openHandlerStore, readHandlerConfig, underMount } from './config.js';
+import { BackupDeadlineError } from './errors.js';
+import { parseBackupEvent } from './events.js';
+import { invocationLogger } from './runtime.js';
+
+/**
+ * Scheduled backup of `EFS_MOUNT/MEDIA_PATH` into the backup bucket. Event: `{"type":"auto"|"full"|"incremental"}`
+ * (default auto). Returns the engine's typed result; any failure throws, so Lambda marks the invocation
+ * failed, the schedule's retry policy applies and the error alarm fires.
+ *
+ * The run is aborted `DEADLINE_MARGIN_MS` before the invocation would time out: an aborted run
+ * uploads nothing visible (the multipart upload is aborted), records FAILED in status/last-run.json
+ * and releases the lock, whereas a run killed by the timeout leaves the lock to expire.
+ */
+export const handler = async (event: unknown, context: Context): Promise<BackupSucceeded> => {
+  const request = parseBackupEvent(event);
+  const config = readHandlerConfig();
+  const { powertools: logger, engine: engineLogger } = invocationLogger(context, 'backup');
+  const source = underMount(config, config.mediaPath);
+
+  const remainingMs = context.getRemainingTimeInMillis();
+  const budgetMs = remainingMs - config.deadlineMarginMs;
+  if (budgetMs <= 0) {
+    throw new BackupDeadlineError(
+      `the backup of ${source} was not started: this invocation has ${remainingMs} ms left, not more than DEADLINE_MARGIN_MS (${config.deadlineMarginMs} ms). Nothing was written. Raise the function's timeout well above DEADLINE_MARGIN_MS (up to 15 minutes), or lower DEADLINE_MARGIN_MS.`,
+    );
+  }
+  const store = openHandlerStore(config);
+  const deadline = new AbortController();
+  const timer = setTimeout(
+    () => {
+      deadline.abort(
+        new BackupDeadlineError(
+          `the backup of ${source} could not finish within this invocation's time limit (stopped ${config.deadlineMarginMs} ms before the timeout, after ${budgetMs} ms). Nothing was committed and the upload was aborted; the previous backups are intact. Give the function more memory (Lambda allots CPU in proportion to memory, and compression is CPU-bound), or make each run smaller: exclude folders with BACKUP_EXCLUDE or split the tree into several functions.`,
+        ),
+      );
+    },
+    // setTimeout fires at once for delays past 2^31-1 ms; Lambda's 15 minutes are far below that.
+    Math.min(budgetMs, 2 ** 31 - 1),
+  );
+
+  logger.info('backup requested', { type: request.type, source, store: store.url, budgetMs });
+  try {
+    const result = await runBackup(
+      { store, clock: systemClock, logger: engineLogger, owner: context.awsRequestId },
+      {
+        source,
+        type: request.type,
+        exclude: config.exclude,
+        fullIntervalDays: config.fullIntervalDays,
+        signal: deadline.signal,
+        // EFS: every stat is a network round trip, so scan with concurrent calls.
+        concurrentIo: true,
+      },
+    );
+    logger.info('backup succeeded', {
+      backupId: result.backupId,
+      type: result.type,
+      files: result.files,
+      changedFiles: result.changedFiles,
+      archiveBytes: result.archiveBytes,
+      skipped: result.skipped.length,
+      durationMs: result.durationMs,
+    });
+    return result;
+  } catch (error) {
+    // The engine reports our abort reason; should a library surface its own AbortError instead,
+    // the operator still needs the deadline message, which says what to change.
+    if (deadline.signal.aborted && (error as Error)?.name === 'AbortError') {
+      logger.error('backup aborted at the deadline', { error: errorMessage(error) });
+      throw deadline.signal.reason;
+    }
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    store.client.destroy();
+  }
+};

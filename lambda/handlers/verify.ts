@@ -1,0 +1,38 @@
+import type { Context } from 'aws-lambda';
+import { systemClock } from '../core/deps.js';
+import { runVerify, type VerifyResult } from '../core/verify.js';
+import { openHandlerStore, readHandlerConfig } from './config.js';
+import { VerifyFailedError } from './errors.js';
+import { parseVerifyEvent } from './events.js';
+import { invocationLogger } from './runtime.js';
+
+/**
+ * Checks that backups can be restored. Event: `{"backup"?: "latest"|id, "all"?: bool, "deep"?: bool}`.
+ * Returns the engine's result when everything checked out. When a problem is found the invocation
+ * fails (throws {@link VerifyFailedError} listing every problem), so Lambda's error metric and the
+ * verify alarm fire; a returned FAILED result would look like a success to both.
+ */
+export const handler = async (event: unknown, context: Context): Promise<VerifyResult> => {
+  const request = parseVerifyEvent(event);
+  const config = readHandlerConfig();
+  const { powertools: logger, engine: engineLogger } = invocationLogger(context, 'verify');
+  const store = openHandlerStore(config);
+  try {
+    logger.info('verify requested', { ...request, store: store.url });
+    const result = await runVerify(
+      { store, clock: systemClock, logger: engineLogger },
+      { backup: request.all ? undefined : request.backup, all: request.all, deep: request.deep },
+    );
+    if (result.status === 'FAILED') {
+      const problems = result.backups.flatMap((b) => b.problems);
+      const failed = result.backups.filter((b) => !b.ok).map((b) => b.backupId);
+      throw new VerifyFailedError(
+        `verify${result.deep ? ' --deep' : ''} of ${store.url} found ${problems.length} problem(s) in ${failed.join(', ')}: ${problems.join('; ')}. Do not rely on ${failed.length === 1 ? 'this backup' : 'these backups'} for a restore; take a new full backup ({"type":"full"}) and look into what damaged the objects.`,
+        problems,
+      );
+    }
+    return result;
+  } finally {
+    store.client.destroy();
+  }
+};
