@@ -1,8 +1,18 @@
-import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type CfnElement, CfnOutput, Duration, Fn, Stack, type StackProps, Validations } from 'aws-cdk-lib';
+import { Alarm, ComparisonOperator, TreatMissingData } from 'aws-cdk-lib/aws-cloudwatch';
+import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
 import { Key } from 'aws-cdk-lib/aws-kms';
+import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { Topic } from 'aws-cdk-lib/aws-sns';
+import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import type { MediaBackupConfig } from './config.js';
 import { BackupBucket } from './constructs/backup-bucket.js';
+import { BackupFunction, EFS_MOUNT_PATH } from './constructs/backup-function.js';
+import { MediaFileSystem } from './constructs/media-file-system.js';
+import { BackupSchedules } from './constructs/schedules.js';
 
 /** Properties of a {@link MediaBackupStack}. */
 export interface MediaBackupStackProps extends StackProps {
@@ -10,26 +20,232 @@ export interface MediaBackupStackProps extends StackProps {
   readonly config: MediaBackupConfig;
 }
 
+const HANDLERS_DIR = fileURLToPath(new URL('../lambda/handlers/', import.meta.url));
+
+/** Margin before the Lambda timeout at which the backup engine aborts cleanly (ms). */
+const DEADLINE_MARGIN_MS = 60_000;
+
 /** Everything media-backup deploys into one account and region. */
 export class MediaBackupStack extends Stack {
   /** The bucket holding the backup store. */
   public readonly backupBucket: BackupBucket;
+  /** The EFS file system with the media tree, and its network. */
+  public readonly mediaFileSystem: MediaFileSystem;
+  /** Writes backups: reads EFS, puts objects under the prefix, never deletes. */
+  public readonly backupFunction: BackupFunction;
+  /** Restores backups: reads the bucket, reads and writes EFS. */
+  public readonly restoreFunction: BackupFunction;
+  /** Verifies backups: reads the bucket only, no EFS. */
+  public readonly verifyFunction: BackupFunction;
+  /** The backup and verify schedules and their dead-letter queue. */
+  public readonly schedules: BackupSchedules;
 
   constructor(scope: Construct, id: string, props: MediaBackupStackProps) {
     super(scope, id, props);
     const { config } = props;
+    const encryptionKey = config.kmsKeyArn ? Key.fromKeyArn(this, 'BackupKey', config.kmsKeyArn) : undefined;
 
     this.backupBucket = new BackupBucket(this, 'BackupBucket', {
       retentionDays: config.retentionDays,
       fullIntervalDays: config.fullIntervalDays,
       backupPrefix: config.backupPrefix,
       objectLock: config.objectLock,
-      ...(config.kmsKeyArn ? { encryptionKey: Key.fromKeyArn(this, 'BackupKey', config.kmsKeyArn) } : {}),
+      ...(encryptionKey ? { encryptionKey } : {}),
     });
+    const { bucket, backupPrefix } = this.backupBucket;
+    const backupObjects = `${backupPrefix}*`;
+
+    this.mediaFileSystem = new MediaFileSystem(this, 'MediaFileSystem', {
+      ...(config.existingFileSystem ? { existing: config.existingFileSystem } : {}),
+      posixUid: config.posixUid,
+      posixGid: config.posixGid,
+      createS3GatewayEndpoint: config.createS3GatewayEndpoint,
+    });
+    const network = {
+      vpc: this.mediaFileSystem.vpc,
+      vpcSubnets: this.mediaFileSystem.subnets,
+      securityGroup: this.mediaFileSystem.securityGroup,
+    };
+    // Validated against CloudWatch's retention periods, which are exactly RetentionDays' values.
+    const logRetention = config.logRetentionDays as RetentionDays;
+    const common = {
+      POWERTOOLS_LOG_LEVEL: 'INFO',
+      BACKUP_PREFIX: backupPrefix,
+      EFS_MOUNT: EFS_MOUNT_PATH,
+      MEDIA_PATH: config.mediaPath,
+      RESTORES_PATH: config.restoresPath,
+      FULL_INTERVAL_DAYS: String(config.fullIntervalDays),
+    };
+
+    this.backupFunction = new BackupFunction(this, 'Backup', {
+      entry: path.join(HANDLERS_DIR, 'backup.ts'),
+      description: 'media-backup: tar.gz backup of the media tree on EFS into S3 (full, incremental, auto)',
+      timeout: Duration.minutes(15),
+      memorySize: config.backupMemoryMb,
+      logRetention,
+      // One backup at a time; the store's lock catches a manual run against another deployment.
+      reservedConcurrentExecutions: 1,
+      fileSystem: { accessPoint: this.mediaFileSystem.accessPoint, access: 'read' },
+      ...network,
+      environment: {
+        ...common,
+        POWERTOOLS_SERVICE_NAME: 'media-backup-backup',
+        DEADLINE_MARGIN_MS: String(DEADLINE_MARGIN_MS),
+        ...(config.backupExclude.length > 0 ? { BACKUP_EXCLUDE: config.backupExclude.join(',') } : {}),
+      },
+    });
+    // Writes new objects under the prefix (archives, metadata, manifests, status, lock) and aborts
+    // its own failed multipart uploads; reads and lists what the diff and the lock need. No delete
+    // action anywhere: only lifecycle removes backups. grantPut/grantRead also grant the KMS key.
+    this.backupFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) => {
+      bucket.grantPut(fn, backupObjects);
+      bucket.grantRead(fn, backupObjects);
+    });
+
+    this.restoreFunction = new BackupFunction(this, 'Restore', {
+      entry: path.join(HANDLERS_DIR, 'restore.ts'),
+      description:
+        'media-backup: restore a backup into a new folder or in place on EFS, every sha256 checked',
+      timeout: Duration.minutes(15),
+      memorySize: config.restoreMemoryMb,
+      logRetention,
+      fileSystem: { accessPoint: this.mediaFileSystem.accessPoint, access: 'read-write' },
+      ...network,
+      environment: { ...common, POWERTOOLS_SERVICE_NAME: 'media-backup-restore' },
+    });
+    this.restoreFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) =>
+      bucket.grantRead(fn, backupObjects),
+    );
+
+    // Verify needs no EFS, but runs in the VPC anyway: the bucket is reached through the gateway
+    // endpoint, and the read-only role has no reason to run on the public Lambda network.
+    this.verifyFunction = new BackupFunction(this, 'Verify', {
+      entry: path.join(HANDLERS_DIR, 'verify.ts'),
+      description: 'media-backup: verify backups (archive sha256; deep: re-hash every file)',
+      timeout: Duration.minutes(15),
+      memorySize: config.verifyMemoryMb,
+      logRetention,
+      ...network,
+      environment: { ...common, POWERTOOLS_SERVICE_NAME: 'media-backup-verify' },
+    });
+    this.verifyFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) =>
+      bucket.grantRead(fn, backupObjects),
+    );
+
+    if (encryptionKey) {
+      // Grants were added with the bucket grants above; the id tells the engine to request SSE-KMS.
+      for (const fn of [this.backupFunction, this.restoreFunction, this.verifyFunction]) {
+        fn.addEnvironment('KMS_KEY_ID', encryptionKey.keyArn);
+      }
+    }
+
+    this.acknowledgeGrantWildcards(encryptionKey !== undefined);
+
+    this.schedules = new BackupSchedules(this, 'Schedules', {
+      backupFunction: this.backupFunction.function,
+      verifyFunction: this.verifyFunction.function,
+      backupTime: config.backupSchedule,
+      fullBackupDay: config.fullBackupDay,
+      timeZone: config.timeZone,
+    });
+
+    if (config.notificationEmail) {
+      this.addFailureNotification(config.notificationEmail);
+    }
+
+    this.addOutputs();
+  }
+
+  private acknowledgeGrantWildcards(withKey: boolean): void {
+    const { bucket, backupPrefix } = this.backupBucket;
+    const objects = `Resource::<${this.getLogicalId(bucket.node.defaultChild as CfnElement)}.Arn>/${backupPrefix}*`;
+    const reasons: Record<string, string> = {
+      [objects]:
+        'Backup objects are created under the configured prefix with new keys every run (backup ids), so ' +
+        'object permissions must cover the prefix with a wildcard; nothing outside it is granted',
+      'Action::s3:GetObject*':
+        'CDK grantRead: GetObject plus its version, attributes, tagging and ACL reads, all read only and ' +
+        'limited to objects under the backup prefix',
+      'Action::s3:GetBucket*':
+        'CDK grantRead: bucket location and configuration reads the SDK needs, read only, on the one backup bucket',
+      'Action::s3:List*':
+        'CDK grantRead: listing backups under the prefix is how the engine finds manifests and the latest backup',
+    };
+    const writer: Record<string, string> = {
+      'Action::s3:Abort*':
+        'CDK grantPut: AbortMultipartUpload lets a failed backup clean up its own partial archive upload; ' +
+        'it cannot remove any committed object',
+    };
+    const kms: Record<string, string> = {
+      'Action::kms:GenerateDataKey*':
+        'SSE-KMS needs data keys for every object written or read, only on the configured backup key',
+      'Action::kms:ReEncrypt*': 'CDK key grant for SSE-KMS objects, restricted to the configured backup key',
+    };
+    for (const fn of [this.backupFunction, this.restoreFunction, this.verifyFunction]) {
+      const entries = { ...reasons, ...(withKey ? kms : {}), ...(fn === this.backupFunction ? writer : {}) };
+      for (const [finding, reason] of Object.entries(entries)) {
+        Validations.of(fn.function).acknowledge({ id: `AwsSolutions-IAM5[${finding}]`, reason });
+      }
+    }
+  }
+
+  private addFailureNotification(email: string): void {
+    const topic = new Topic(this, 'FailureTopic', {
+      displayName: 'media-backup failures',
+      enforceSSL: true,
+    });
+    Validations.of(topic).acknowledge({
+      id: 'AwsSolutions-SNS2',
+      reason:
+        'The topic carries only alarm state changes, no backup data; CloudWatch cannot publish to a topic ' +
+        'under the AWS-managed SNS key, and a customer key for alarm text is not worth its monthly cost',
+    });
+    topic.addSubscription(new EmailSubscription(email));
+    new Alarm(this, 'FailedInvocationsAlarm', {
+      alarmDescription:
+        'A scheduled media-backup backup or verify failed (message in the dead-letter queue). ' +
+        'Read the message and the function logs, then run the backup by hand.',
+      metric: this.schedules.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+        period: Duration.minutes(5),
+        statistic: 'Maximum',
+      }),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: TreatMissingData.NOT_BREACHING,
+    }).addAlarmAction(new SnsAction(topic));
+  }
+
+  private addOutputs(): void {
+    const region = this.region;
+    const invoke = (fn: BackupFunction, payload: object) =>
+      Fn.join('', [
+        'aws lambda invoke --region ',
+        region,
+        ' --function-name ',
+        fn.functionName,
+        // The CLI's default 60 s read timeout would retry, and so re-invoke, a long run.
+        ` --cli-read-timeout 0 --cli-binary-format raw-in-base64-out --payload '${JSON.stringify(payload)}' /dev/stdout`,
+      ]);
 
     new CfnOutput(this, 'BackupBucketName', {
       description: 'S3 bucket holding the backup store (archives, manifests, status)',
       value: this.backupBucket.bucket.bucketName,
+    });
+    new CfnOutput(this, 'BackupFunctionName', { value: this.backupFunction.functionName });
+    new CfnOutput(this, 'RestoreFunctionName', { value: this.restoreFunction.functionName });
+    new CfnOutput(this, 'VerifyFunctionName', { value: this.verifyFunction.functionName });
+    new CfnOutput(this, 'ManualBackupCommand', {
+      description: 'Run a full backup now and print its result (waits up to 15 minutes)',
+      value: invoke(this.backupFunction, { type: 'full' }),
+    });
+    new CfnOutput(this, 'RestoreLatestCommand', {
+      description: 'Restore the latest backup into restores/<backupId> beside the media tree',
+      value: invoke(this.restoreFunction, { backup: 'latest' }),
+    });
+    new CfnOutput(this, 'RestoreDryRunCommand', {
+      description: 'Download and verify the latest backup, writing nothing',
+      value: invoke(this.restoreFunction, { backup: 'latest', dryRun: true }),
     });
   }
 }

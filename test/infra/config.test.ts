@@ -10,7 +10,7 @@ describe('parseConfig', () => {
   it('fills in the defaults when nothing is set', () => {
     const config = parseConfig({});
 
-    expect(config).toEqual(DEFAULT_CONFIG);
+    expect(config).toEqual({ ...DEFAULT_CONFIG, createS3GatewayEndpoint: true });
     expect(config).not.toHaveProperty('kmsKeyArn');
   });
 
@@ -23,7 +23,7 @@ describe('parseConfig', () => {
       objectLock: 'true',
     });
 
-    expect(config).toEqual({
+    expect(config).toMatchObject({
       retentionDays: 45,
       fullIntervalDays: 10,
       backupPrefix: 'team/media/',
@@ -100,6 +100,7 @@ describe('loadConfig', () => {
 
     expect(loadConfig(app)).toEqual({
       ...DEFAULT_CONFIG,
+      createS3GatewayEndpoint: true,
       retentionDays: 60,
       fullIntervalDays: 14,
       objectLock: true,
@@ -121,6 +122,129 @@ describe('loadConfig', () => {
     );
 
     expect(settings).toEqual(DEFAULT_CONFIG);
-    expect(loadConfig(new App({ context }))).toEqual(DEFAULT_CONFIG);
+    expect(loadConfig(new App({ context }))).toEqual({ ...DEFAULT_CONFIG, createS3GatewayEndpoint: true });
+  });
+});
+
+describe('parseConfig: schedules, functions and the file system', () => {
+  const EXISTING = {
+    fileSystemId: 'fs-0123456789abcdef0',
+    accessPointId: 'fsap-0123456789abcdef0',
+    securityGroupId: 'sg-0123456789abcdef0',
+    vpcId: 'vpc-0123456789abcdef0',
+    privateSubnetIds: 'subnet-0123456789abcdef0,subnet-0123456789abcdef1',
+    availabilityZones: 'eu-west-1a,eu-west-1b',
+  };
+
+  it('accepts the context forms of every new key', () => {
+    const config = parseConfig({
+      backupSchedule: '3:30',
+      fullBackupDay: 'saturday',
+      timeZone: 'America/Argentina/Buenos_Aires',
+      notificationEmail: ' ops@example.com ',
+      posixUid: '33',
+      posixGid: 0,
+      mediaPath: 'app/media',
+      restoresPath: 'app/restores',
+      backupExclude: '*.tmp, cache/**',
+      backupMemoryMb: '4096',
+      restoreMemoryMb: 3008,
+      verifyMemoryMb: '128',
+      logRetentionDays: '365',
+    });
+
+    expect(config).toMatchObject({
+      backupSchedule: '03:30',
+      fullBackupDay: 'SAT',
+      timeZone: 'America/Argentina/Buenos_Aires',
+      notificationEmail: 'ops@example.com',
+      posixUid: 33,
+      posixGid: 0,
+      mediaPath: 'app/media',
+      restoresPath: 'app/restores',
+      backupExclude: ['*.tmp', 'cache/**'],
+      backupMemoryMb: 4096,
+      restoreMemoryMb: 3008,
+      verifyMemoryMb: 128,
+      logRetentionDays: 365,
+      createS3GatewayEndpoint: true,
+    });
+    expect(config).not.toHaveProperty('existingFileSystem');
+  });
+
+  it('reads an existing file system from comma-separated ids or lists, without a gateway endpoint by default', () => {
+    const config = parseConfig({ ...EXISTING, availabilityZones: ['eu-west-1a', 'eu-west-1b'] });
+
+    expect(config.existingFileSystem).toEqual({
+      fileSystemId: 'fs-0123456789abcdef0',
+      accessPointId: 'fsap-0123456789abcdef0',
+      securityGroupId: 'sg-0123456789abcdef0',
+      vpcId: 'vpc-0123456789abcdef0',
+      privateSubnetIds: ['subnet-0123456789abcdef0', 'subnet-0123456789abcdef1'],
+      availabilityZones: ['eu-west-1a', 'eu-west-1b'],
+    });
+    expect(config.createS3GatewayEndpoint).toBe(false);
+  });
+
+  it('creates a gateway endpoint in an existing VPC when its route tables are given', () => {
+    const config = parseConfig({
+      ...EXISTING,
+      createS3GatewayEndpoint: 'true',
+      privateSubnetRouteTableIds: 'rtb-0123456789abcdef0,rtb-0123456789abcdef1',
+    });
+
+    expect(config.createS3GatewayEndpoint).toBe(true);
+    expect(config.existingFileSystem?.privateSubnetRouteTableIds).toEqual([
+      'rtb-0123456789abcdef0',
+      'rtb-0123456789abcdef1',
+    ]);
+  });
+
+  it.each<[Record<string, unknown>, RegExp]>([
+    [{ backupSchedule: '24:00' }, /`backupSchedule` must be a time of day HH:MM/],
+    [{ backupSchedule: '2am' }, /`backupSchedule` must be a time of day HH:MM/],
+    [{ fullBackupDay: 'SUNDAYS' }, /`fullBackupDay` must be one of MON, TUE, WED, THU, FRI, SAT, SUN/],
+    [{ fullBackupDay: 7 }, /`fullBackupDay` must be one of/],
+    [{ timeZone: 'CET+1' }, /`timeZone` must be an IANA time zone name/],
+    [{ timeZone: 'europe berlin' }, /`timeZone` must be an IANA time zone name/],
+    [{ notificationEmail: 'ops@' }, /`notificationEmail` must be an email address/],
+    [{ posixUid: -1 }, /`posixUid` must be a whole number from 0 to 4294967295/],
+    [{ posixGid: 'staff' }, /`posixGid` must be a whole number/],
+    [{ mediaPath: '/srv/media' }, /`mediaPath` must be a relative path/],
+    [{ mediaPath: 'media/../etc' }, /`mediaPath` must be a relative path/],
+    [{ restoresPath: 'media/restores' }, /`restoresPath` must not be inside `mediaPath`/],
+    [{ backupExclude: ['*.tmp', ''] }, /`backupExclude` must be a comma-separated string or a list/],
+    [{ backupMemoryMb: 64 }, /`backupMemoryMb` must be a whole number from 128 to 10240/],
+    [{ restoreMemoryMb: '20000' }, /`restoreMemoryMb` must be a whole number from 128 to 10240/],
+    [{ verifyMemoryMb: 1.5 }, /`verifyMemoryMb` must be a whole number/],
+    [{ logRetentionDays: 10 }, /`logRetentionDays` must be a retention CloudWatch Logs offers/],
+    [{ createS3GatewayEndpoint: 'yes' }, /`createS3GatewayEndpoint` must be true or false/],
+    [{ fileSystemId: 'fs-0123456789abcdef0' }, /missing `accessPointId`, `securityGroupId`, `vpcId`/],
+    [{ privateSubnetRouteTableIds: 'rtb-0123456789abcdef0' }, /`privateSubnetRouteTableIds` applies only/],
+  ])('rejects %o', (raw, message) => {
+    expect(() => parseConfig(raw)).toThrow(message);
+  });
+
+  it.each<[Record<string, unknown>, RegExp]>([
+    [{ fileSystemId: 'fs-xyz' }, /`fileSystemId` must be an id like fs-/],
+    [{ accessPointId: 'fs-0123456789abcdef0' }, /`accessPointId` must be an id like fsap-/],
+    [{ securityGroupId: 'sg-1' }, /`securityGroupId` must be an id like sg-/],
+    [{ vpcId: 'vpc' }, /`vpcId` must be an id like vpc-/],
+    [{ privateSubnetIds: 'subnet-0123456789abcdef0,subnet-bad' }, /`privateSubnetIds` must list ids/],
+    [{ availabilityZones: 'eu-west-1' }, /`availabilityZones` must list ids like eu-west-1a/],
+    [
+      { availabilityZones: 'eu-west-1a' },
+      /`privateSubnetIds` and `availabilityZones` must have the same length/,
+    ],
+    [
+      { createS3GatewayEndpoint: true },
+      /`createS3GatewayEndpoint` with an existing VPC needs `privateSubnetRouteTableIds`/,
+    ],
+    [
+      { privateSubnetRouteTableIds: 'rtb-0123456789abcdef0', createS3GatewayEndpoint: true },
+      /`privateSubnetRouteTableIds` must list one route table per subnet/,
+    ],
+  ])('rejects an existing file system with %o', (override, message) => {
+    expect(() => parseConfig({ ...EXISTING, ...override })).toThrow(message);
   });
 });
