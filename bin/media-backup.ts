@@ -8,10 +8,13 @@ import { Command, CommanderError, Option } from 'commander';
 import { type BackupProgress, type BackupSucceeded, runBackup } from '../lambda/core/backup.js';
 import { type Logger, systemClock } from '../lambda/core/deps.js';
 import { errorMessage, UsageError } from '../lambda/core/errors.js';
+import { runHealthChecks } from '../lambda/core/health.js';
 import type { RequestedType } from '../lambda/core/plan.js';
 import { parseInstant } from '../lambda/core/resolve.js';
 import { runRestore } from '../lambda/core/restore.js';
+import { readRetention } from '../lambda/core/retention.js';
 import { listBackups, readStoreStatus } from '../lambda/core/status.js';
+import { OBJECT_CATEGORIES, readUsage } from '../lambda/core/usage.js';
 import { runVerify } from '../lambda/core/verify.js';
 import { TOOL_VERSION } from '../lambda/core/version.js';
 import { openStore } from '../lambda/store/open-store.js';
@@ -279,8 +282,159 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
       if (result.status !== 'SUCCEEDED') exitCode = EXIT.failed;
     });
 
+  program
+    .command('health')
+    .description(
+      "the monitor's checks: backup age, last run, integrity, size, shrink, chain, orphans, storage; exits 1 when critical",
+    )
+    .addOption(
+      new Option('--max-age-hours <hours>', 'critical when the latest backup is older')
+        .env('MAX_BACKUP_AGE_HOURS')
+        .default('48'),
+    )
+    .addOption(
+      new Option(
+        '--min-backup-bytes <bytes>',
+        'critical when the latest full archive is smaller (unless the tree is tiny)',
+      )
+        .env('MIN_BACKUP_BYTES')
+        .default('1000000'),
+    )
+    .addOption(
+      new Option('--max-shrink-percent <percent>', 'critical when files or bytes dropped by more')
+        .env('MAX_SHRINK_PERCENT')
+        .default('50'),
+    )
+    .addOption(
+      new Option('--retention-days <days>', 'a broken chain is critical for backups younger than this')
+        .env('RETENTION_DAYS')
+        .default('30'),
+    )
+    .option('--hash', 're-read the latest archive and compare its sha256 (slower; reads the whole archive)')
+    .addOption(storeOption())
+    .option('--json', 'print one JSON document on stdout')
+    .option('-v, --verbose', 'log engine progress on stderr')
+    .action(
+      async (
+        opts: CommonOptions & {
+          maxAgeHours: string;
+          minBackupBytes: string;
+          maxShrinkPercent: string;
+          retentionDays: string;
+          hash?: boolean;
+        },
+      ) => {
+        const options = {
+          maxBackupAgeHours: positiveNumber('--max-age-hours', opts.maxAgeHours),
+          minBackupBytes: positiveNumber('--min-backup-bytes', opts.minBackupBytes),
+          maxShrinkPercent: positiveNumber('--max-shrink-percent', opts.maxShrinkPercent),
+          retentionDays: positiveNumber('--retention-days', opts.retentionDays),
+          hashLatest: opts.hash ?? false,
+        };
+        const store = await open(opts.store);
+        const report = await runHealthChecks(
+          { store, clock: systemClock, logger: cliLogger(err, opts.verbose) },
+          options,
+        );
+        if (opts.json) out(JSON.stringify(report, null, 2));
+        else {
+          out(`Health of ${report.store} at ${report.checkedAt}:`);
+          for (const c of report.checks)
+            out(`${c.status.toUpperCase().padEnd(8)} ${c.name.padEnd(11)} ${c.message}`);
+          out(
+            report.status === 'ok'
+              ? 'All checks passed.'
+              : `${report.status.toUpperCase()}: ${report.metrics.critical} critical, ${report.metrics.warning} warning(s).`,
+          );
+        }
+        if (report.status === 'critical') exitCode = EXIT.failed;
+      },
+    );
+
+  program
+    .command('retention')
+    .description('which backups and objects the S3 lifecycle will expire, and when (cleanup simulation)')
+    .addOption(
+      new Option('--retention-days <days>', 'every restore point younger than this stays restorable')
+        .env('RETENTION_DAYS')
+        .default('30'),
+    )
+    .addOption(
+      new Option('--full-interval-days <days>', 'how far an incremental chain reaches back to its full')
+        .env('FULL_INTERVAL_DAYS')
+        .default('7'),
+    )
+    .addOption(storeOption())
+    .option('--json', 'print one JSON document on stdout')
+    .option('-v, --verbose', 'log engine progress on stderr')
+    .action(async (opts: CommonOptions & { retentionDays: string; fullIntervalDays: string }) => {
+      const retentionDays = wholeDays('--retention-days', opts.retentionDays);
+      const fullIntervalDays = wholeDays('--full-interval-days', opts.fullIntervalDays);
+      const store = await open(opts.store);
+      const report = await readRetention({ store, logger: cliLogger(err, opts.verbose) }, systemClock.now(), {
+        retentionDays,
+        fullIntervalDays,
+      });
+      if (opts.json) {
+        out(JSON.stringify(report, null, 2));
+        return;
+      }
+      out(
+        `Lifecycle of ${report.store}: full/ and incremental/ objects expire ${report.expireAfterDays} days after they were written (retention ${report.retentionDays} + full interval ${report.fullIntervalDays}); status/ is kept.`,
+      );
+      if (report.backups.length === 0) {
+        out('No backups in the store.');
+        return;
+      }
+      out(
+        `${'BACKUP'.padEnd(24)} ${'TYPE'.padEnd(11)} ${'SIZE'.padStart(10)} ${'EXPIRES (UTC)'.padEnd(17)} ${'DAYS'.padStart(6)} RESTORABLE UNTIL`,
+      );
+      for (const b of report.backups) {
+        out(
+          `${b.backupId.padEnd(24)} ${b.type.padEnd(11)} ${formatBytes(b.bytes).padStart(10)} ${b.expiresAt.slice(0, 16).replace('T', ' ').padEnd(17)} ${b.daysLeft.toFixed(1).padStart(6)} ${b.committed ? (b.restorableUntil?.slice(0, 16).replace('T', ' ') ?? 'unknown (manifest unreadable)') : 'never (not committed)'}`,
+        );
+      }
+      out(
+        `Expiring within ${report.expiringSoon.horizonDays} days: ${report.expiringSoon.backups.length} backup(s), ${formatBytes(report.expiringSoon.bytes)}.`,
+      );
+    });
+
+  program
+    .command('usage')
+    .description('bytes in the store by type and by month')
+    .addOption(storeOption())
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (opts: CommonOptions) => {
+      const store = await open(opts.store);
+      const report = await readUsage(store, systemClock.now());
+      if (opts.json) {
+        out(JSON.stringify(report, null, 2));
+        return;
+      }
+      out(`Usage of ${report.store}: ${formatBytes(report.total.bytes)} in ${report.total.objects} objects.`);
+      const header = `${'MONTH'.padEnd(8)} ${OBJECT_CATEGORIES.map((c) => c.toUpperCase().padStart(12)).join(' ')} ${'TOTAL'.padStart(12)}`;
+      out(header);
+      const row = (label: string, byType: typeof report.byType, total: number) =>
+        out(
+          `${label.padEnd(8)} ${OBJECT_CATEGORIES.map((c) => formatBytes(byType[c].bytes).padStart(12)).join(' ')} ${formatBytes(total).padStart(12)}`,
+        );
+      for (const m of report.byMonth) row(m.month, m.byType, m.total.bytes);
+      row('all', report.byType, report.total.bytes);
+      out(
+        `Written in the last 7 days: ${formatBytes(report.lastWeek.bytes)} in ${report.lastWeek.objects} objects.`,
+      );
+    });
+
   // An exported-but-empty variable (`MEDIA_DIR=`) means "not set", not "the empty path".
-  for (const name of ['MEDIA_DIR', 'BACKUP_STORE', 'FULL_INTERVAL_DAYS']) {
+  for (const name of [
+    'MEDIA_DIR',
+    'BACKUP_STORE',
+    'FULL_INTERVAL_DAYS',
+    'RETENTION_DAYS',
+    'MAX_BACKUP_AGE_HOURS',
+    'MIN_BACKUP_BYTES',
+    'MAX_SHRINK_PERCENT',
+  ]) {
     if (process.env[name]?.trim() === '') delete process.env[name];
   }
   try {
@@ -302,6 +456,22 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
 
 function open(url: string | undefined): Promise<ObjectStore> {
   return openStore(url ?? DEFAULT_STORE);
+}
+
+function positiveNumber(flag: string, raw: string): number {
+  const n = Number(raw);
+  if (!/^\d+(\.\d+)?$/.test(raw.trim()) || !(n > 0)) {
+    throw new UsageError(`${flag} must be a positive number (got ${JSON.stringify(raw)})`);
+  }
+  return n;
+}
+
+function wholeDays(flag: string, raw: string): number {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || n < 1) {
+    throw new UsageError(`${flag} must be a whole number of days >= 1 (got ${JSON.stringify(raw)})`);
+  }
+  return n;
 }
 
 function collect(value: string, previous: string[]): string[] {

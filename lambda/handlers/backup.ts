@@ -5,6 +5,7 @@ import { errorMessage } from '../core/errors.js';
 import { openHandlerStore, readHandlerConfig, underMount } from './config.js';
 import { BackupDeadlineError } from './errors.js';
 import { parseBackupEvent } from './events.js';
+import { invocationMetrics, recordBackupFailed, recordBackupSucceeded } from './metrics.js';
 import { invocationLogger } from './runtime.js';
 
 /**
@@ -17,6 +18,22 @@ import { invocationLogger } from './runtime.js';
  * and releases the lock, whereas a run killed by the timeout leaves the lock to expire.
  */
 export const handler = async (event: unknown, context: Context): Promise<BackupSucceeded> => {
+  // Every invocation counts as succeeded or failed (EMF on stdout), whatever stopped it.
+  const metrics = invocationMetrics();
+  const started = Date.now();
+  try {
+    const result = await backupInvocation(event, context);
+    recordBackupSucceeded(metrics, result, Date.now() - started);
+    return result;
+  } catch (error) {
+    recordBackupFailed(metrics, Date.now() - started);
+    throw error;
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+};
+
+async function backupInvocation(event: unknown, context: Context): Promise<BackupSucceeded> {
   const request = parseBackupEvent(event);
   const config = readHandlerConfig();
   const { powertools: logger, engine: engineLogger } = invocationLogger(context, 'backup');
@@ -79,4 +96,4 @@ export const handler = async (event: unknown, context: Context): Promise<BackupS
     clearTimeout(timer);
     store.client.destroy();
   }
-};
+}

@@ -41,6 +41,9 @@ export interface RestoreEvent {
   readonly dryRun: boolean;
 }
 
+/** The monitor takes no input: its thresholds come from the environment. */
+export type MonitorEvent = Record<string, never>;
+
 export interface VerifyEvent {
   readonly backup: string;
   readonly all: boolean;
@@ -172,6 +175,17 @@ const verifyEventSchema = eventObject(
   }
 });
 
+// The scheduler sends `{}`; anything else is a mistake worth reporting rather than ignoring.
+const monitorEventSchema = z.strictObject(
+  {},
+  {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `\`${k}\``).join(', ')}: the monitor takes no fields (its thresholds come from its environment); send {}`
+        : `the event must be the JSON object {} (got ${shown(issue.input)})`,
+  },
+);
+
 /**
  * Runs the schema through powertools' `parse` and turns its issues into one message. powertools'
  * own `ParseError` says only "Failed to parse schema"; the issues it carries name the fields.
@@ -219,4 +233,9 @@ export function parseRestoreEvent(event: unknown): RestoreEvent {
 export function parseVerifyEvent(event: unknown): VerifyEvent {
   const parsed = parseEvent(event, verifyEventSchema, 'verify');
   return { backup: parsed.backup ?? 'latest', all: parsed.all ?? false, deep: parsed.deep ?? false };
+}
+
+export function parseMonitorEvent(event: unknown): MonitorEvent {
+  parseEvent(event, monitorEventSchema, 'monitor');
+  return {};
 }

@@ -16,7 +16,7 @@ export interface InvocationLogger {
  */
 export function invocationLogger(
   context: Context,
-  operation: 'backup' | 'restore' | 'verify',
+  operation: 'backup' | 'restore' | 'verify' | 'monitor' | 'notify',
 ): InvocationLogger {
   const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME || 'media-backup' });
   logger.addContext(context);

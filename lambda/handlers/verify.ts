@@ -4,6 +4,7 @@ import { runVerify, type VerifyResult } from '../core/verify.js';
 import { openHandlerStore, readHandlerConfig } from './config.js';
 import { VerifyFailedError } from './errors.js';
 import { parseVerifyEvent } from './events.js';
+import { invocationMetrics, recordVerifyOutcome } from './metrics.js';
 import { invocationLogger } from './runtime.js';
 
 /**
@@ -17,9 +18,12 @@ export const handler = async (event: unknown, context: Context): Promise<VerifyR
   const config = readHandlerConfig();
   const { powertools: logger, engine: engineLogger } = invocationLogger(context, 'verify');
   const store = openHandlerStore(config);
+  // VerifyFailures is what the verify alarm watches; it is published whatever happens below.
+  const metrics = invocationMetrics();
+  let result: VerifyResult | undefined;
   try {
     logger.info('verify requested', { ...request, store: store.url });
-    const result = await runVerify(
+    result = await runVerify(
       { store, clock: systemClock, logger: engineLogger },
       { backup: request.all ? undefined : request.backup, all: request.all, deep: request.deep },
     );
@@ -33,6 +37,8 @@ export const handler = async (event: unknown, context: Context): Promise<VerifyR
     }
     return result;
   } finally {
+    recordVerifyOutcome(metrics, result);
+    metrics.publishStoredMetrics();
     store.client.destroy();
   }
 };

@@ -16,7 +16,7 @@ import { type S3rverFixture, startS3rver } from '../fixtures/s3rver.js';
  * bundle, and a complete bundle does not depend on the runtime's SDK version. Loaded from a folder
  * with no node_modules above it, a missing module would fail here rather than in AWS.
  */
-const HANDLERS = ['backup', 'restore', 'verify'] as const;
+const HANDLERS = ['backup', 'restore', 'verify', 'monitor', 'notify'] as const;
 type HandlerName = (typeof HANDLERS)[number];
 type Handler = (event: unknown, context: unknown) => Promise<unknown>;
 
@@ -101,6 +101,9 @@ describe('handler bundles (esbuild, CJS, node22, everything bundled)', () => {
     expect(await snapshotTree(path.join(mount, 'restores', backup.backupId))).toEqual(
       await snapshotTree(path.join(mount, 'media')),
     );
+
+    const health = (await loadHandler('monitor')({}, makeLambdaContext())) as { status: string };
+    expect(health.status).toBe('ok');
 
     // Errors keep their class names through the bundle (alarms and tests match on `name`).
     await expect(loadHandler('backup')({ type: 'weekly' }, makeLambdaContext())).rejects.toMatchObject({
