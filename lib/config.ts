@@ -21,8 +21,28 @@ export interface MediaBackupConfig {
   readonly fullBackupDay: Weekday;
   /** IANA time zone the schedules run in, e.g. `Europe/Berlin`. */
   readonly timeZone: string;
-  /** Address that receives an email when a scheduled invocation finally fails; absent means none. */
+  /**
+   * Address that receives alarm emails (SNS) and the formatted failure, alarm and digest emails of
+   * the notify function (SES); absent means no email, no notify function and no SES identity.
+   */
   readonly notificationEmail?: string;
+  /**
+   * SES-verified address the notify function sends from. Defaults to `notificationEmail` (one
+   * address to verify, which also satisfies the SES sandbox); only valid with `notificationEmail`.
+   */
+  readonly senderEmail?: string;
+  /** The backup-age alarm fires when the newest committed backup is older than this many hours. */
+  readonly maxBackupAgeHours: number;
+  /** The monitor reports a backup whose archive is smaller than this many bytes as critical. */
+  readonly minBackupBytes: number;
+  /** The monitor warns when a full backup's source is this many percent smaller than the previous full's. */
+  readonly maxShrinkPercent: number;
+  /** The monitor warns when the media file system's metered size exceeds this many bytes; absent means no check. */
+  readonly efsWarnBytes?: number;
+  /** Email a weekly digest of the backups (needs `notificationEmail`). */
+  readonly weeklyDigest: boolean;
+  /** Memory of the monitor function in MB. */
+  readonly monitorMemoryMb: number;
   /** The existing EFS file system and network to back up; absent means a demo VPC and EFS are created. */
   readonly existingFileSystem?: ExistingFileSystemConfig;
   /** POSIX user id the created access point runs file operations as (demo EFS only). */
@@ -101,9 +121,19 @@ export const DEFAULT_CONFIG = {
   restoreMemoryMb: 2048,
   verifyMemoryMb: 1024,
   logRetentionDays: 90,
+  maxBackupAgeHours: 48,
+  minBackupBytes: 1_000_000,
+  maxShrinkPercent: 50,
+  weeklyDigest: true,
+  monitorMemoryMb: 512,
 } as const satisfies Omit<
   MediaBackupConfig,
-  'kmsKeyArn' | 'notificationEmail' | 'existingFileSystem' | 'createS3GatewayEndpoint'
+  | 'kmsKeyArn'
+  | 'notificationEmail'
+  | 'senderEmail'
+  | 'efsWarnBytes'
+  | 'existingFileSystem'
+  | 'createS3GatewayEndpoint'
 >;
 
 /** The keys of an existing file system and network: set all of them or none. */
@@ -127,6 +157,13 @@ export const CONFIG_KEYS = [
   'fullBackupDay',
   'timeZone',
   'notificationEmail',
+  'senderEmail',
+  'maxBackupAgeHours',
+  'minBackupBytes',
+  'maxShrinkPercent',
+  'efsWarnBytes',
+  'weeklyDigest',
+  'monitorMemoryMb',
   ...EXISTING_FILE_SYSTEM_KEYS,
   'privateSubnetRouteTableIds',
   'posixUid',
@@ -192,7 +229,48 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
   const backupSchedule = parseTimeOfDayKey(raw.backupSchedule, problems);
   const fullBackupDay = parseWeekday(raw.fullBackupDay, problems);
   const timeZone = parseTimeZone(raw.timeZone, problems);
-  const notificationEmail = parseEmail(raw.notificationEmail, problems);
+  const notificationEmail = parseEmail('notificationEmail', raw.notificationEmail, problems);
+  const senderEmail = parseEmail('senderEmail', raw.senderEmail, problems);
+  if (senderEmail !== undefined && isBlank(raw.notificationEmail)) {
+    problems.push(
+      '`senderEmail` needs `notificationEmail`: without a recipient no email is sent (set both, or neither)',
+    );
+  }
+  // Backups run once a day, so a limit of a day or less would alarm between any two of them.
+  const maxBackupAgeHours = parseInteger(
+    'maxBackupAgeHours',
+    raw.maxBackupAgeHours,
+    DEFAULT_CONFIG.maxBackupAgeHours,
+    25,
+    8760,
+    problems,
+  );
+  const minBackupBytes = parseInteger(
+    'minBackupBytes',
+    raw.minBackupBytes,
+    DEFAULT_CONFIG.minBackupBytes,
+    0,
+    Number.MAX_SAFE_INTEGER,
+    problems,
+  );
+  const maxShrinkPercent = parseInteger(
+    'maxShrinkPercent',
+    raw.maxShrinkPercent,
+    DEFAULT_CONFIG.maxShrinkPercent,
+    1,
+    100,
+    problems,
+  );
+  const efsWarnBytes = isBlank(raw.efsWarnBytes)
+    ? undefined
+    : parseInteger('efsWarnBytes', raw.efsWarnBytes, 0, 1, Number.MAX_SAFE_INTEGER, problems);
+  const weeklyDigest = parseBoolean('weeklyDigest', raw.weeklyDigest, DEFAULT_CONFIG.weeklyDigest, problems);
+  const monitorMemoryMb = parseMemory(
+    'monitorMemoryMb',
+    raw.monitorMemoryMb,
+    DEFAULT_CONFIG.monitorMemoryMb,
+    problems,
+  );
   const existingFileSystem = parseExistingFileSystem(raw, problems);
   const posixUid = parseInteger('posixUid', raw.posixUid, DEFAULT_CONFIG.posixUid, 0, 4294967295, problems);
   const posixGid = parseInteger('posixGid', raw.posixGid, DEFAULT_CONFIG.posixGid, 0, 4294967295, problems);
@@ -263,7 +341,12 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     restoreMemoryMb === undefined ||
     verifyMemoryMb === undefined ||
     logRetentionDays === undefined ||
-    createS3GatewayEndpoint === undefined
+    createS3GatewayEndpoint === undefined ||
+    maxBackupAgeHours === undefined ||
+    minBackupBytes === undefined ||
+    maxShrinkPercent === undefined ||
+    weeklyDigest === undefined ||
+    monitorMemoryMb === undefined
   ) {
     throw new ConfigError(problems);
   }
@@ -277,6 +360,13 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     fullBackupDay,
     timeZone,
     ...(notificationEmail === undefined ? {} : { notificationEmail }),
+    ...(notificationEmail === undefined ? {} : { senderEmail: senderEmail ?? notificationEmail }),
+    maxBackupAgeHours,
+    minBackupBytes,
+    maxShrinkPercent,
+    ...(efsWarnBytes === undefined ? {} : { efsWarnBytes }),
+    weeklyDigest,
+    monitorMemoryMb,
     ...(existingFileSystem === undefined ? {} : { existingFileSystem }),
     posixUid,
     posixGid,
@@ -453,10 +543,10 @@ function parseTimeZone(value: unknown, problems: string[]): string | undefined {
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
-function parseEmail(value: unknown, problems: string[]): string | undefined {
+function parseEmail(key: string, value: unknown, problems: string[]): string | undefined {
   if (isBlank(value)) return undefined;
   if (typeof value !== 'string' || !EMAIL.test(value.trim())) {
-    problems.push(`\`notificationEmail\` must be an email address (got ${describe(value)})`);
+    problems.push(`\`${key}\` must be an email address (got ${describe(value)})`);
     return undefined;
   }
   return value.trim();

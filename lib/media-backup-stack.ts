@@ -1,17 +1,15 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type CfnElement, CfnOutput, Duration, Fn, Stack, type StackProps, Validations } from 'aws-cdk-lib';
-import { Alarm, ComparisonOperator, TreatMissingData } from 'aws-cdk-lib/aws-cloudwatch';
-import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
 import { Key } from 'aws-cdk-lib/aws-kms';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
-import { Topic } from 'aws-cdk-lib/aws-sns';
-import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import type { MediaBackupConfig } from './config.js';
 import { BackupBucket } from './constructs/backup-bucket.js';
 import { BackupFunction, EFS_MOUNT_PATH } from './constructs/backup-function.js';
 import { MediaFileSystem } from './constructs/media-file-system.js';
+import { Monitoring } from './constructs/monitoring.js';
+import { Notifications } from './constructs/notifications.js';
 import { BackupSchedules } from './constructs/schedules.js';
 
 /** Properties of a {@link MediaBackupStack}. */
@@ -39,6 +37,10 @@ export class MediaBackupStack extends Stack {
   public readonly verifyFunction: BackupFunction;
   /** The backup and verify schedules and their dead-letter queue. */
   public readonly schedules: BackupSchedules;
+  /** The alarm topic, its email subscription and the notify function (SES). */
+  public readonly notifications: Notifications;
+  /** The hourly monitor, the alarms and the dashboard. */
+  public readonly monitoring: Monitoring;
 
   constructor(scope: Construct, id: string, props: MediaBackupStackProps) {
     super(scope, id, props);
@@ -70,6 +72,8 @@ export class MediaBackupStack extends Stack {
     const logRetention = config.logRetentionDays as RetentionDays;
     const common = {
       POWERTOOLS_LOG_LEVEL: 'INFO',
+      // The value of the `Stack` dimension of every custom metric, which the alarms select on.
+      STACK_NAME: this.stackName,
       BACKUP_PREFIX: backupPrefix,
       EFS_MOUNT: EFS_MOUNT_PATH,
       MEDIA_PATH: config.mediaPath,
@@ -139,19 +143,58 @@ export class MediaBackupStack extends Stack {
       }
     }
 
-    this.acknowledgeGrantWildcards(encryptionKey !== undefined);
-
     this.schedules = new BackupSchedules(this, 'Schedules', {
       backupFunction: this.backupFunction.function,
       verifyFunction: this.verifyFunction.function,
       backupTime: config.backupSchedule,
       fullBackupDay: config.fullBackupDay,
       timeZone: config.timeZone,
+      // With an email, Notifications routes failed runs to the notify function (and the queue).
+      sendRunFailuresToQueue: config.notificationEmail === undefined,
     });
 
-    if (config.notificationEmail) {
-      this.addFailureNotification(config.notificationEmail);
-    }
+    this.notifications = new Notifications(this, 'Notifications', {
+      ...(config.notificationEmail ? { notificationEmail: config.notificationEmail } : {}),
+      ...(config.senderEmail ? { senderEmail: config.senderEmail } : {}),
+      bucket,
+      backupPrefix,
+      ...(encryptionKey ? { encryptionKey } : {}),
+      reportFailuresOf: [this.backupFunction, this.restoreFunction, this.verifyFunction],
+      deadLetterQueue: this.schedules.deadLetterQueue,
+      scheduler: this.schedules,
+      weeklyDigest: config.weeklyDigest,
+      timeZone: config.timeZone,
+      logRetention,
+      environment: { POWERTOOLS_LOG_LEVEL: common.POWERTOOLS_LOG_LEVEL, STACK_NAME: common.STACK_NAME },
+    });
+
+    const notify = this.notifications.notifyFunction;
+    this.monitoring = new Monitoring(this, 'Monitoring', {
+      alarmTopic: this.notifications.topic,
+      bucket,
+      backupPrefix,
+      ...(encryptionKey ? { encryptionKey } : {}),
+      fileSystem: this.mediaFileSystem.fileSystem,
+      scheduler: this.schedules,
+      backupFunction: this.backupFunction,
+      functions: {
+        backup: this.backupFunction,
+        restore: this.restoreFunction,
+        verify: this.verifyFunction,
+        ...(notify ? { notify } : {}),
+      },
+      deadLetterQueue: this.schedules.deadLetterQueue,
+      maxBackupAgeHours: config.maxBackupAgeHours,
+      minBackupBytes: config.minBackupBytes,
+      maxShrinkPercent: config.maxShrinkPercent,
+      ...(config.efsWarnBytes === undefined ? {} : { efsWarnBytes: config.efsWarnBytes }),
+      retentionDays: config.retentionDays,
+      memorySize: config.monitorMemoryMb,
+      logRetention,
+      environment: common,
+    });
+
+    this.acknowledgeGrantWildcards(encryptionKey !== undefined);
 
     this.addOutputs();
   }
@@ -181,39 +224,20 @@ export class MediaBackupStack extends Stack {
         'SSE-KMS needs data keys for every object written or read, only on the configured backup key',
       'Action::kms:ReEncrypt*': 'CDK key grant for SSE-KMS objects, restricted to the configured backup key',
     };
-    for (const fn of [this.backupFunction, this.restoreFunction, this.verifyFunction]) {
+    const notify = this.notifications.notifyFunction;
+    const functions = [
+      this.backupFunction,
+      this.restoreFunction,
+      this.verifyFunction,
+      this.monitoring.monitorFunction,
+      ...(notify ? [notify] : []),
+    ];
+    for (const fn of functions) {
       const entries = { ...reasons, ...(withKey ? kms : {}), ...(fn === this.backupFunction ? writer : {}) };
       for (const [finding, reason] of Object.entries(entries)) {
         Validations.of(fn.function).acknowledge({ id: `AwsSolutions-IAM5[${finding}]`, reason });
       }
     }
-  }
-
-  private addFailureNotification(email: string): void {
-    const topic = new Topic(this, 'FailureTopic', {
-      displayName: 'media-backup failures',
-      enforceSSL: true,
-    });
-    Validations.of(topic).acknowledge({
-      id: 'AwsSolutions-SNS2',
-      reason:
-        'The topic carries only alarm state changes, no backup data; CloudWatch cannot publish to a topic ' +
-        'under the AWS-managed SNS key, and a customer key for alarm text is not worth its monthly cost',
-    });
-    topic.addSubscription(new EmailSubscription(email));
-    new Alarm(this, 'FailedInvocationsAlarm', {
-      alarmDescription:
-        'A scheduled media-backup backup or verify failed (message in the dead-letter queue). ' +
-        'Read the message and the function logs, then run the backup by hand.',
-      metric: this.schedules.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
-        period: Duration.minutes(5),
-        statistic: 'Maximum',
-      }),
-      threshold: 1,
-      evaluationPeriods: 1,
-      comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: TreatMissingData.NOT_BREACHING,
-    }).addAlarmAction(new SnsAction(topic));
   }
 
   private addOutputs(): void {
@@ -235,6 +259,12 @@ export class MediaBackupStack extends Stack {
     new CfnOutput(this, 'BackupFunctionName', { value: this.backupFunction.functionName });
     new CfnOutput(this, 'RestoreFunctionName', { value: this.restoreFunction.functionName });
     new CfnOutput(this, 'VerifyFunctionName', { value: this.verifyFunction.functionName });
+    new CfnOutput(this, 'MonitorFunctionName', { value: this.monitoring.monitorFunction.functionName });
+    new CfnOutput(this, 'AlarmTopicArn', {
+      description: 'SNS topic every alarm publishes to: subscribe more endpoints here',
+      value: this.notifications.topic.topicArn,
+    });
+    new CfnOutput(this, 'DashboardName', { value: this.monitoring.dashboard.dashboardName });
     new CfnOutput(this, 'ManualBackupCommand', {
       description: 'Run a full backup now and print its result (waits up to 15 minutes)',
       value: invoke(this.backupFunction, { type: 'full' }),

@@ -3,9 +3,10 @@ import type { ISecurityGroup, IVpc, SubnetSelection } from 'aws-cdk-lib/aws-ec2'
 import type { IAccessPoint } from 'aws-cdk-lib/aws-efs';
 import type { IGrantable } from 'aws-cdk-lib/aws-iam';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
-import { Architecture, FileSystem, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
+import { Architecture, type CfnFunction, FileSystem, LoggingFormat, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
 /** Where every function mounts the media file system's access point. */
@@ -121,10 +122,13 @@ export class BackupFunction extends Construct {
   public readonly function: NodejsFunction;
   /** Its log group. */
   public readonly logGroup: LogGroup;
+  /** Its invocation timeout. */
+  public readonly timeout: Duration;
 
   constructor(scope: Construct, id: string, props: BackupFunctionProps) {
     super(scope, id);
     const timeout = props.timeout ?? MAX_TIMEOUT;
+    this.timeout = timeout;
     const memorySize = props.memorySize ?? 1024;
     if (!Token.isUnresolved(timeout.toSeconds()) && timeout.toSeconds() > MAX_TIMEOUT.toSeconds()) {
       throw new Error(
@@ -228,6 +232,19 @@ export class BackupFunction extends Construct {
   public addEnvironmentAndGrant(name: string, value: string, grant: (grantee: IGrantable) => unknown): this {
     this.function.addEnvironment(name, value);
     grant(this.function);
+    return this;
+  }
+
+  /**
+   * Keep the event of every asynchronous invocation that finally failed in `queue` (the function's
+   * dead-letter queue), and grant sending to it. Lambda delivers to a dead-letter queue in addition
+   * to an on-failure destination, so both can be configured: the destination gets a record with the
+   * error, the queue keeps the original event for inspection or replay.
+   */
+  public keepFailedEventsIn(queue: IQueue): this {
+    // The L2 takes a dead-letter queue only at construction; the queue is created later, with the schedules.
+    (this.function.node.defaultChild as CfnFunction).deadLetterConfig = { targetArn: queue.queueArn };
+    queue.grantSendMessages(this.function);
     return this;
   }
 

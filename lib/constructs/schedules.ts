@@ -2,7 +2,12 @@ import { type CfnElement, Duration, Stack, TimeZone, Validations } from 'aws-cdk
 import { Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { SqsDestination } from 'aws-cdk-lib/aws-lambda-destinations';
-import { Schedule, ScheduleExpression, ScheduleTargetInput } from 'aws-cdk-lib/aws-scheduler';
+import {
+  type IScheduleTarget,
+  Schedule,
+  ScheduleExpression,
+  ScheduleTargetInput,
+} from 'aws-cdk-lib/aws-scheduler';
 import { LambdaInvoke } from 'aws-cdk-lib/aws-scheduler-targets';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
@@ -54,6 +59,22 @@ export interface BackupSchedulesProps {
    * @default 3
    */
   readonly retryAttempts?: number;
+
+  /**
+   * Send a record of every failed asynchronous run of the backup and verify functions to the
+   * dead-letter queue (their on-failure destination, no retry). Set false when another construct
+   * configures their asynchronous invocation instead ({@link Notifications} does, to mail each
+   * failure): a function has exactly one such configuration.
+   *
+   * @default true
+   */
+  readonly sendRunFailuresToQueue?: boolean;
+}
+
+/** Something that builds EventBridge Scheduler targets invoking a function (see {@link BackupSchedules.invokeTarget}). */
+export interface ScheduledInvoker {
+  /** A target that invokes `fn` asynchronously with `event`. */
+  invokeTarget(fn: IFunction, event: object): IScheduleTarget;
 }
 
 /**
@@ -64,9 +85,13 @@ export interface BackupSchedulesProps {
  * {@link BackupSchedules.deadLetterQueue}: an invocation Lambda refused (retried by Scheduler's
  * retry policy first) and a run that failed or timed out (Lambda's on-failure destination; not
  * retried, because a repeated backup would find the crashed run's lock or time out again: the
- * next scheduled run catches up).
+ * next scheduled run catches up). With `sendRunFailuresToQueue: false` the second kind is left to
+ * whoever configures the functions' asynchronous invocation ({@link Notifications}).
+ *
+ * {@link BackupSchedules.invokeTarget} gives other schedules (the hourly monitor, the weekly digest)
+ * the same role, retries and queue.
  */
-export class BackupSchedules extends Construct {
+export class BackupSchedules extends Construct implements ScheduledInvoker {
   /** `auto` backup on every day except `fullBackupDay`. */
   public readonly dailyBackup: Schedule;
   /** `full` backup on `fullBackupDay`. */
@@ -77,6 +102,8 @@ export class BackupSchedules extends Construct {
   public readonly deadLetterQueue: Queue;
   /** The role Scheduler assumes to invoke the functions and write to the dead-letter queue. */
   public readonly role: Role;
+  private readonly retryAttempts: number;
+  private readonly invoked = new Set<IFunction>();
 
   constructor(scope: Construct, id: string, props: BackupSchedulesProps) {
     super(scope, id);
@@ -85,6 +112,7 @@ export class BackupSchedules extends Construct {
     const timeZone = TimeZone.of(props.timeZone ?? 'UTC');
     const verifyDelayHours = props.verifyDelayHours ?? 6;
     const retryAttempts = props.retryAttempts ?? 3;
+    this.retryAttempts = retryAttempts;
 
     const time = parseTimeOfDay(backupTime);
     if (!time) {
@@ -131,14 +159,7 @@ export class BackupSchedules extends Construct {
     const verifyHour = time.hour + verifyDelayHours;
     const verifyDay = WEEKDAYS[(fullDayIndex + Math.floor(verifyHour / 24)) % 7];
 
-    const target = (fn: IFunction, event: object) =>
-      new LambdaInvoke(fn, {
-        role: this.role,
-        input: ScheduleTargetInput.fromObject(event),
-        deadLetterQueue: this.deadLetterQueue,
-        retryAttempts,
-        maxEventAge: Duration.hours(1),
-      });
+    const target = (fn: IFunction, event: object) => this.invokeTarget(fn, event);
 
     this.dailyBackup = new Schedule(this, 'DailyBackup', {
       description: `media-backup: "auto" backup at ${backupTime} ${timeZone.timezoneName} except ${fullBackupDay}`,
@@ -161,19 +182,38 @@ export class BackupSchedules extends Construct {
       target: target(props.verifyFunction, { backup: 'latest', deep: true }),
     });
 
-    for (const fn of [props.backupFunction, props.verifyFunction]) {
+    if (props.sendRunFailuresToQueue ?? true) {
+      for (const fn of [props.backupFunction, props.verifyFunction]) {
+        fn.configureAsyncInvoke({
+          retryAttempts: 0,
+          maxEventAge: Duration.hours(6),
+          onFailure: new SqsDestination(this.deadLetterQueue),
+        });
+      }
+    }
+  }
+
+  /**
+   * A Scheduler target that invokes `fn` with `event` the way every media-backup schedule does:
+   * this construct's role, `retryAttempts` retries within an hour, then the dead-letter queue.
+   */
+  public invokeTarget(fn: IFunction, event: object): IScheduleTarget {
+    if (!this.invoked.has(fn)) {
+      this.invoked.add(fn);
       Validations.of(this.role).acknowledge({
         id: `AwsSolutions-IAM5[Resource::<${logicalId(fn)}.Arn>:*]`,
         reason:
           'CDK grantInvoke covers the function and its versions (ARN:*); the role can invoke nothing but the ' +
           'media-backup functions it schedules',
       });
-      fn.configureAsyncInvoke({
-        retryAttempts: 0,
-        maxEventAge: Duration.hours(6),
-        onFailure: new SqsDestination(this.deadLetterQueue),
-      });
     }
+    return new LambdaInvoke(fn, {
+      role: this.role,
+      input: ScheduleTargetInput.fromObject(event),
+      deadLetterQueue: this.deadLetterQueue,
+      retryAttempts: this.retryAttempts,
+      maxEventAge: Duration.hours(1),
+    });
   }
 }
 

@@ -248,3 +248,68 @@ describe('parseConfig: schedules, functions and the file system', () => {
     expect(() => parseConfig({ ...EXISTING, ...override })).toThrow(message);
   });
 });
+
+describe('parseConfig: monitoring and email', () => {
+  it('defaults the monitoring settings and leaves email off', () => {
+    const config = parseConfig({});
+
+    expect(config).toMatchObject({
+      maxBackupAgeHours: 48,
+      minBackupBytes: 1_000_000,
+      maxShrinkPercent: 50,
+      weeklyDigest: true,
+      monitorMemoryMb: 512,
+    });
+    expect(config).not.toHaveProperty('efsWarnBytes');
+    expect(config).not.toHaveProperty('notificationEmail');
+    expect(config).not.toHaveProperty('senderEmail');
+  });
+
+  it('sends from notificationEmail unless senderEmail is set', () => {
+    expect(parseConfig({ notificationEmail: 'ops@example.com' }).senderEmail).toBe('ops@example.com');
+    expect(
+      parseConfig({ notificationEmail: 'ops@example.com', senderEmail: 'backup@example.com' }).senderEmail,
+    ).toBe('backup@example.com');
+  });
+
+  it('accepts the strings that `-c key=value` delivers', () => {
+    expect(
+      parseConfig({
+        maxBackupAgeHours: '72',
+        minBackupBytes: '0',
+        maxShrinkPercent: '100',
+        efsWarnBytes: '5000000000',
+        weeklyDigest: 'false',
+        monitorMemoryMb: '1024',
+      }),
+    ).toMatchObject({
+      maxBackupAgeHours: 72,
+      minBackupBytes: 0,
+      maxShrinkPercent: 100,
+      efsWarnBytes: 5_000_000_000,
+      weeklyDigest: false,
+      monitorMemoryMb: 1024,
+    });
+  });
+
+  it.each<[Record<string, unknown>, RegExp]>([
+    [{ senderEmail: 'backup@example.com' }, /`senderEmail` needs `notificationEmail`/],
+    [
+      { notificationEmail: 'ops@example.com', senderEmail: 'not-an-address' },
+      /`senderEmail` must be an email address \(got "not-an-address"\)/,
+    ],
+    [{ notificationEmail: 'ops' }, /`notificationEmail` must be an email address/],
+    [{ maxBackupAgeHours: 24 }, /`maxBackupAgeHours` must be a whole number from 25 to 8760 \(got 24\)/],
+    [{ maxBackupAgeHours: 'two days' }, /`maxBackupAgeHours` must be a whole number/],
+    [{ minBackupBytes: -1 }, /`minBackupBytes` must be a whole number from 0/],
+    [{ maxShrinkPercent: 0 }, /`maxShrinkPercent` must be a whole number from 1 to 100 \(got 0\)/],
+    [{ maxShrinkPercent: 101 }, /`maxShrinkPercent` must be a whole number from 1 to 100/],
+    [{ efsWarnBytes: 0 }, /`efsWarnBytes` must be a whole number from 1/],
+    [{ efsWarnBytes: '1.5GB' }, /`efsWarnBytes` must be a whole number/],
+    [{ weeklyDigest: 'weekly' }, /`weeklyDigest` must be true or false \(got "weekly"\)/],
+    [{ monitorMemoryMb: 64 }, /`monitorMemoryMb` must be a whole number from 128 to 10240 \(got 64\)/],
+  ])('rejects %o', (raw, message) => {
+    expect(() => parseConfig(raw)).toThrow(ConfigError);
+    expect(() => parseConfig(raw)).toThrow(message);
+  });
+});

@@ -90,6 +90,7 @@ describe('MediaBackupStack functions', () => {
             FULL_INTERVAL_DAYS: '7',
             POWERTOOLS_SERVICE_NAME: service,
             POWERTOOLS_LOG_LEVEL: 'INFO',
+            STACK_NAME: 'MediaBackup',
             ...(key === 'backupFunction' ? { DEADLINE_MARGIN_MS: '60000' } : {}),
           }),
         },
@@ -99,7 +100,8 @@ describe('MediaBackupStack functions', () => {
   );
 
   it('gives every function its own log group with the configured retention', () => {
-    template.resourceCountIs('AWS::Logs::LogGroup', 3);
+    // backup, restore, verify and monitor (notify only with notificationEmail).
+    template.resourceCountIs('AWS::Logs::LogGroup', 4);
     template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 90 });
     const { template: longer } = synthStack({ logRetentionDays: 365 });
     longer.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 365 });
@@ -142,15 +144,18 @@ describe('MediaBackupStack functions', () => {
     });
   });
 
-  it('runs every function in the private subnets with the media security group', () => {
+  it('runs backup, restore and verify in the private subnets with the media security group, monitor outside', () => {
     const subnets = stack.mediaFileSystem.vpc.isolatedSubnets.map((subnet) => ({ Ref: id(subnet) }));
     expect(subnets).toHaveLength(2);
-    template.allResourcesProperties('AWS::Lambda::Function', {
-      VpcConfig: {
+    const functions = template.findResources('AWS::Lambda::Function');
+    for (const fn of [stack.backupFunction, stack.restoreFunction, stack.verifyFunction]) {
+      expect(functions[id(fn.function)]!.Properties.VpcConfig).toEqual({
         SubnetIds: subnets,
         SecurityGroupIds: [{ 'Fn::GetAtt': [id(stack.mediaFileSystem.securityGroup), 'GroupId'] }],
-      },
-    });
+      });
+    }
+    // The monitor mounts nothing and calls the EFS API, which the isolated subnets cannot reach.
+    expect(functions[id(stack.monitoring.monitorFunction.function)]!.Properties.VpcConfig).toBeUndefined();
   });
 
   it('adds KMS_KEY_ID and key grants only when a key is configured', () => {
@@ -372,12 +377,17 @@ describe('BackupSchedules', () => {
       timeZone: 'Europe/Berlin',
     });
 
-    template.resourceCountIs('AWS::Scheduler::Schedule', 3);
+    // daily, full, weekly verify and the hourly monitor (the digest needs notificationEmail).
+    template.resourceCountIs('AWS::Scheduler::Schedule', 4);
     template.allResourcesProperties('AWS::Scheduler::Schedule', {
-      ScheduleExpressionTimezone: 'Europe/Berlin',
       FlexibleTimeWindow: { Mode: 'OFF' },
       State: 'ENABLED',
     });
+    const crons = Object.values(template.findResources('AWS::Scheduler::Schedule')).filter((schedule) =>
+      String(schedule.Properties.ScheduleExpression).startsWith('cron('),
+    );
+    expect(crons).toHaveLength(3);
+    for (const cron of crons) expect(cron.Properties.ScheduleExpressionTimezone).toBe('Europe/Berlin');
     expect(scheduleFor(template, { type: 'auto' }).ScheduleExpression).toBe(
       'cron(15 3 ? * MON,TUE,THU,FRI,SAT,SUN *)',
     );
@@ -555,11 +565,16 @@ describe('failure notification', () => {
       ],
       Threshold: 1,
       ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-      AlarmActions: [{ Ref: Match.stringLikeRegexp('FailureTopic') }],
+      AlarmActions: [{ Ref: Match.stringLikeRegexp('AlarmTopic') }],
     });
   });
 
-  it('creates no topic without notificationEmail', () => {
-    synthStack().template.resourceCountIs('AWS::SNS::Topic', 0);
+  it('creates the alarm topic but no subscription, notify function or SES identity without notificationEmail', () => {
+    const { template } = synthStack();
+
+    template.resourceCountIs('AWS::SNS::Topic', 1);
+    template.resourceCountIs('AWS::SNS::Subscription', 0);
+    template.resourceCountIs('AWS::SES::EmailIdentity', 0);
+    template.resourceCountIs('AWS::Lambda::Function', 4);
   });
 });

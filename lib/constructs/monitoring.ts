@@ -1,0 +1,428 @@
+import { fileURLToPath } from 'node:url';
+import { Duration, Stack } from 'aws-cdk-lib';
+import {
+  Alarm,
+  AlarmStatusWidget,
+  ComparisonOperator,
+  Dashboard,
+  GraphWidget,
+  type IMetric,
+  TreatMissingData,
+} from 'aws-cdk-lib/aws-cloudwatch';
+import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
+import type { IFileSystem } from 'aws-cdk-lib/aws-efs';
+import type { IKey } from 'aws-cdk-lib/aws-kms';
+import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IBucket } from 'aws-cdk-lib/aws-s3';
+import { Schedule, ScheduleExpression } from 'aws-cdk-lib/aws-scheduler';
+import type { ITopic } from 'aws-cdk-lib/aws-sns';
+import type { IQueue } from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { BackupMetrics } from '../metrics.js';
+import { BackupFunction } from './backup-function.js';
+import type { ScheduledInvoker } from './schedules.js';
+
+const MONITOR_ENTRY = fileURLToPath(new URL('../../lambda/handlers/monitor.ts', import.meta.url));
+
+/** Properties of {@link Monitoring}. */
+export interface MonitoringProps {
+  /** The topic every alarm (and, where useful, its return to OK) publishes to. */
+  readonly alarmTopic: ITopic;
+
+  /** The backup bucket the monitor reads (metadata, manifests, status). */
+  readonly bucket: IBucket;
+
+  /**
+   * Key prefix of the backup store in `bucket`.
+   *
+   * @default 'media-backups/'
+   */
+  readonly backupPrefix?: string;
+
+  /**
+   * The bucket's customer-managed key (handed to the monitor as `KMS_KEY_ID`; `grantRead` covers it).
+   *
+   * @default - SSE-S3
+   */
+  readonly encryptionKey?: IKey;
+
+  /** The media file system: the monitor reads its metered size (`DescribeFileSystems`), never its files. */
+  readonly fileSystem: IFileSystem;
+
+  /** Builds the hourly schedule's target (the backup schedules' role, retries and queue). */
+  readonly scheduler: ScheduledInvoker;
+
+  /** The backup function: its run time is alarmed against its timeout. */
+  readonly backupFunction: BackupFunction;
+
+  /**
+   * Every function whose `Errors` and `Throttles` are alarmed, by a short name used in alarm names
+   * (`backup`, `restore`, ...). The monitor function is added by this construct.
+   */
+  readonly functions: Readonly<Record<string, BackupFunction>>;
+
+  /**
+   * The dead-letter queue of failed scheduled invocations and runs: alarmed when it holds a message.
+   *
+   * @default - no queue alarm
+   */
+  readonly deadLetterQueue?: IQueue;
+
+  /**
+   * The age alarm fires when the newest committed backup is older than this (and when the
+   * monitor reports nothing at all: no backup exists, or the monitor is dead).
+   *
+   * @default 48
+   */
+  readonly maxBackupAgeHours?: number;
+
+  /**
+   * The monitor reports a backup with a smaller archive as critical (`MIN_BACKUP_BYTES`).
+   *
+   * @default 1000000
+   */
+  readonly minBackupBytes?: number;
+
+  /**
+   * The monitor warns when a full's source shrank by more than this percentage (`MAX_SHRINK_PERCENT`).
+   *
+   * @default 50
+   */
+  readonly maxShrinkPercent?: number;
+
+  /**
+   * The monitor warns when the file system's metered size exceeds this (`EFS_WARN_BYTES`).
+   *
+   * @default - no size warning
+   */
+  readonly efsWarnBytes?: number;
+
+  /**
+   * Retention of the store (`RETENTION_DAYS`), for the monitor's retention checks.
+   *
+   * @default 30
+   */
+  readonly retentionDays?: number;
+
+  /**
+   * Fraction of the backup function's timeout whose crossing (Maximum `Duration`) raises an alarm.
+   *
+   * @default 0.8
+   */
+  readonly durationAlarmRatio?: number;
+
+  /**
+   * Environment shared with the other functions (store and EFS settings, `STACK_NAME`, log level).
+   *
+   * @default - none
+   */
+  readonly environment?: Readonly<Record<string, string>>;
+
+  /**
+   * Memory of the monitor function in MB.
+   *
+   * @default 512
+   */
+  readonly memorySize?: number;
+
+  /**
+   * Log retention of the monitor function.
+   *
+   * @default RetentionDays.THREE_MONTHS
+   */
+  readonly logRetention?: RetentionDays;
+
+  /**
+   * The monitor handler module.
+   *
+   * @default - lambda/handlers/monitor.ts
+   */
+  readonly entry?: string;
+}
+
+/** How one alarm is built; see {@link Monitoring}. */
+interface AlarmSpec {
+  readonly description: string;
+  readonly metric: IMetric;
+  readonly threshold: number;
+  readonly comparisonOperator?: ComparisonOperator;
+  readonly evaluationPeriods?: number;
+  readonly datapointsToAlarm?: number;
+  readonly treatMissingData?: TreatMissingData;
+  /** Also publish the return to OK (for conditions that last, not for single events). */
+  readonly notifyOk?: boolean;
+}
+
+/**
+ * Health monitoring of a media-backup deployment: the monitor function run hourly by EventBridge
+ * Scheduler, alarms on its metrics, on the backup and verify metrics and on every function, all
+ * publishing to one SNS topic, and a CloudWatch dashboard.
+ *
+ * The monitor runs **outside the VPC**: it mounts nothing (it reads the store and the file
+ * system's metered size through the EFS API), and the demo VPC's isolated subnets have no route to
+ * the EFS API (an interface endpoint would cost about as much as the backup storage); a
+ * `DescribeFileSystems` call hanging there until the timeout would silence the monitor every hour.
+ */
+export class Monitoring extends Construct {
+  /** The hourly health check. */
+  public readonly monitorFunction: BackupFunction;
+  /** Its hourly schedule. */
+  public readonly hourlyHealthCheck: Schedule;
+  /** The custom metrics the alarms and the dashboard use. */
+  public readonly metrics: BackupMetrics;
+  /** No committed backup within `maxBackupAgeHours`, or no report from the monitor at all. */
+  public readonly backupAgeAlarm: Alarm;
+  /** Every alarm created here, by name. */
+  public readonly alarms: Readonly<Record<string, Alarm>>;
+  /** The dashboard. */
+  public readonly dashboard: Dashboard;
+
+  constructor(scope: Construct, id: string, props: MonitoringProps) {
+    super(scope, id);
+    const maxBackupAgeHours = props.maxBackupAgeHours ?? 48;
+    const minBackupBytes = props.minBackupBytes ?? 1_000_000;
+    const maxShrinkPercent = props.maxShrinkPercent ?? 50;
+    const retentionDays = props.retentionDays ?? 30;
+    const durationAlarmRatio = props.durationAlarmRatio ?? 0.8;
+    const backupPrefix = props.backupPrefix ?? 'media-backups/';
+    requireWhole('maxBackupAgeHours', maxBackupAgeHours, 2);
+    requireWhole('minBackupBytes', minBackupBytes, 0);
+    requireWhole('retentionDays', retentionDays, 1);
+    if (!Number.isSafeInteger(maxShrinkPercent) || maxShrinkPercent < 1 || maxShrinkPercent > 100) {
+      throw new Error(`\`maxShrinkPercent\` must be a whole number from 1 to 100 (got ${maxShrinkPercent})`);
+    }
+    if (props.efsWarnBytes !== undefined) requireWhole('efsWarnBytes', props.efsWarnBytes, 1);
+    if (!(durationAlarmRatio > 0 && durationAlarmRatio < 1)) {
+      throw new Error(`\`durationAlarmRatio\` must be between 0 and 1 (got ${durationAlarmRatio})`);
+    }
+
+    const stackName = Stack.of(this).stackName;
+    this.metrics = new BackupMetrics(stackName);
+
+    this.monitorFunction = new BackupFunction(this, 'Monitor', {
+      entry: props.entry ?? MONITOR_ENTRY,
+      description: 'media-backup: hourly health check of the backups (age, size, integrity) with metrics',
+      timeout: Duration.minutes(5),
+      memorySize: props.memorySize ?? 512,
+      ...(props.logRetention === undefined ? {} : { logRetention: props.logRetention }),
+      environment: {
+        ...props.environment,
+        POWERTOOLS_SERVICE_NAME: 'media-backup-monitor',
+        BACKUP_PREFIX: backupPrefix,
+        MAX_BACKUP_AGE_HOURS: String(maxBackupAgeHours),
+        MIN_BACKUP_BYTES: String(minBackupBytes),
+        MAX_SHRINK_PERCENT: String(maxShrinkPercent),
+        RETENTION_DAYS: String(retentionDays),
+        ...(props.efsWarnBytes === undefined ? {} : { EFS_WARN_BYTES: String(props.efsWarnBytes) }),
+        ...(props.encryptionKey ? { KMS_KEY_ID: props.encryptionKey.keyArn } : {}),
+      },
+    });
+    this.monitorFunction.addEnvironmentAndGrant('BUCKET_NAME', props.bucket.bucketName, (fn) =>
+      props.bucket.grantRead(fn, `${backupPrefix}*`),
+    );
+    this.monitorFunction.addEnvironmentAndGrant('FILE_SYSTEM_ID', props.fileSystem.fileSystemId, (fn) =>
+      props.fileSystem.grant(fn, 'elasticfilesystem:DescribeFileSystems'),
+    );
+
+    this.hourlyHealthCheck = new Schedule(this, 'HourlyHealthCheck', {
+      description: 'media-backup: hourly health check of the backups',
+      schedule: ScheduleExpression.rate(Duration.hours(1)),
+      target: props.scheduler.invokeTarget(this.monitorFunction.function, {}),
+    });
+
+    const action = new SnsAction(props.alarmTopic);
+    const alarms: Record<string, Alarm> = {};
+    const alarm = (key: string, spec: AlarmSpec): Alarm => {
+      const created = new Alarm(this, `${pascal(key)}Alarm`, {
+        alarmName: `${stackName}-${key}`,
+        alarmDescription: spec.description,
+        metric: spec.metric,
+        threshold: spec.threshold,
+        comparisonOperator: spec.comparisonOperator ?? ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: spec.evaluationPeriods ?? 1,
+        ...(spec.datapointsToAlarm === undefined ? {} : { datapointsToAlarm: spec.datapointsToAlarm }),
+        treatMissingData: spec.treatMissingData ?? TreatMissingData.NOT_BREACHING,
+      });
+      created.addAlarmAction(action);
+      if (spec.notifyOk) created.addOkAction(action);
+      alarms[key] = created;
+      return created;
+    };
+
+    // The monitor runs hourly; a Scheduler rate drifts by seconds, so an hour bucket can be empty
+    // once in a while: two missing hours in a row, not one, mean the monitor is dead.
+    this.backupAgeAlarm = alarm('backup-age', {
+      description:
+        `No committed media backup in the last ${maxBackupAgeHours} hours, or the hourly monitor reported ` +
+        'nothing (no backup exists yet, or the monitor itself fails). Check the backup and monitor logs and ' +
+        'status/last-run.json, then run a backup by hand.',
+      metric: this.metrics.hoursSinceLastBackup(),
+      threshold: maxBackupAgeHours,
+      comparisonOperator: ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 2,
+      datapointsToAlarm: 2,
+      treatMissingData: TreatMissingData.BREACHING,
+      notifyOk: true,
+    });
+    alarm('backup-failed', {
+      description: 'A media backup run failed. Read the backup function log and status/last-run.json.',
+      metric: this.metrics.backupFailed(),
+      threshold: 1,
+    });
+    alarm('verify-failures', {
+      description:
+        'A verify run found a damaged or unreadable backup. Read the verify log; run a full backup so a ' +
+        'good restore point exists.',
+      metric: this.metrics.verifyFailures(),
+      threshold: 1,
+    });
+    alarm('health-critical', {
+      description:
+        'The hourly monitor found a critical problem (stale, empty or broken backups). Its log lists the findings.',
+      metric: this.metrics.healthCritical(),
+      threshold: 1,
+      notifyOk: true,
+    });
+    alarm('notification-failures', {
+      description:
+        'The notify function could not send an email (SES identity unverified, sandbox, quota). Read its log.',
+      metric: this.metrics.notificationFailures(),
+      threshold: 1,
+    });
+    const backupTimeout = props.backupFunction.timeout;
+    const durationThresholdMs = Math.round(backupTimeout.toMilliseconds() * durationAlarmRatio);
+    alarm('backup-duration', {
+      description:
+        `A backup run took more than ${Math.round(durationAlarmRatio * 100)}% of its ` +
+        `${backupTimeout.toHumanString()} timeout: the tree is outgrowing one Lambda run (see "Size limit of one run" in the README).`,
+      metric: props.backupFunction.function.metricDuration({
+        statistic: 'Maximum',
+        period: Duration.hours(1),
+      }),
+      threshold: durationThresholdMs,
+      comparisonOperator: ComparisonOperator.GREATER_THAN_THRESHOLD,
+    });
+
+    const functions = { ...props.functions, monitor: this.monitorFunction };
+    for (const [name, fn] of Object.entries(functions)) {
+      alarm(`${name}-errors`, {
+        description: `The media-backup ${name} function failed (an error or a timeout). Read its log.`,
+        metric: fn.function.metricErrors({ statistic: 'Sum', period: Duration.minutes(5) }),
+        threshold: 1,
+      });
+      alarm(`${name}-throttles`, {
+        description: `The media-backup ${name} function was throttled (for backup: a second run while one was running).`,
+        metric: fn.function.metricThrottles({ statistic: 'Sum', period: Duration.minutes(5) }),
+        threshold: 1,
+      });
+    }
+
+    if (props.deadLetterQueue) {
+      alarm('dead-letter-queue', {
+        description:
+          'A scheduled media-backup invocation or an asynchronous run failed (message in the dead-letter queue). ' +
+          'Read the message and the function logs, then run the backup by hand.',
+        metric: props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+          period: Duration.minutes(5),
+          statistic: 'Maximum',
+        }),
+        threshold: 1,
+        notifyOk: true,
+      });
+    }
+    this.alarms = alarms;
+
+    this.dashboard = this.createDashboard(stackName, maxBackupAgeHours, props.backupFunction, functions);
+  }
+
+  private createDashboard(
+    stackName: string,
+    maxBackupAgeHours: number,
+    backupFunction: BackupFunction,
+    functions: Readonly<Record<string, BackupFunction>>,
+  ): Dashboard {
+    const m = this.metrics;
+    const day = Duration.days(1);
+    const dashboard = new Dashboard(this, 'Dashboard', {
+      dashboardName: `${stackName}-media-backup`,
+      defaultInterval: Duration.days(14),
+    });
+    dashboard.addWidgets(
+      new AlarmStatusWidget({ title: 'Alarms', alarms: Object.values(this.alarms), width: 24 }),
+    );
+    dashboard.addWidgets(
+      new GraphWidget({
+        title: 'Hours since the last committed backup',
+        left: [m.hoursSinceLastBackup()],
+        leftAnnotations: [{ value: maxBackupAgeHours, label: 'alarm' }],
+        width: 12,
+      }),
+      new GraphWidget({
+        title: 'Backup runs',
+        left: [m.backupSucceeded(day), m.backupFailed(day)],
+        width: 12,
+      }),
+    );
+    dashboard.addWidgets(
+      new GraphWidget({
+        title: 'Archive and source size (bytes)',
+        left: [
+          m.metric('ArchiveBytes', { statistic: 'Maximum', period: day }),
+          m.metric('SourceBytes', { statistic: 'Maximum', period: day }),
+        ],
+        width: 12,
+      }),
+      new GraphWidget({
+        title: 'Changed files per backup',
+        left: [m.metric('ChangedFiles', { statistic: 'Maximum', period: day })],
+        width: 12,
+      }),
+    );
+    dashboard.addWidgets(
+      new GraphWidget({
+        title: 'Backup duration (s)',
+        left: [m.metric('DurationSeconds', { statistic: 'Maximum', period: day })],
+        leftAnnotations: [{ value: backupFunction.timeout.toSeconds(), label: 'timeout' }],
+        width: 12,
+      }),
+      new GraphWidget({
+        title: 'Function duration (ms, max)',
+        left: Object.entries(functions).map(([name, fn]) =>
+          fn.function.metricDuration({ statistic: 'Maximum', period: Duration.hours(1), label: name }),
+        ),
+        width: 12,
+      }),
+    );
+    dashboard.addWidgets(
+      new GraphWidget({
+        title: 'Verify failures',
+        left: [m.verifyFailures(day)],
+        width: 8,
+      }),
+      new GraphWidget({
+        title: 'Health findings (hourly monitor)',
+        left: [m.healthCritical(), m.healthWarning()],
+        width: 8,
+      }),
+      new GraphWidget({
+        title: 'Notification failures',
+        left: [m.notificationFailures(day)],
+        width: 8,
+      }),
+    );
+    return dashboard;
+  }
+}
+
+function pascal(key: string): string {
+  return key
+    .split('-')
+    .map((part) => part.charAt(0).toUpperCase() + part.slice(1))
+    .join('');
+}
+
+function requireWhole(key: string, value: number, min: number): void {
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new Error(`\`${key}\` must be a whole number >= ${min} (got ${value})`);
+  }
+}

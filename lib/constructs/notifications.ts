@@ -1,0 +1,247 @@
+import { fileURLToPath } from 'node:url';
+import { type CfnElement, Duration, Stack, TimeZone, Validations } from 'aws-cdk-lib';
+import type { IKey } from 'aws-cdk-lib/aws-kms';
+import { LambdaDestination, SqsDestination } from 'aws-cdk-lib/aws-lambda-destinations';
+import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IBucket } from 'aws-cdk-lib/aws-s3';
+import { Schedule, ScheduleExpression } from 'aws-cdk-lib/aws-scheduler';
+import { EmailIdentity, Identity } from 'aws-cdk-lib/aws-ses';
+import { Topic } from 'aws-cdk-lib/aws-sns';
+import { EmailSubscription, LambdaSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
+import type { IQueue } from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { parseTimeOfDay, WEEKDAYS, type Weekday } from '../config.js';
+import { BackupFunction } from './backup-function.js';
+import type { ScheduledInvoker } from './schedules.js';
+
+const NOTIFY_ENTRY = fileURLToPath(new URL('../../lambda/handlers/notify.ts', import.meta.url));
+const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+
+/** Properties of {@link Notifications}. */
+export interface NotificationsProps {
+  /**
+   * Where alarm emails go: an SNS email subscription (raw alarm text, works even when SES does
+   * not) and the notify function's formatted emails. Without it only the topic is created.
+   *
+   * @default - no email, no notify function, no SES identity
+   */
+  readonly notificationEmail?: string;
+
+  /**
+   * The address the notify function sends from; an SES email identity is created for it (SES mails
+   * a verification link to it after deploy).
+   *
+   * @default - `notificationEmail`
+   */
+  readonly senderEmail?: string;
+
+  /** The backup bucket: the notify function reads the store for "last good backup" and the digest. */
+  readonly bucket: IBucket;
+
+  /**
+   * Key prefix of the backup store in `bucket`.
+   *
+   * @default 'media-backups/'
+   */
+  readonly backupPrefix?: string;
+
+  /**
+   * The bucket's customer-managed key (its id is handed to the function as `KMS_KEY_ID`).
+   *
+   * @default - SSE-S3
+   */
+  readonly encryptionKey?: IKey;
+
+  /** Functions whose failed asynchronous runs are mailed by the notify function (backup, restore, verify). */
+  readonly reportFailuresOf: readonly BackupFunction[];
+
+  /**
+   * Keeps the event of every failed asynchronous run of `reportFailuresOf` (their dead-letter
+   * queue), and the notify function's own failures (its on-failure destination).
+   */
+  readonly deadLetterQueue: IQueue;
+
+  /** Builds the weekly digest's Scheduler target (the backup schedules' role, retries and queue). */
+  readonly scheduler: ScheduledInvoker;
+
+  /**
+   * Invoke the notify function with `{"kind":"digest"}` once a week.
+   *
+   * @default true
+   */
+  readonly weeklyDigest?: boolean;
+
+  /**
+   * Day of the weekly digest.
+   *
+   * @default 'MON'
+   */
+  readonly digestDay?: Weekday;
+
+  /**
+   * Local time of the weekly digest, `HH:MM`.
+   *
+   * @default '09:00'
+   */
+  readonly digestTime?: string;
+
+  /**
+   * IANA time zone of the digest schedule.
+   *
+   * @default 'UTC'
+   */
+  readonly timeZone?: string;
+
+  /**
+   * Extra environment of the notify function (`STACK_NAME`, log level, ...).
+   *
+   * @default - none
+   */
+  readonly environment?: Readonly<Record<string, string>>;
+
+  /**
+   * Log retention of the notify function.
+   *
+   * @default RetentionDays.THREE_MONTHS
+   */
+  readonly logRetention?: RetentionDays;
+
+  /**
+   * The notify handler module.
+   *
+   * @default - lambda/handlers/notify.ts
+   */
+  readonly entry?: string;
+}
+
+/**
+ * Where media-backup's bad news goes: the one SNS topic every alarm publishes to (TLS only), an email
+ * subscription, and the notify function (outside the VPC: it needs SES and S3 only) that turns alarm
+ * messages, failed-run records and the weekly digest into readable SES emails.
+ *
+ * Failed asynchronous runs of `reportFailuresOf` go to the notify function (on-failure destination,
+ * no retry) **and** keep their event in the dead-letter queue (Lambda delivers to both), so each
+ * failure is mailed on its own while the queue and its alarm keep working as before. The notify
+ * function's own failures (after Lambda's two retries) land in the same queue.
+ */
+export class Notifications extends Construct {
+  /** The topic every media-backup alarm publishes to. */
+  public readonly topic: Topic;
+  /** Sends the emails; absent without `notificationEmail`. */
+  public readonly notifyFunction?: BackupFunction;
+  /** The SES identity of the sender address; absent without `notificationEmail`. */
+  public readonly senderIdentity?: EmailIdentity;
+  /** The weekly digest schedule; absent without `notificationEmail` or with `weeklyDigest` false. */
+  public readonly weeklyDigest?: Schedule;
+
+  constructor(scope: Construct, id: string, props: NotificationsProps) {
+    super(scope, id);
+    const { notificationEmail } = props;
+    const senderEmail = props.senderEmail ?? notificationEmail;
+    const digestDay = props.digestDay ?? 'MON';
+    const digestTime = props.digestTime ?? '09:00';
+    const time = parseTimeOfDay(digestTime);
+    if (notificationEmail !== undefined && !EMAIL.test(notificationEmail)) {
+      throw new Error(
+        `\`notificationEmail\` must be an email address (got ${JSON.stringify(notificationEmail)})`,
+      );
+    }
+    if (props.senderEmail !== undefined && notificationEmail === undefined) {
+      throw new Error('`senderEmail` needs `notificationEmail`');
+    }
+    if (senderEmail !== undefined && !EMAIL.test(senderEmail)) {
+      throw new Error(`\`senderEmail\` must be an email address (got ${JSON.stringify(senderEmail)})`);
+    }
+    if (!time) {
+      throw new Error(`\`digestTime\` must be a time of day HH:MM (got ${JSON.stringify(digestTime)})`);
+    }
+    if (!WEEKDAYS.includes(digestDay)) {
+      throw new Error(
+        `\`digestDay\` must be one of ${WEEKDAYS.join(', ')} (got ${JSON.stringify(digestDay)})`,
+      );
+    }
+
+    this.topic = new Topic(this, 'AlarmTopic', {
+      displayName: 'media-backup alarms',
+      enforceSSL: true,
+    });
+    Validations.of(this.topic).acknowledge({
+      id: 'AwsSolutions-SNS2',
+      reason:
+        'The topic carries only alarm state changes, no backup data; CloudWatch cannot publish to a topic ' +
+        'under the AWS-managed SNS key, and a customer key for alarm text is not worth its monthly cost',
+    });
+
+    if (notificationEmail === undefined || senderEmail === undefined) return;
+
+    this.topic.addSubscription(new EmailSubscription(notificationEmail));
+
+    this.senderIdentity = new EmailIdentity(this, 'SenderIdentity', {
+      identity: Identity.email(senderEmail),
+    });
+
+    const notify = new BackupFunction(this, 'Notify', {
+      entry: props.entry ?? NOTIFY_ENTRY,
+      description: 'media-backup: email failed runs, alarms and the weekly digest through SES',
+      timeout: Duration.minutes(2),
+      memorySize: 256,
+      ...(props.logRetention === undefined ? {} : { logRetention: props.logRetention }),
+      // No VPC: SES has no gateway endpoint, and the demo VPC has no NAT.
+      environment: {
+        ...props.environment,
+        POWERTOOLS_SERVICE_NAME: 'media-backup-notify',
+        NOTIFICATION_EMAIL: notificationEmail,
+        BACKUP_PREFIX: props.backupPrefix ?? 'media-backups/',
+        ...(props.encryptionKey ? { KMS_KEY_ID: props.encryptionKey.keyArn } : {}),
+      },
+    });
+    this.notifyFunction = notify;
+    const identity = this.senderIdentity;
+    // grantSendEmail: ses:SendEmail and ses:SendRawEmail on this identity's ARN only.
+    notify.addEnvironmentAndGrant('SENDER_EMAIL', senderEmail, (fn) => identity.grantSendEmail(fn));
+    notify.addEnvironmentAndGrant('BUCKET_NAME', props.bucket.bucketName, (fn) =>
+      props.bucket.grantRead(fn, `${props.backupPrefix ?? 'media-backups/'}*`),
+    );
+
+    this.topic.addSubscription(new LambdaSubscription(notify.function));
+    // SNS, the destinations and Scheduler all invoke asynchronously: two retries for a transient SES
+    // error, then the queue (whose alarm still reaches the email subscription).
+    notify.function.configureAsyncInvoke({
+      retryAttempts: 2,
+      maxEventAge: Duration.hours(6),
+      onFailure: new SqsDestination(props.deadLetterQueue),
+    });
+
+    const notifyId = Stack.of(this).getLogicalId(notify.function.node.defaultChild as CfnElement);
+    for (const fn of props.reportFailuresOf) {
+      fn.function.configureAsyncInvoke({
+        // Not retried: a repeated backup would find the crashed run's lock or time out again, and a
+        // repeated restore could swap twice. The next scheduled run catches up.
+        retryAttempts: 0,
+        maxEventAge: Duration.hours(6),
+        onFailure: new LambdaDestination(notify.function),
+      });
+      fn.keepFailedEventsIn(props.deadLetterQueue);
+      Validations.of(fn.function).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::<${notifyId}.Arn>:*]`,
+        reason:
+          'CDK grant for the on-failure destination covers the notify function and its versions (ARN:*); ' +
+          'the role can invoke nothing else',
+      });
+    }
+
+    if (props.weeklyDigest ?? true) {
+      const timeZone = TimeZone.of(props.timeZone ?? 'UTC');
+      this.weeklyDigest = new Schedule(this, 'WeeklyDigest', {
+        description: `media-backup: weekly digest email, ${digestDay} ${digestTime} ${timeZone.timezoneName}`,
+        schedule: ScheduleExpression.cron({
+          minute: String(time.minute),
+          hour: String(time.hour),
+          weekDay: digestDay,
+          timeZone,
+        }),
+        target: props.scheduler.invokeTarget(notify.function, { kind: 'digest' }),
+      });
+    }
+  }
+}

@@ -1,0 +1,241 @@
+import { readFileSync } from 'node:fs';
+import { App, type CfnElement, Stack } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { CDK_APP_MODE_CONTEXT } from 'aws-cdk-lib/cx-api';
+import type { IConstruct } from 'constructs';
+import { describe, expect, it } from 'vitest';
+import { METRIC_NAMES, MediaBackupStack, Monitoring, parseConfig } from '../../lib/index.js';
+
+const cdkJsonContext: Record<string, unknown> = JSON.parse(
+  readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8'),
+).context;
+
+function synthStack(raw: Record<string, unknown> = {}) {
+  const app = new App({
+    context: { ...cdkJsonContext, [CDK_APP_MODE_CONTEXT]: 'inmemory', 'aws:cdk:bundling-stacks': [] },
+  });
+  const stack = new MediaBackupStack(app, 'MediaBackup', { config: parseConfig(raw) });
+  return { stack, template: Template.fromStack(stack) };
+}
+
+const id = (construct: IConstruct) =>
+  Stack.of(construct).getLogicalId((construct.node.defaultChild ?? construct) as CfnElement);
+
+type Resource = { Properties: Record<string, unknown> };
+
+function alarmNamed(template: Template, name: string): Record<string, unknown> {
+  const found = Object.values(template.findResources('AWS::CloudWatch::Alarm')).filter(
+    (alarm) => (alarm as Resource).Properties.AlarmName === name,
+  );
+  expect(found).toHaveLength(1);
+  return (found[0] as Resource).Properties;
+}
+
+describe('Monitoring alarms', () => {
+  const { stack, template } = synthStack({ notificationEmail: 'ops@example.com' });
+  const topic = { Ref: id(stack.notifications.topic) };
+  const custom = (metric: string) => ({
+    Namespace: 'MediaBackup',
+    MetricName: metric,
+    Dimensions: [{ Name: 'Stack', Value: 'MediaBackup' }],
+  });
+
+  it('alarms when the newest backup is older than maxBackupAgeHours, and when the monitor reports nothing', () => {
+    expect(alarmNamed(template, 'MediaBackup-backup-age')).toMatchObject({
+      ...custom('HoursSinceLastBackup'),
+      Statistic: 'Maximum',
+      Period: 3600,
+      Threshold: 48,
+      ComparisonOperator: 'GreaterThanThreshold',
+      EvaluationPeriods: 2,
+      DatapointsToAlarm: 2,
+      TreatMissingData: 'breaching',
+      AlarmActions: [topic],
+      OKActions: [topic],
+    });
+  });
+
+  it('takes the age threshold from maxBackupAgeHours', () => {
+    const { template: other } = synthStack({ maxBackupAgeHours: 72 });
+    expect(alarmNamed(other, 'MediaBackup-backup-age').Threshold).toBe(72);
+  });
+
+  it.each([
+    ['MediaBackup-backup-failed', 'BackupFailed', 'Sum', 300],
+    ['MediaBackup-verify-failures', 'VerifyFailures', 'Sum', 300],
+    ['MediaBackup-health-critical', 'HealthCritical', 'Maximum', 3600],
+    ['MediaBackup-notification-failures', 'NotificationFailures', 'Sum', 300],
+  ])('%s: %s >= 1 (%s over %i s), missing data not breaching', (name, metric, statistic, period) => {
+    expect(alarmNamed(template, name)).toMatchObject({
+      ...custom(metric),
+      Statistic: statistic,
+      Period: period,
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      EvaluationPeriods: 1,
+      TreatMissingData: 'notBreaching',
+      AlarmActions: [topic],
+    });
+  });
+
+  it('alarms when a backup run takes more than 80% of its 15-minute timeout', () => {
+    expect(alarmNamed(template, 'MediaBackup-backup-duration')).toMatchObject({
+      Namespace: 'AWS/Lambda',
+      MetricName: 'Duration',
+      Dimensions: [{ Name: 'FunctionName', Value: { Ref: id(stack.backupFunction.function) } }],
+      Statistic: 'Maximum',
+      Threshold: 720_000,
+      ComparisonOperator: 'GreaterThanThreshold',
+      AlarmActions: [topic],
+    });
+  });
+
+  it.each(['backup', 'restore', 'verify', 'monitor', 'notify'])(
+    'alarms on Errors and Throttles of the %s function',
+    (name) => {
+      for (const [suffix, metric] of [
+        ['errors', 'Errors'],
+        ['throttles', 'Throttles'],
+      ]) {
+        expect(alarmNamed(template, `MediaBackup-${name}-${suffix}`)).toMatchObject({
+          Namespace: 'AWS/Lambda',
+          MetricName: metric,
+          Statistic: 'Sum',
+          Threshold: 1,
+          ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+          TreatMissingData: 'notBreaching',
+          AlarmActions: [topic],
+        });
+      }
+    },
+  );
+
+  it('keeps the dead-letter-queue alarm', () => {
+    expect(alarmNamed(template, 'MediaBackup-dead-letter-queue')).toMatchObject({
+      MetricName: 'ApproximateNumberOfMessagesVisible',
+      Threshold: 1,
+      AlarmActions: [topic],
+      OKActions: [topic],
+    });
+  });
+
+  it('sends every alarm to the one topic, and only there', () => {
+    template.resourceCountIs('AWS::SNS::Topic', 1);
+    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')) as Resource[];
+    // 6 metric alarms, 5 functions x (errors, throttles), the queue.
+    expect(alarms).toHaveLength(17);
+    for (const alarm of alarms) {
+      expect(alarm.Properties.AlarmActions).toEqual([topic]);
+      for (const ok of (alarm.Properties.OKActions as unknown[] | undefined) ?? []) expect(ok).toEqual(topic);
+    }
+  });
+
+  it('has alarms without notificationEmail too, minus the notify function', () => {
+    const { template: quiet } = synthStack();
+    expect(Object.keys(quiet.findResources('AWS::CloudWatch::Alarm'))).toHaveLength(15);
+  });
+});
+
+describe('Monitoring: monitor function and schedule', () => {
+  const { stack, template } = synthStack({ efsWarnBytes: 5_000_000_000 });
+  const monitor = stack.monitoring.monitorFunction;
+
+  it('runs the monitor hourly through the scheduler role, with retries and the dead-letter queue', () => {
+    template.hasResourceProperties('AWS::Scheduler::Schedule', {
+      ScheduleExpression: 'rate(1 hour)',
+      Target: Match.objectLike({
+        Arn: { 'Fn::GetAtt': [id(monitor.function), 'Arn'] },
+        Input: '{}',
+        RoleArn: { 'Fn::GetAtt': [id(stack.schedules.role), 'Arn'] },
+        DeadLetterConfig: { Arn: { 'Fn::GetAtt': [id(stack.schedules.deadLetterQueue), 'Arn'] } },
+      }),
+    });
+  });
+
+  it('gives the monitor the store settings and its thresholds, outside the VPC, without EFS mount', () => {
+    const fn = template.findResources('AWS::Lambda::Function')[id(monitor.function)] as Resource;
+
+    expect(fn.Properties).toMatchObject({
+      MemorySize: 512,
+      Timeout: 300,
+      Environment: {
+        Variables: expect.objectContaining({
+          BUCKET_NAME: { Ref: id(stack.backupBucket.bucket) },
+          BACKUP_PREFIX: 'media-backups/',
+          EFS_MOUNT: '/mnt/efs',
+          MEDIA_PATH: 'media',
+          FULL_INTERVAL_DAYS: '7',
+          RETENTION_DAYS: '30',
+          MAX_BACKUP_AGE_HOURS: '48',
+          MIN_BACKUP_BYTES: '1000000',
+          MAX_SHRINK_PERCENT: '50',
+          EFS_WARN_BYTES: '5000000000',
+          FILE_SYSTEM_ID: { Ref: id(stack.mediaFileSystem.fileSystem) },
+          STACK_NAME: 'MediaBackup',
+        }),
+      },
+    });
+    expect(fn.Properties.VpcConfig).toBeUndefined();
+    expect(fn.Properties.FileSystemConfigs).toBeUndefined();
+  });
+
+  it('lets the monitor describe the media file system, nothing else on EFS', () => {
+    template.hasResourceProperties('AWS::IAM::Policy', {
+      Roles: [{ Ref: id(monitor.function.role!) }],
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          {
+            Effect: 'Allow',
+            Action: 'elasticfilesystem:DescribeFileSystems',
+            Resource: { 'Fn::GetAtt': [id(stack.mediaFileSystem.fileSystem), 'Arn'] },
+          },
+        ]),
+      },
+    });
+  });
+
+  it('sets STACK_NAME, the metrics dimension, on every function', () => {
+    const { template: full } = synthStack({ notificationEmail: 'ops@example.com' });
+    const functions = Object.values(full.findResources('AWS::Lambda::Function')) as Resource[];
+
+    expect(functions).toHaveLength(5);
+    full.allResourcesProperties('AWS::Lambda::Function', {
+      Environment: { Variables: Match.objectLike({ STACK_NAME: 'MediaBackup' }) },
+    });
+  });
+
+  it.each([
+    [{ maxShrinkPercent: 0 }, /`maxShrinkPercent` must be a whole number from 1 to 100/],
+    [{ maxBackupAgeHours: 1 }, /`maxBackupAgeHours` must be a whole number >= 2/],
+    [{ efsWarnBytes: 0 }, /`efsWarnBytes` must be a whole number >= 1/],
+    [{ durationAlarmRatio: 1.2 }, /`durationAlarmRatio` must be between 0 and 1/],
+  ])('rejects %o', (props, message) => {
+    const base = {
+      alarmTopic: stack.notifications.topic,
+      bucket: stack.backupBucket.bucket,
+      fileSystem: stack.mediaFileSystem.fileSystem,
+      scheduler: stack.schedules,
+      backupFunction: stack.backupFunction,
+      functions: {},
+    };
+    expect(() => new Monitoring(stack, `Other${Object.keys(props)[0]}`, { ...base, ...props })).toThrow(
+      message,
+    );
+  });
+});
+
+describe('Monitoring dashboard', () => {
+  it('graphs backup age, sizes, changed files, durations, verify failures and health counts', () => {
+    const { template } = synthStack();
+    const dashboards = Object.values(template.findResources('AWS::CloudWatch::Dashboard')) as Resource[];
+
+    expect(dashboards).toHaveLength(1);
+    expect(dashboards[0]!.Properties.DashboardName).toBe('MediaBackup-media-backup');
+    const body = JSON.stringify(dashboards[0]!.Properties.DashboardBody);
+    for (const name of [...METRIC_NAMES.backup, ...METRIC_NAMES.verify, ...METRIC_NAMES.monitor]) {
+      expect(body).toContain(`\\"${name}\\"`);
+    }
+    expect(body).toContain('MediaBackup');
+    expect(body).toContain('alarm');
+  });
+});
