@@ -1,17 +1,23 @@
 /**
  * Throughput bench: our full and incremental backups against GNU `tar -czf` on a seeded media-like
- * tree. Prints figures and whether the targets are met; it never fails on a timing.
+ * tree, and (issue 6) our first backup against `tar | pigz`, restic and borg, our backup to s3rver,
+ * and gzip-setting variants of our engine. Prints figures and whether the targets are met; it never
+ * fails on a timing.
  *
  *   npm run bench                          # ~1 GiB tree under /tmp/media-backup-bench
  *   BENCH_BYTES=100000000 npm run bench    # quick run on ~100 MB
+ *   BENCH_PEERS=0 npm run bench            # skip pigz/restic/borg
  *
  * Environment: BENCH_DIR (work folder), BENCH_BYTES (tree size), BENCH_RUNS (repetitions, median
- * reported), BENCH_SEED (tree seed).
+ * reported), BENCH_SEED (tree seed), BENCH_PEERS=0 (skip the pigz/restic/borg peers), BENCH_S3=0
+ * (skip our backup to s3rver), BENCH_VARIANTS=0 (skip the gzip-setting variants). Missing peers
+ * are installed with `apt-get install -y pigz restic borgbackup` (needs root); one that cannot be
+ * installed is reported and skipped.
  *
  * Every timed command runs as its own child process under GNU time, so its peak RSS is measured
  * apart from this process. MB = 10^6 bytes throughout.
  */
-import { type SpawnOptions, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
 import {
   closeSync,
@@ -28,15 +34,41 @@ import {
 } from 'node:fs';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { documentBytes, seededRandom } from '../test/fixtures/media-tree.js';
+import { startS3rver } from '../test/fixtures/s3rver.js';
+import {
+  buildVariantRunner,
+  ensurePeerTools,
+  type GzipVariant,
+  type PeerName,
+  type PeerRun,
+  runBorg,
+  runPigz,
+  runRestic,
+  runVariant,
+  type ToolStatus,
+} from './peers.js';
+import {
+  findGnuTime,
+  MB,
+  type Measured,
+  maxOrNull,
+  median,
+  newMeasured,
+  REPO_ROOT,
+  round,
+  run,
+  sleep,
+  summarize,
+  table,
+  timed,
+  verdict,
+} from './timing.js';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(REPO_ROOT, 'bin', 'media-backup.mjs');
 
 /** Bump when the tree layout or content rules change, so cached trees are rebuilt. */
 const GENERATOR = 'media-backup-bench/1';
-const MB = 1e6;
 const WRITE_CHUNK = 1024 * 1024;
 /** Share of files the incremental finds changed. */
 const CHANGED_SHARE = 0.01;
@@ -49,11 +81,33 @@ const TARGETS = {
   restoreSpeedVsTar: 1.0,
 } as const;
 
+/** Issue 6 ("faster than restic and borg on a first backup, still plain tar.gz"). */
+const ISSUE6_TARGETS = {
+  fullSpeedVsRestic: 1.1,
+  fullSpeedVsBorg: 1.1,
+  fullSizeVsRestic: 1.0,
+  peakRssMb: 200,
+  incrementalVsFullTime: 0.05,
+  s3SpeedVsFolder: 0.8,
+} as const;
+
+/** In-process runBackup variants (the CLI has no compression flags). */
+const GZIP_VARIANTS: readonly GzipVariant[] = [
+  { name: 'engine level 6, default concurrency' },
+  { name: 'engine level 1, default concurrency', level: 1 },
+  { name: 'engine level 6, concurrency 1', level: 6, concurrency: 1 },
+  { name: 'engine level 6, concurrency 4', level: 6, concurrency: 4 },
+  { name: 'engine level 1, concurrency 4', level: 1, concurrency: 4 },
+];
+
 interface BenchConfig {
   readonly dir: string;
   readonly treeBytes: number;
   readonly runs: number;
   readonly seed: number;
+  readonly peers: boolean;
+  readonly s3: boolean;
+  readonly variants: boolean;
 }
 
 type ContentKind = 'media' | 'document';
@@ -72,13 +126,6 @@ interface TreeMarker {
   readonly treeBytes: number;
   readonly files: number;
   readonly bytes: number;
-}
-
-interface TimedRun {
-  readonly seconds: number;
-  /** Peak RSS of the largest process in the command's tree (GNU time %M), in MB; null without GNU time. */
-  readonly peakRssMb: number | null;
-  readonly stdout: string;
 }
 
 interface BackupJson {
@@ -108,6 +155,9 @@ function readConfig(): BenchConfig {
     treeBytes: positive('BENCH_BYTES', 1024 ** 3),
     runs: positive('BENCH_RUNS', 3),
     seed: positive('BENCH_SEED', 20251127),
+    peers: process.env.BENCH_PEERS !== '0',
+    s3: process.env.BENCH_S3 !== '0',
+    variants: process.env.BENCH_VARIANTS !== '0',
   };
 }
 
@@ -329,138 +379,6 @@ function warmPageCache(root: string, files: readonly TreeFile[]): number {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Timing
-// ---------------------------------------------------------------------------------------------
-
-function run(command: string, args: readonly string[]): void {
-  const result = spawnSync(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  if (result.status !== 0) {
-    throw new Error(`${command} ${args.join(' ')} failed (${result.status}): ${result.stderr?.toString()}`);
-  }
-}
-
-/** GNU time, installing the Debian package `time` when it is missing; undefined when that fails. */
-function findGnuTime(): string | undefined {
-  const isGnu = () => spawnSync('/usr/bin/time', ['--version'], { encoding: 'utf8' }).stdout?.includes('GNU');
-  if (isGnu()) return '/usr/bin/time';
-  console.log('GNU time not found at /usr/bin/time: trying apt-get install -y time ...');
-  const install = () => spawnSync('apt-get', ['install', '-y', 'time'], { stdio: 'ignore' }).status === 0;
-  if (!install()) {
-    spawnSync('apt-get', ['update'], { stdio: 'ignore' });
-    install();
-  }
-  return isGnu() ? '/usr/bin/time' : undefined;
-}
-
-function spawnCollect(
-  command: string,
-  args: readonly string[],
-  options: SpawnOptions,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout?.on('data', (b: Buffer) => out.push(b));
-    child.stderr?.on('data', (b: Buffer) => err.push(b));
-    child.on('error', reject);
-    child.on('close', (code) =>
-      resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
-  });
-}
-
-/** Wall time measured here (hrtime around the child); peak RSS from GNU time's %M (KiB). */
-async function timed(
-  timeBin: string | undefined,
-  scratch: string,
-  command: string,
-  args: readonly string[],
-): Promise<TimedRun> {
-  const report = path.join(scratch, 'time.out');
-  rmSync(report, { force: true });
-  const [bin, argv] = timeBin
-    ? [timeBin, ['-f', '%e %M', '-o', report, command, ...args]]
-    : [command, [...args]];
-  const started = process.hrtime.bigint();
-  const result = await spawnCollect(bin, argv, { cwd: REPO_ROOT });
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  if (result.code !== 0) {
-    throw new Error(`${command} ${args.join(' ')} exited with ${result.code}:\n${result.stderr}`);
-  }
-  let peakRssMb: number | null = null;
-  if (timeBin) {
-    const last = readFileSync(report, 'utf8').trim().split('\n').at(-1) ?? '';
-    const kib = Number(last.split(' ')[1]);
-    peakRssMb = Number.isFinite(kib) ? (kib * 1024) / MB : null;
-  }
-  return { seconds, peakRssMb, stdout: result.stdout };
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-function maxOrNull(values: readonly (number | null)[]): number | null {
-  const present = values.filter((v): v is number => v !== null);
-  return present.length === values.length && present.length > 0 ? Math.max(...present) : null;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Report
-// ---------------------------------------------------------------------------------------------
-
-interface Measured {
-  readonly name: string;
-  readonly seconds: number[];
-  readonly outputBytes: number[];
-  readonly peakRssMb: (number | null)[];
-  /** Engine-reported durationMs (ours only), to split process start-up from backup work. */
-  readonly engineSeconds: number[];
-}
-
-function newMeasured(name: string): Measured {
-  return { name, seconds: [], outputBytes: [], peakRssMb: [], engineSeconds: [] };
-}
-
-function summarize(m: Measured, treeBytes: number) {
-  const seconds = median(m.seconds);
-  return {
-    name: m.name,
-    medianSeconds: round(seconds, 3),
-    samplesSeconds: m.seconds.map((s) => round(s, 3)),
-    mbPerSecond: round(treeBytes / MB / seconds, 1),
-    outputBytes: Math.round(median(m.outputBytes)),
-    peakRssMb: maxOrNull(m.peakRssMb) === null ? null : round(maxOrNull(m.peakRssMb)!, 1),
-    engineSeconds: m.engineSeconds.length > 0 ? round(median(m.engineSeconds), 3) : null,
-  };
-}
-
-function round(value: number, digits: number): number {
-  const f = 10 ** digits;
-  return Math.round(value * f) / f;
-}
-
-function table(rows: readonly string[][]): string {
-  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  const line = (r: readonly string[]) =>
-    `| ${r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join(' | ')} |`;
-  const rule = `|${widths.map((w, c) => (c === 0 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
-  return [line(rows[0]), rule, ...rows.slice(1).map(line)].join('\n');
-}
-
-function verdict(met: boolean | null): string {
-  if (met === null) return 'UNKNOWN';
-  return met ? 'MET' : 'NOT MET';
-}
-
-// ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   const config = readConfig();
@@ -503,6 +421,16 @@ async function main(): Promise<void> {
   if (!timeBin)
     console.log('Peak RSS unavailable: GNU time (/usr/bin/time) is missing and could not be installed.');
 
+  // Peers of issue 6: found or installed before the warm-up pass, so apt-get does not evict the tree.
+  const tools: ToolStatus[] = config.peers ? ensurePeerTools() : [];
+  for (const tool of tools) {
+    console.log(
+      tool.version ? `Peer ${tool.name}: ${tool.version}` : `${tool.name} not available: ${tool.reason}`,
+    );
+  }
+  if (!config.peers) console.log('Peers (pigz, restic, borg) skipped: BENCH_PEERS=0');
+  const variantRunner = config.variants ? await buildVariantRunner() : undefined;
+
   // Untimed: tsx compiles the CLI's TypeScript on first use and caches it; warm that cache too.
   run('node', [CLI, '--version']);
   const readSeconds = warmPageCache(root, files);
@@ -520,6 +448,29 @@ async function main(): Promise<void> {
   const tarSyncSeconds: number[] = [];
   const tarOut = path.join(scratch, 'tree.tar.gz');
   const store = path.join(scratch, 'store');
+
+  const cores = availableParallelism();
+  const peerLabel: Record<PeerName, string> = {
+    pigz: `tar -cf - | pigz -p ${cores} -6`,
+    restic: 'restic backup (first, zstd auto)',
+    borg: 'borg create --compression lz4',
+  };
+  const peerRunners: Record<PeerName, typeof runPigz> = { pigz: runPigz, restic: runRestic, borg: runBorg };
+  /** Peers still being run, and why each one that is not was dropped. */
+  const peerMeasured = new Map<PeerName, Measured>();
+  const peerUnavailable = new Map<PeerName, string>();
+  for (const tool of tools) {
+    if (tool.version) peerMeasured.set(tool.name, newMeasured(peerLabel[tool.name]));
+    else peerUnavailable.set(tool.name, tool.reason ?? 'unknown');
+  }
+  const s3 = newMeasured('media-backup full to s3rver');
+  let s3Unavailable: string | null = config.s3 ? null : 'skipped (BENCH_S3=0)';
+  const variants = GZIP_VARIANTS.map((v) => ({ variant: v, measured: newMeasured(v.name) }));
+  const recordPeer = (m: Measured, r: PeerRun) => {
+    m.seconds.push(r.seconds);
+    m.peakRssMb.push(r.peakRssMb);
+    m.outputBytes.push(r.outputBytes);
+  };
 
   for (let rep = 1; rep <= config.runs; rep++) {
     console.log(`Run ${rep}/${config.runs} ...`);
@@ -637,6 +588,65 @@ async function main(): Promise<void> {
       `  tar ${t.seconds.toFixed(2)} s, full ${f.seconds.toFixed(2)} s (engine ${(fullResult.durationMs / 1000).toFixed(2)} s), ` +
         `incremental ${i.seconds.toFixed(2)} s (engine ${(incResult.durationMs / 1000).toFixed(2)} s)`,
     );
+
+    // Issue 6 peers: each on the pristine tree, into fresh output, after a sync (in the runners).
+    const ctx = { timeBin, scratch, root, cores };
+    for (const [name, measured] of [...peerMeasured]) {
+      try {
+        const p = await peerRunners[name](ctx);
+        recordPeer(measured, p);
+        console.log(`  ${measured.name}: ${p.seconds.toFixed(2)} s, ${p.outputBytes} bytes`);
+      } catch (error) {
+        const reason = (error as Error).message.split('\n').slice(0, 3).join(' / ');
+        console.log(`  ${name} failed, dropped from the remaining runs: ${reason}`);
+        peerMeasured.delete(name);
+        peerUnavailable.set(name, `failed: ${reason}`);
+      }
+    }
+
+    if (s3Unavailable === null) {
+      // A fresh s3rver (and temp folder) per repetition, served from this process's event loop
+      // while the CLI child uploads to it: it competes with the backup for the same cores.
+      let server: Awaited<ReturnType<typeof startS3rver>> | undefined;
+      try {
+        server = await startS3rver();
+        run('sync', []);
+        const b = await timed(
+          timeBin,
+          scratch,
+          'node',
+          [CLI, 'backup', 'full', '--source', root, '--store', `s3://${server.bucket}/bench/`, '--json'],
+          {
+            env: {
+              S3_ENDPOINT: server.endpoint,
+              S3_FORCE_PATH_STYLE: 'true',
+              S3_CHECKSUMS: 'off',
+              AWS_ACCESS_KEY_ID: 'S3RVER',
+              AWS_SECRET_ACCESS_KEY: 'S3RVER',
+              AWS_REGION: 'us-east-1',
+            },
+          },
+        );
+        const r = JSON.parse(b.stdout) as BackupJson;
+        recordPeer(s3, { ...b, outputBytes: r.archiveBytes });
+        s3.engineSeconds.push(r.durationMs / 1000);
+        console.log(`  ${s3.name}: ${b.seconds.toFixed(2)} s (engine ${(r.durationMs / 1000).toFixed(2)} s)`);
+      } catch (error) {
+        s3Unavailable = `failed: ${(error as Error).message.split('\n').slice(0, 3).join(' / ')}`;
+        console.log(`  s3rver backup ${s3Unavailable}`);
+      } finally {
+        await server?.stop();
+      }
+    }
+
+    if (variantRunner) {
+      for (const { variant, measured } of variants) {
+        const v = await runVariant({ timeBin, scratch, root, cores }, variantRunner, variant);
+        recordPeer(measured, v);
+        measured.engineSeconds.push(v.durationMs / 1000);
+        console.log(`  ${variant.name}: ${v.seconds.toFixed(2)} s, ${v.outputBytes} bytes`);
+      }
+    }
   }
   rmSync(scratch, { recursive: true, force: true });
   const loadAfter = loadavg().map((l) => round(l, 2));
@@ -779,6 +789,146 @@ async function main(): Promise<void> {
     `  restore at least as fast as tar -xzf while verifying every hash (ratio >= ${TARGETS.restoreSpeedVsTar.toFixed(1)}): ${restoreRatio.toFixed(2)} -> ${verdict(targets.restoreSpeedVsTar.met)}`,
   );
 
+  // ------------------------------------------------------------------------------------------
+  // Issue 6: first backup vs peers, s3rver, gzip settings
+  // ------------------------------------------------------------------------------------------
+  type Summary = ReturnType<typeof summarize>;
+  const sS3 = s3.seconds.length > 0 ? summarize(s3, treeBytes) : null;
+  const sPeers = new Map<PeerName, Summary>();
+  for (const [name, m] of peerMeasured) if (m.seconds.length > 0) sPeers.set(name, summarize(m, treeBytes));
+  const sVariants = variants
+    .filter((v) => v.measured.seconds.length > 0)
+    .map((v) => ({
+      ...summarize(v.measured, treeBytes),
+      level: v.variant.level ?? 6,
+      concurrency: v.variant.concurrency ?? null,
+    }));
+  const vsOurs = (x: Summary) => ({
+    speed: round(x.mbPerSecond / sFull.mbPerSecond, 2),
+    size: x.outputBytes / sFull.outputBytes,
+  });
+  const peerRow = (x: Summary): string[] => [
+    x.name,
+    x.mbPerSecond.toFixed(1),
+    vsOurs(x).speed.toFixed(2),
+    String(x.outputBytes),
+    `${(vsOurs(x).size * 100).toFixed(2)}%`,
+    rss(x.peakRssMb),
+  ];
+  const missingRow = (name: string, reason: string): string[] => [
+    `${name}: not available (${reason.length > 60 ? `${reason.slice(0, 57)}...` : reason})`,
+    '-',
+    '-',
+    '-',
+    '-',
+    '-',
+  ];
+  const header = ['name', 'MB/s', 'ratio to ours', 'output bytes', 'output vs ours', 'peak RSS MB'];
+  const peerRows: string[][] = [header, peerRow(sFull)];
+  if (sS3) peerRows.push(peerRow(sS3));
+  else peerRows.push(missingRow(s3.name, s3Unavailable ?? 'no runs'));
+  peerRows.push(peerRow(sTar));
+  for (const name of ['pigz', 'restic', 'borg'] as const) {
+    const x = sPeers.get(name);
+    if (x) peerRows.push(peerRow(x));
+    else if (peerUnavailable.has(name)) peerRows.push(missingRow(name, peerUnavailable.get(name)!));
+  }
+  console.log('');
+  console.log(
+    "First backup vs peers (issue 6): ratio to ours = that row's MB/s / our folder-store full's MB/s " +
+      '(below 1.00 = slower than ours); output = archive bytes, or repository bytes (apparent size) for restic and borg',
+  );
+  console.log(table(peerRows));
+  if (config.peers) {
+    console.log(
+      `Notes: the pigz row is one \`bash -c\` pipeline; GNU time reports the largest single process's RSS in it, not the sum. ` +
+        'restic and borg are timed without their untimed `init`; restic 0.14 compresses with zstd (auto) and dedups; ' +
+        'borg 1.2 is single-threaded, lz4, dedup. Only our folder store fsyncs its output.',
+    );
+  }
+  if (sS3) {
+    console.log(
+      `Note: s3rver runs in the bench process on the same ${cores} cores and writes every part to disk, then ` +
+        'concatenates the parts: its CPU and I/O are billed to the s3rver row.',
+    );
+  }
+  if (sVariants.length > 0) {
+    console.log('');
+    console.log(
+      'Gzip settings (runBackup in a child process, folder store; the CLI has no compression flag): ' +
+        'ratio and output vs our CLI full',
+    );
+    console.log(table([header, peerRow(sFull), ...sVariants.map(peerRow)]));
+    const l6 = sVariants.find((v) => v.level === 6 && v.concurrency === null);
+    const l1 = sVariants.find((v) => v.level === 1 && v.concurrency === null);
+    if (l6 && l1) {
+      console.log(
+        `Level 1 vs level 6 (default concurrency): ${(l1.mbPerSecond / l6.mbPerSecond).toFixed(2)}x the speed, ` +
+          `${((l1.outputBytes / l6.outputBytes - 1) * 100).toFixed(2)}% more output bytes`,
+      );
+    }
+  }
+
+  const restic = sPeers.get('restic');
+  const borg = sPeers.get('borg');
+  const ratioOrNull = (a: number | undefined, b: number | undefined) =>
+    a === undefined || b === undefined ? null : round(a / b, 4);
+  const vsRestic = ratioOrNull(sFull.mbPerSecond, restic?.mbPerSecond);
+  const vsBorg = ratioOrNull(sFull.mbPerSecond, borg?.mbPerSecond);
+  const sizeVsRestic = ratioOrNull(sFull.outputBytes, restic?.outputBytes);
+  const s3VsFolder = ratioOrNull(sS3?.mbPerSecond, sFull.mbPerSecond);
+  const check = (value: number | null, ok: (v: number) => boolean) => ({
+    value,
+    met: value === null ? null : ok(value),
+  });
+  const issue6 = {
+    fullSpeedVsRestic: {
+      ...check(vsRestic, (v) => v >= ISSUE6_TARGETS.fullSpeedVsRestic),
+      target: `>= ${ISSUE6_TARGETS.fullSpeedVsRestic}`,
+    },
+    fullSpeedVsBorg: {
+      ...check(vsBorg, (v) => v >= ISSUE6_TARGETS.fullSpeedVsBorg),
+      target: `>= ${ISSUE6_TARGETS.fullSpeedVsBorg}`,
+    },
+    fullSizeVsRestic: {
+      ...check(sizeVsRestic, (v) => v <= ISSUE6_TARGETS.fullSizeVsRestic),
+      target: `<= ${ISSUE6_TARGETS.fullSizeVsRestic}`,
+    },
+    peakRssMb: {
+      ...check(oursPeakRss === null ? null : round(oursPeakRss, 1), (v) => v <= ISSUE6_TARGETS.peakRssMb),
+      target: `<= ${ISSUE6_TARGETS.peakRssMb}`,
+    },
+    incrementalVsFullTime: {
+      ...check(round(incVsFull, 4), (v) => v <= ISSUE6_TARGETS.incrementalVsFullTime),
+      target: `<= ${ISSUE6_TARGETS.incrementalVsFullTime}`,
+    },
+    s3SpeedVsFolder: {
+      ...check(s3VsFolder, (v) => v >= ISSUE6_TARGETS.s3SpeedVsFolder),
+      target: `>= ${ISSUE6_TARGETS.s3SpeedVsFolder}`,
+    },
+  };
+  const show = (v: number | null, f: (v: number) => string, missing: string) => (v === null ? missing : f(v));
+  const x = (v: number) => `${v.toFixed(2)}x`;
+  console.log('Targets (issue 6):');
+  console.log(
+    `  full backup >= ${ISSUE6_TARGETS.fullSpeedVsRestic}x restic's throughput: ${show(vsRestic, x, 'restic not measured')} -> ${verdict(issue6.fullSpeedVsRestic.met)}`,
+  );
+  console.log(
+    `  full backup >= ${ISSUE6_TARGETS.fullSpeedVsBorg}x borg's throughput: ${show(vsBorg, x, 'borg not measured')} -> ${verdict(issue6.fullSpeedVsBorg.met)}`,
+  );
+  console.log(
+    `  full output no larger than restic's repository: ${show(sizeVsRestic, (v) => `${(v * 100).toFixed(2)}% of restic's`, 'restic not measured')} -> ${verdict(issue6.fullSizeVsRestic.met)}`,
+  );
+  console.log(
+    `  peak RSS <= ${ISSUE6_TARGETS.peakRssMb} MB (full and incremental): ${show(oursPeakRss, (v) => `${v.toFixed(1)} MB`, 'unavailable')} -> ${verdict(issue6.peakRssMb.met)}`,
+  );
+  console.log(
+    `  incremental <= ${ISSUE6_TARGETS.incrementalVsFullTime * 100}% of the full's time: ${(incVsFull * 100).toFixed(1)}% -> ${verdict(issue6.incrementalVsFullTime.met)}`,
+  );
+  console.log(
+    `  backup to s3rver >= ${ISSUE6_TARGETS.s3SpeedVsFolder * 100}% of the folder store's throughput: ${show(s3VsFolder, (v) => `${(v * 100).toFixed(1)}%`, 'not measured')} -> ${verdict(issue6.s3SpeedVsFolder.met)}`,
+  );
+
   const summary = {
     machine,
     tree: { root, seed: config.seed, files: files.length, bytes: treeBytes, smallFiles },
@@ -789,6 +939,14 @@ async function main(): Promise<void> {
     tarSyncSeconds: round(median(tarSyncSeconds), 3),
     results: { full: sFull, tar: sTar, incremental: sInc, restore: sRestore, tarExtract: sTarX },
     targets,
+    peers: {
+      tools,
+      unavailable: Object.fromEntries(peerUnavailable),
+      results: Object.fromEntries(sPeers),
+    },
+    s3rver: sS3 ?? { unavailable: s3Unavailable },
+    gzipVariants: sVariants,
+    issue6Targets: issue6,
   };
   console.log(`BENCH_JSON ${JSON.stringify(summary)}`);
 }
