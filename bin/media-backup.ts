@@ -8,7 +8,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { type BackupProgress, type BackupSucceeded, runBackup } from '../lambda/core/backup.js';
 import { type Logger, systemClock } from '../lambda/core/deps.js';
 import { errorMessage, UsageError } from '../lambda/core/errors.js';
-import { runHealthChecks } from '../lambda/core/health.js';
+import { formatBytes as formatByteCount, runHealthChecks } from '../lambda/core/health.js';
 import type { RequestedType } from '../lambda/core/plan.js';
 import { parseInstant } from '../lambda/core/resolve.js';
 import { runRestore } from '../lambda/core/restore.js';
@@ -536,15 +536,7 @@ function printBackupSummary(out: (line?: string) => void, store: ObjectStore, r:
 }
 
 export function formatBytes(n: number | null | undefined): string {
-  if (n === null || n === undefined) return '?';
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let value = n;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit += 1;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+  return n === null || n === undefined ? '?' : formatByteCount(n);
 }
 
 // Run when executed (through bin/media-backup.mjs or tsx), not when imported by tests.

@@ -38,8 +38,13 @@ export interface CatalogEntry {
  */
 export async function listCommittedBackups(store: ObjectStore): Promise<CatalogEntry[]> {
   const [full, incremental] = await Promise.all([store.list('full/'), store.list('incremental/')]);
+  return committedBackupsIn([...full, ...incremental]);
+}
+
+/** The committed backups a store listing shows (its manifests), oldest first. */
+export function committedBackupsIn(objects: readonly { key: string; lastModified: Date }[]): CatalogEntry[] {
   const out: CatalogEntry[] = [];
-  for (const object of [...full, ...incremental]) {
+  for (const object of objects) {
     const parsed = parseManifestKey(object.key);
     if (!parsed) continue;
     const keys = keysFor(parsed.type, parsed.backupId);

@@ -3,12 +3,13 @@ import {
   archivesReferenced,
   type BackupMetadata,
   type CatalogEntry,
+  committedBackupsIn,
   readManifest,
   readMetadata,
 } from './catalog.js';
 import type { Clock, Logger } from './deps.js';
 import { errorMessage } from './errors.js';
-import { backupIdTime, keysFor, parseManifestKey, STATUS_KEY } from './layout.js';
+import { backupIdTime, STATUS_KEY } from './layout.js';
 import type { Manifest } from './manifest.js';
 import type { LastRun } from './status.js';
 import { type ClassifiedObject, listStoreObjects, OBJECT_CATEGORIES, usageReport } from './usage.js';
@@ -128,21 +129,7 @@ class StoreView {
     readonly objects: readonly ClassifiedObject[],
   ) {
     this.keys = new Set(objects.map((o) => o.key));
-    const committed: CatalogEntry[] = [];
-    for (const object of objects) {
-      const parsed = parseManifestKey(object.key);
-      if (!parsed) continue;
-      const keys = keysFor(parsed.type, parsed.backupId);
-      committed.push({
-        backupId: parsed.backupId,
-        type: parsed.type,
-        archiveKey: keys.archive,
-        metadataKey: keys.metadata,
-        manifestKey: keys.manifest,
-        committedAt: object.lastModified,
-      });
-    }
-    this.committed = committed.sort((a, b) => (a.backupId < b.backupId ? -1 : 1));
+    this.committed = committedBackupsIn(objects);
   }
 
   manifest(entry: CatalogEntry): Promise<Manifest> {

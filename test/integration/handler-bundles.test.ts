@@ -8,7 +8,7 @@ import type { RestoreHandlerResult } from '../../lambda/handlers/restore.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeLambdaContext } from '../fixtures/lambda-context.js';
 import { makeMediaTree, snapshotTree } from '../fixtures/media-tree.js';
-import { type S3rverFixture, startS3rver } from '../fixtures/s3rver.js';
+import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fixtures/s3rver.js';
 
 /**
  * Each handler bundled as the CDK's NodejsFunction will (esbuild, platform node, target node22, CJS)
@@ -76,16 +76,7 @@ describe('handler bundles (esbuild, CJS, node22, everything bundled)', () => {
   it('the bundled handlers back up, verify and restore against s3rver', async () => {
     const mount = await dirs.make('efs-');
     await makeMediaTree(path.join(mount, 'media'), { files: 20, seed: 13 });
-    vi.stubEnv('AWS_ACCESS_KEY_ID', 'S3RVER');
-    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'S3RVER');
-    vi.stubEnv('AWS_REGION', 'us-east-1');
-    vi.stubEnv('S3_ENDPOINT', s3.endpoint);
-    vi.stubEnv('S3_FORCE_PATH_STYLE', 'true');
-    vi.stubEnv('S3_CHECKSUMS', 'off');
-    vi.stubEnv('BUCKET_NAME', s3.bucket);
-    vi.stubEnv('BACKUP_PREFIX', 'bundles/');
-    vi.stubEnv('EFS_MOUNT', mount);
-    vi.stubEnv('POWERTOOLS_LOG_LEVEL', 'SILENT');
+    stubHandlerEnvForS3rver(vi.stubEnv, s3, { prefix: 'bundles/', mount: mount });
 
     const backup = (await loadHandler('backup')({ type: 'full' }, makeLambdaContext())) as BackupSucceeded;
     expect(backup).toMatchObject({ status: 'SUCCEEDED', type: 'full', files: 20 });

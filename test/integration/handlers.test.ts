@@ -15,7 +15,7 @@ import type { S3ObjectStore } from '../../lambda/store/s3.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeLambdaContext } from '../fixtures/lambda-context.js';
 import { makeMediaTree, randomBytesFrom, seededRandom, snapshotTree } from '../fixtures/media-tree.js';
-import { type S3rverFixture, startS3rver } from '../fixtures/s3rver.js';
+import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fixtures/s3rver.js';
 
 const dirs = tempDirs();
 let s3: S3rverFixture;
@@ -38,16 +38,7 @@ beforeEach(async () => {
   run += 1;
   const prefix = `handlers-${run}/media-backups/`;
   store = s3.makeStore(prefix);
-  vi.stubEnv('AWS_ACCESS_KEY_ID', 'S3RVER');
-  vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'S3RVER');
-  vi.stubEnv('AWS_REGION', 'us-east-1');
-  vi.stubEnv('S3_ENDPOINT', s3.endpoint);
-  vi.stubEnv('S3_FORCE_PATH_STYLE', 'true');
-  vi.stubEnv('S3_CHECKSUMS', 'off');
-  vi.stubEnv('BUCKET_NAME', s3.bucket);
-  vi.stubEnv('BACKUP_PREFIX', prefix);
-  vi.stubEnv('EFS_MOUNT', mount);
-  vi.stubEnv('POWERTOOLS_LOG_LEVEL', 'SILENT');
+  stubHandlerEnvForS3rver(vi.stubEnv, s3, { prefix: prefix, mount: mount });
 });
 afterEach(async () => {
   vi.unstubAllEnvs();

@@ -24,7 +24,7 @@ import type { S3ObjectStore } from '../../lambda/store/s3.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeLambdaContext } from '../fixtures/lambda-context.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';
-import { type S3rverFixture, startS3rver } from '../fixtures/s3rver.js';
+import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fixtures/s3rver.js';
 
 const STACK = 'MediaBackupTest';
 const FS_ID = 'fs-0123456789abcdef0';
@@ -61,16 +61,7 @@ beforeEach(async () => {
   run += 1;
   const prefix = `monitor-${run}/media-backups/`;
   store = s3.makeStore(prefix);
-  vi.stubEnv('AWS_ACCESS_KEY_ID', 'S3RVER');
-  vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'S3RVER');
-  vi.stubEnv('AWS_REGION', 'us-east-1');
-  vi.stubEnv('S3_ENDPOINT', s3.endpoint);
-  vi.stubEnv('S3_FORCE_PATH_STYLE', 'true');
-  vi.stubEnv('S3_CHECKSUMS', 'off');
-  vi.stubEnv('BUCKET_NAME', s3.bucket);
-  vi.stubEnv('BACKUP_PREFIX', prefix);
-  vi.stubEnv('EFS_MOUNT', mount);
-  vi.stubEnv('POWERTOOLS_LOG_LEVEL', 'SILENT');
+  stubHandlerEnvForS3rver(vi.stubEnv, s3, { prefix: prefix, mount: mount });
   vi.stubEnv('STACK_NAME', STACK);
   stdout = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
 });
