@@ -154,7 +154,10 @@ export function fileHeader(
 
 function addEntry(pack: tarStream.Pack, header: TarHeader): Promise<void> {
   return new Promise((resolve, reject) => {
-    pack.entry(header, (error) => (error ? reject(error) : resolve()));
+    const sink = pack.entry(header, (error) => (error ? reject(error) : resolve()));
+    // If the pack is torn down while this entry waits, its sink emits 'error': the callback above
+    // already reports it, and an unheard 'error' event would crash the process.
+    sink.on('error', () => undefined);
   });
 }
 
