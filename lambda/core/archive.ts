@@ -9,6 +9,7 @@ import type { ScannedEntry, ScannedFile, SkippedPath } from './scan.js';
 import { describeFsError } from './scan.js';
 
 type TarHeader = Parameters<tarStream.Pack['entry']>[0];
+type TarSink = ReturnType<tarStream.Pack['entry']>;
 
 /** Largest size the ustar header holds in octal; bigger files also get a PAX `size` record. */
 const USTAR_MAX_SIZE = 0o77777777777;
@@ -152,13 +153,24 @@ export function fileHeader(
   return header;
 }
 
-function addEntry(pack: tarStream.Pack, header: TarHeader): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const sink = pack.entry(header, (error) => (error ? reject(error) : resolve()));
-    // If the pack is torn down while this entry waits, its sink emits 'error': the callback above
-    // already reports it, and an unheard 'error' event would crash the process.
-    sink.on('error', () => undefined);
+/**
+ * Opens a tar entry. `done` settles when the pack has taken the whole entry (or failed). If the pack
+ * is torn down while the entry waits, its sink emits 'error' too: `done` already reports it, and an
+ * unheard 'error' event would crash the process, so every sink gets a listener here.
+ */
+function openEntry(pack: tarStream.Pack, header: TarHeader): { sink: TarSink; done: Promise<void> } {
+  let sink!: TarSink;
+  const done = new Promise<void>((resolve, reject) => {
+    sink = pack.entry(header, (error) => (error ? reject(error) : resolve()));
   });
+  sink.on('error', () => undefined);
+  // Observed by whoever awaits it; until then a rejection must not count as unhandled.
+  done.catch(() => undefined);
+  return { sink, done };
+}
+
+function addEntry(pack: tarStream.Pack, header: TarHeader): Promise<void> {
+  return openEntry(pack, header).done;
 }
 
 /**
@@ -189,31 +201,29 @@ async function packFile(
     const header = fileHeader(scanned.path, before);
     const hash = createHash('sha256');
     let read = 0;
-    await new Promise<void>((resolve, reject) => {
-      const sink = pack.entry(header, (error) => (error ? reject(error) : resolve()));
-      // Failures reach the caller through reject(); an unheard 'error' event would crash the process.
-      sink.on('error', () => undefined);
-      const pump = async () => {
-        while (read < size) {
-          if (signal.aborted) throw signal.reason;
-          // A fresh buffer per read: the tar stream keeps a reference until it is flushed.
-          const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, size - read));
-          const bytesRead = readSync(fd, buffer, 0, buffer.length, read);
-          if (bytesRead === 0) break; // shrank while we read
-          const chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
-          hash.update(chunk);
-          read += bytesRead;
-          if (!sink.write(chunk)) await new Promise<void>((r) => sink.once('drain', () => r()));
-        }
-        // Keep the tar stream well-formed even if the file shrank: pad to the size in the header.
-        // streamx's end() takes an optional final chunk; its types insist on an argument.
-        sink.end(read < size ? Buffer.alloc(size - read) : undefined);
-      };
-      pump().catch((error) => {
-        sink.destroy(error);
-        reject(error);
-      });
-    });
+    const { sink, done } = openEntry(pack, header);
+    try {
+      while (read < size) {
+        if (signal.aborted) throw signal.reason;
+        // A fresh buffer per read: the tar stream keeps a reference until it is flushed.
+        const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, size - read));
+        const bytesRead = readSync(fd, buffer, 0, buffer.length, read);
+        if (bytesRead === 0) break; // shrank while we read
+        const chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
+        hash.update(chunk);
+        read += bytesRead;
+        // A torn-down pack never drains: `done` rejects instead.
+        if (!sink.write(chunk))
+          await Promise.race([new Promise<void>((r) => sink.once('drain', () => r())), done]);
+      }
+      // Keep the tar stream well-formed even if the file shrank: pad to the size in the header.
+      // streamx's end() takes an optional final chunk; its types insist on an argument.
+      sink.end(read < size ? Buffer.alloc(size - read) : undefined);
+    } catch (error) {
+      sink.destroy(error as Error);
+      throw error;
+    }
+    await done;
     const after = fstatSync(fd);
     if (read !== size || after.size !== size || after.mtimeMs !== before.mtimeMs) {
       return { path: scanned.path, reason: 'changed while being read' };
