@@ -167,7 +167,7 @@ export interface GzipVariant {
   readonly name: string;
   /** undefined: the engine's default. */
   readonly level?: number;
-  readonly concurrency?: number;
+  readonly workers?: number;
 }
 
 /**
@@ -208,21 +208,13 @@ export async function runVariant(
   const store = path.join(ctx.scratch, 'variant-store');
   rmSync(store, { recursive: true, force: true });
   run('sync', []);
-  const threads = Math.max(4, ctx.cores + 2, (variant.concurrency ?? 0) + 2);
-  const t = await timed(
-    ctx.timeBin,
-    ctx.scratch,
-    runner.command,
-    [
-      ...runner.args,
-      ctx.root,
-      store,
-      variant.level === undefined ? 'default' : String(variant.level),
-      variant.concurrency === undefined ? 'default' : String(variant.concurrency),
-    ],
-    // As bin/media-backup.mjs: size libuv's pool (where gzip members are compressed) before first use.
-    { env: { UV_THREADPOOL_SIZE: String(threads) } },
-  );
+  const t = await timed(ctx.timeBin, ctx.scratch, runner.command, [
+    ...runner.args,
+    ctx.root,
+    store,
+    variant.level === undefined ? 'default' : String(variant.level),
+    variant.workers === undefined ? 'default' : String(variant.workers),
+  ]);
   const result = JSON.parse(t.stdout) as {
     archiveBytes: number;
     durationMs: number;

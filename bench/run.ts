@@ -34,6 +34,7 @@ import {
 } from 'node:fs';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import path from 'node:path';
+import { DEFAULT_LEVEL } from '../lambda/core/parallel-gzip.js';
 import { documentBytes, seededRandom } from '../test/fixtures/media-tree.js';
 import { startS3rver } from '../test/fixtures/s3rver.js';
 import {
@@ -93,11 +94,13 @@ const ISSUE6_TARGETS = {
 
 /** In-process runBackup variants (the CLI has no compression flags). */
 const GZIP_VARIANTS: readonly GzipVariant[] = [
-  { name: 'engine level 6, default concurrency' },
-  { name: 'engine level 1, default concurrency', level: 1 },
-  { name: 'engine level 6, concurrency 1', level: 6, concurrency: 1 },
-  { name: 'engine level 6, concurrency 4', level: 6, concurrency: 4 },
-  { name: 'engine level 1, concurrency 4', level: 1, concurrency: 4 },
+  { name: 'engine level 1', level: 1 },
+  { name: 'engine level 3', level: 3 },
+  { name: 'engine level 4', level: 4 },
+  { name: 'engine level 5', level: 5 },
+  { name: 'engine level 6', level: 6 },
+  { name: 'engine default level, 1 worker', workers: 1 },
+  { name: 'engine default level, 3 workers', workers: 3 },
 ];
 
 interface BenchConfig {
@@ -800,8 +803,8 @@ async function main(): Promise<void> {
     .filter((v) => v.measured.seconds.length > 0)
     .map((v) => ({
       ...summarize(v.measured, treeBytes),
-      level: v.variant.level ?? 6,
-      concurrency: v.variant.concurrency ?? null,
+      level: v.variant.level ?? DEFAULT_LEVEL,
+      workers: v.variant.workers ?? null,
     }));
   const vsOurs = (x: Summary) => ({
     speed: round(x.mbPerSecond / sFull.mbPerSecond, 2),
@@ -859,11 +862,11 @@ async function main(): Promise<void> {
         'ratio and output vs our CLI full',
     );
     console.log(table([header, peerRow(sFull), ...sVariants.map(peerRow)]));
-    const l6 = sVariants.find((v) => v.level === 6 && v.concurrency === null);
-    const l1 = sVariants.find((v) => v.level === 1 && v.concurrency === null);
+    const l6 = sVariants.find((v) => v.level === 6 && v.workers === null);
+    const l1 = sVariants.find((v) => v.level === 1 && v.workers === null);
     if (l6 && l1) {
       console.log(
-        `Level 1 vs level 6 (default concurrency): ${(l1.mbPerSecond / l6.mbPerSecond).toFixed(2)}x the speed, ` +
+        `Level 1 vs level 6 (default workers): ${(l1.mbPerSecond / l6.mbPerSecond).toFixed(2)}x the speed, ` +
           `${((l1.outputBytes / l6.outputBytes - 1) * 100).toFixed(2)}% more output bytes`,
       );
     }

@@ -3,7 +3,7 @@
  * table (the CLI has no flag for them). The bench bundles this file with esbuild and runs it as its
  * own process under GNU time, so its wall time and peak RSS compare with the CLI's.
  *
- *   node variant.mjs <source> <store dir> <level|default> <concurrency|default>
+ *   node variant.mjs <source> <store dir> <level|default> <workers|default>
  *
  * Prints the engine's result as one JSON document on stdout.
  */
@@ -18,17 +18,16 @@ function optionalInt(raw: string | undefined, name: string): number | undefined 
   return value;
 }
 
-const [source, storeDir, levelArg, concurrencyArg] = process.argv.slice(2);
+const [source, storeDir, levelArg, workersArg] = process.argv.slice(2);
 if (!source || !storeDir) {
-  throw new Error('usage: variant <source> <store dir> <level|default> <concurrency|default>');
+  throw new Error('usage: variant <source> <store dir> <level|default> <workers|default>');
 }
 const result = await runBackup(
   { store: new FsObjectStore(storeDir), clock: systemClock, logger: silentLogger },
   {
     source,
     type: 'full',
-    compressionLevel: optionalInt(levelArg, 'level'),
-    compressionConcurrency: optionalInt(concurrencyArg, 'concurrency'),
+    gzip: { level: optionalInt(levelArg, 'level'), workers: optionalInt(workersArg, 'workers') },
   },
 );
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -5,12 +5,9 @@
 // every start through tsx, this saves ~0.5 s of start-up and the loader thread's memory (measured
 // by `npm run bench`). Without esbuild it falls back to tsx.
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-// gzip members are compressed on libuv's pool: size it before its first use.
-process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 2));
 process.env.MEDIA_BACKUP_CLI = '1';
 
 const here = path.dirname(fileURLToPath(import.meta.url));

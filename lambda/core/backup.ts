@@ -23,6 +23,7 @@ import {
   type ManifestEntry,
   totalsOf,
 } from './manifest.js';
+import { DEFAULT_LEVEL, type ParallelGzipOptions } from './parallel-gzip.js';
 import { chooseBackupType, diffManifests, type RequestedType, type TypeDecision } from './plan.js';
 import { resolveSourceRoot, type ScannedEntry, type SkippedPath, scanTree } from './scan.js';
 import { TOOL_VERSION } from './version.js';
@@ -44,10 +45,8 @@ export interface BackupOptions {
   readonly fullIntervalDays?: number;
   /** Re-read and re-hash every file, even those whose size and mtime are unchanged. @default false */
   readonly rehashAll?: boolean;
-  /** gzip level 0-9. @default 6 */
-  readonly compressionLevel?: number;
-  /** Members compressed at once. @default cores, at most 4 */
-  readonly compressionConcurrency?: number;
+  /** gzip stage settings (level, worker threads, member size). @default see ParallelGzipOptions */
+  readonly gzip?: ParallelGzipOptions;
   /** Stops the run; nothing is committed. Lambda passes one that fires before its deadline. */
   readonly signal?: AbortSignal;
   /** Scan with concurrent async calls: for network file systems such as EFS. @default false */
@@ -173,7 +172,7 @@ async function backupLocked(
   const archive = await writeArchive({
     root: scan.root,
     entries: toPack,
-    gzip: { level: options.compressionLevel, concurrency: options.compressionConcurrency },
+    gzip: options.gzip,
     signal: options.signal,
     sink: (body) => store.upload(keys.archive, body, { tier: 'archive', maxBytes, signal: options.signal }),
     onProgress: options.onProgress
@@ -243,7 +242,7 @@ async function backupLocked(
     skipped,
     compression: {
       ratio: tarBytes > 0 ? Number((archive.bytes / tarBytes).toFixed(4)) : 1,
-      level: options.compressionLevel ?? 6,
+      level: options.gzip?.level ?? DEFAULT_LEVEL,
       storedMembers: archive.gzip.storedMembers,
     },
     durationMs,

@@ -111,7 +111,7 @@ describe('files that change while the backup reads them', () => {
     const hooked = faultyStore(store, { onUploadBytes: { after: 1, run: change } });
     return runBackup(
       { store: hooked, clock: tickingClock(clockStart), logger: silentLogger },
-      { source, compressionConcurrency: 1 },
+      { source, gzip: { workers: 1 } },
     );
   }
 

@@ -3,7 +3,7 @@ import { buffer } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ParallelGzip, worthCompressing } from '../../lambda/core/parallel-gzip.js';
+import { GzipWorkerError, ParallelGzip } from '../../lambda/core/parallel-gzip.js';
 import { documentBytes, randomBytesFrom, seededRandom } from '../fixtures/media-tree.js';
 
 const CHUNK = 64 * 1024;
@@ -48,7 +48,7 @@ describe('ParallelGzip', () => {
   it('keeps members in input order with several compressing at once', async () => {
     const blocks = Array.from({ length: 12 }, (_, i) => Buffer.alloc(CHUNK, 65 + i));
     const input = Buffer.concat(blocks);
-    const { output } = await compress(input, { concurrency: 4 });
+    const { output } = await compress(input, { workers: 4 });
     expect(gunzipSync(output).equals(input)).toBe(true);
   });
 
@@ -81,11 +81,39 @@ describe('ParallelGzip', () => {
   });
 });
 
-describe('worthCompressing', () => {
-  it('says no for random bytes and yes for text', () => {
+describe('ParallelGzip adaptive storing', () => {
+  it('stores random bytes, compresses text and tiny inputs', async () => {
     const rand = seededRandom(3);
-    expect(worthCompressing(randomBytesFrom(rand, 4 * 1024 * 1024))).toBe(false);
-    expect(worthCompressing(documentBytes(rand, 4 * 1024 * 1024))).toBe(true);
-    expect(worthCompressing(Buffer.alloc(100))).toBe(true);
+    const big = 1024 * 1024;
+    expect((await compress(randomBytesFrom(rand, big), { chunkBytes: big })).stats.storedMembers).toBe(1);
+    expect((await compress(documentBytes(rand, big), { chunkBytes: big })).stats.storedMembers).toBe(0);
+    expect((await compress(Buffer.alloc(100), { chunkBytes: big })).stats.storedMembers).toBe(0);
+  });
+});
+
+describe('ParallelGzip worker failures', () => {
+  const input = documentBytes(seededRandom(11), 20 * CHUNK);
+
+  it.each([
+    ['throws', 'throw', /gzip worker \d failed: .*injected gzip worker fault/],
+    ['ends its thread', 'exit', /gzip worker \d exited unexpectedly \(code 70\)/],
+  ] as const)('fails the stream with a clear error when a worker %s', async (_name, kind, message) => {
+    const gz = new ParallelGzip({ chunkBytes: CHUNK, workers: 2, fault: { after: 3, kind } });
+    const pieces: Buffer[] = [];
+    for (let i = 0; i < input.length; i += 7001) pieces.push(input.subarray(i, i + 7001));
+    const error = await pipeline(Readable.from(pieces), gz, async (s) => buffer(s)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(GzipWorkerError);
+    expect((error as Error).message).toMatch(message);
+    expect(gz.destroyed).toBe(true);
+  });
+
+  it('rejects bad settings with the setting named', () => {
+    expect(() => new ParallelGzip({ workers: 0 })).toThrow(
+      /gzip workers must be a whole number >= 1 \(got 0\)/,
+    );
+    expect(() => new ParallelGzip({ chunkBytes: 0.5 })).toThrow(/gzip chunk size must be a positive/);
   });
 });
