@@ -9,6 +9,7 @@ import { type BackupProgress, type BackupSucceeded, runBackup } from '../lambda/
 import { type Logger, systemClock } from '../lambda/core/deps.js';
 import { errorMessage, UsageError } from '../lambda/core/errors.js';
 import { formatBytes as formatByteCount, runHealthChecks } from '../lambda/core/health.js';
+import { DEFAULT_LEVEL } from '../lambda/core/parallel-gzip.js';
 import type { RequestedType } from '../lambda/core/plan.js';
 import { parseInstant } from '../lambda/core/resolve.js';
 import { runRestore } from '../lambda/core/restore.js';
@@ -79,6 +80,14 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
         .default('7'),
     )
     .option('--rehash', 're-read and re-hash every file, even unchanged ones')
+    .addOption(
+      new Option(
+        '--level <0-9>',
+        `gzip level of compressible data (media is stored either way); 1 is fastest, 9 smallest`,
+      )
+        .env('COMPRESSION_LEVEL')
+        .default(String(DEFAULT_LEVEL)),
+    )
     .option('--json', 'print one JSON document on stdout')
     .option('-v, --verbose', 'log engine progress on stderr')
     .action(
@@ -89,6 +98,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           exclude: string[];
           fullIntervalDays: string;
           rehash?: boolean;
+          level: string;
         },
       ) => {
         if (!['auto', 'full', 'incremental'].includes(type)) {
@@ -98,6 +108,12 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
         if (!Number.isInteger(fullIntervalDays) || fullIntervalDays < 1) {
           throw new UsageError(
             `--full-interval-days must be a whole number of days >= 1 (got ${JSON.stringify(opts.fullIntervalDays)})`,
+          );
+        }
+        const level = Number(opts.level);
+        if (!/^\d$/.test(opts.level)) {
+          throw new UsageError(
+            `--level must be a whole number from 0 to 9 (got ${JSON.stringify(opts.level)})`,
           );
         }
         const store = await open(opts.store);
@@ -117,6 +133,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
               exclude: opts.exclude,
               fullIntervalDays,
               rehashAll: opts.rehash,
+              gzip: { level },
               onProgress: progress?.update,
             },
           );

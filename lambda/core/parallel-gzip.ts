@@ -21,7 +21,7 @@ export interface ParallelGzipOptions {
   readonly workers?: number;
   /** Store (level 0) chunks whose samples do not shrink: JPEG/MP4 gain nothing from deflate. @default true */
   readonly adaptive?: boolean;
-  /** Tests only: make a worker fail after `after` members, by throwing or by ending its thread. */
+  /** Tests only: make each worker fail after `after` members of its own, by throwing or by ending its thread. */
   readonly fault?: { readonly after: number; readonly kind: 'throw' | 'exit' };
 }
 

@@ -69,6 +69,8 @@ async function backupInvocation(event: unknown, context: Context): Promise<Backu
         type: request.type,
         exclude: config.exclude,
         fullIntervalDays: config.fullIntervalDays,
+        // Workers default to os.availableParallelism(): the function's vCPUs, set by its memory.
+        gzip: { level: config.compressionLevel },
         signal: deadline.signal,
         // EFS: every stat is a network round trip, so scan with concurrent calls.
         concurrentIo: true,

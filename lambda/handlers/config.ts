@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import { assertSafeRelativePath } from '../core/manifest.js';
+import { DEFAULT_LEVEL } from '../core/parallel-gzip.js';
 import { S3ObjectStore } from '../store/s3.js';
 import { HandlerConfigError } from './errors.js';
 
@@ -20,6 +21,8 @@ export interface HandlerConfig {
   readonly restoresPath: string;
   /** `FULL_INTERVAL_DAYS`: age of the latest full at which `auto` takes a new full. */
   readonly fullIntervalDays: number;
+  /** `COMPRESSION_LEVEL`: gzip level 0-9 of compressible data (media is stored either way). */
+  readonly compressionLevel: number;
   /** `BACKUP_EXCLUDE`: comma-separated globs left out of backups. */
   readonly exclude: readonly string[];
   /** `DEADLINE_MARGIN_MS`: a backup is aborted this long before the invocation would time out. */
@@ -38,6 +41,7 @@ export const CONFIG_DEFAULTS = {
   mediaPath: 'media',
   restoresPath: 'restores',
   fullIntervalDays: 7,
+  compressionLevel: DEFAULT_LEVEL,
   deadlineMarginMs: 60_000,
 } as const;
 
@@ -82,6 +86,7 @@ export function readHandlerConfig(env: Env = process.env): HandlerConfig {
     mediaPath,
     restoresPath,
     fullIntervalDays: wholeNumber(env, 'FULL_INTERVAL_DAYS', CONFIG_DEFAULTS.fullIntervalDays, 1, 'days'),
+    compressionLevel: compressionLevel(env),
     exclude: (value(env, 'BACKUP_EXCLUDE') ?? '')
       .split(',')
       .map((glob) => glob.trim())
@@ -165,6 +170,16 @@ function wholeNumber(env: Env, name: string, fallback: number, min: number, unit
     );
   }
   return n;
+}
+
+function compressionLevel(env: Env): number {
+  const level = wholeNumber(env, 'COMPRESSION_LEVEL', CONFIG_DEFAULTS.compressionLevel, 0, 'gzip level');
+  if (level > 9) {
+    throw new HandlerConfigError(
+      `environment variable COMPRESSION_LEVEL must be a gzip level from 0 to 9 (got ${level})`,
+    );
+  }
+  return level;
 }
 
 function booleanValue(env: Env, name: string): boolean {

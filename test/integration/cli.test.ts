@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
@@ -103,23 +103,27 @@ describe('media-backup CLI', () => {
     });
   });
 
-  it('takes --source, --store and --exclude, and honours MEDIA_DIR / BACKUP_STORE', async () => {
+  it('takes --source, --store, --exclude and --level, and honours MEDIA_DIR / BACKUP_STORE', async () => {
     const media = path.join(work, 'm');
     await makeMediaTree(media, { files: 3 });
     await writeFile(path.join(media, 'skip.tmp'), 'x');
     const store = path.join(work, 'store');
-    const run = await cli(['backup', 'full', '--exclude', '*.tmp', '--json'], {
+    const run = await cli(['backup', 'full', '--exclude', '*.tmp', '--level', '1', '--json'], {
       env: { MEDIA_DIR: media, BACKUP_STORE: `file://${store}` },
     });
     expect(run.code).toBe(0);
     expect(JSON.parse(run.stdout)).toMatchObject({ type: 'full', files: 3 });
     const list = await cli(['list', '--json', '--store', store]);
     expect(JSON.parse(list.stdout)).toHaveLength(1);
+    const { archiveKey } = JSON.parse(list.stdout)[0] as { archiveKey: string };
+    const metadata = JSON.parse(await readFile(path.join(store, `${archiveKey}.metadata.json`), 'utf8'));
+    expect(metadata).toMatchObject({ compression: { level: 1 } });
   });
 
   it.each([
     [['backup', 'weekly'], /backup type must be auto, full or incremental \(got "weekly"\)/],
     [['backup', '--full-interval-days', 'x'], /--full-interval-days must be a whole number/],
+    [['backup', '--level', '10'], /--level must be a whole number from 0 to 9 \(got "10"\)/],
     [['list', '--store', 'ftp://host/x'], /unsupported store URL "ftp:\/\/host\/x"/],
     [['backup', '--bogus'], /unknown option '--bogus'/],
     [['nonsense'], /unknown command 'nonsense'/],

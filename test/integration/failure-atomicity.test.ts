@@ -87,6 +87,30 @@ describe('a failed backup leaves nothing committed (folder store)', () => {
     expect(await listCommittedBackups(real)).toEqual([]);
     expect((await allFiles(storeDir)).filter((f) => f.includes('.partial-'))).toEqual([]);
   });
+
+  it.each(['throw', 'exit'] as const)(
+    'a gzip worker that fails (%s) fails the backup cleanly: no partial file, lock released, next run succeeds',
+    async (kind) => {
+      const real = new FsObjectStore(storeDir);
+      const clock = tickingClock();
+      await expect(
+        runBackup(
+          { store: real, clock, logger: silentLogger },
+          { source, gzip: { workers: 2, fault: { after: 4, kind } } },
+        ),
+      ).rejects.toThrow(kind === 'throw' ? /gzip worker \d failed/ : /gzip worker \d exited unexpectedly/);
+      expect(await listCommittedBackups(real)).toEqual([]);
+      expect(await allFiles(storeDir)).toEqual(['status/last-run.json']);
+      const status = JSON.parse((await real.get('status/last-run.json'))!.toString());
+      expect(status).toMatchObject({
+        status: 'FAILED',
+        error: { message: expect.stringMatching(/gzip worker/) },
+      });
+
+      const next = await runBackup({ store: real, clock, logger: silentLogger }, { source });
+      expect(next).toMatchObject({ status: 'SUCCEEDED', type: 'full', files: 21 });
+    },
+  );
 });
 
 describe('a failed backup leaves nothing committed (S3, mocked)', () => {
@@ -128,6 +152,27 @@ describe('a failed backup leaves nothing committed (S3, mocked)', () => {
     expect(putKeys.some((k) => k?.endsWith('.manifest.jsonl.gz'))).toBe(false);
     expect(putKeys.some((k) => k?.endsWith('.metadata.json'))).toBe(false);
     expect(putKeys).toContain('media-backups/status/last-run.json');
+  });
+
+  it('a gzip worker dying mid-upload aborts the multipart upload and writes no manifest', async () => {
+    s3.on(UploadPartCommand).resolves({ ETag: '"part"' });
+    const store = new S3ObjectStore({
+      bucket: 'bucket-b',
+      prefix: 'media-backups/',
+      client: new S3Client({ region: 'us-east-1' }),
+    });
+    await expect(
+      runBackup(
+        { store, clock: tickingClock(), logger: silentLogger },
+        // The archive is ~13 MB in 5 MiB parts: after 9 members at least one part has been sent.
+        { source, gzip: { workers: 1, fault: { after: 9, kind: 'exit' } } },
+      ),
+    ).rejects.toThrow(/gzip worker \d exited unexpectedly/);
+    expect(s3.commandCalls(UploadPartCommand).length).toBeGreaterThanOrEqual(1);
+    expect(s3.commandCalls(AbortMultipartUploadCommand).length).toBeGreaterThanOrEqual(1);
+    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
+    const putKeys = s3.commandCalls(PutObjectCommand).map((c) => c.args[0].input.Key);
+    expect(putKeys.some((k) => k?.endsWith('.manifest.jsonl.gz'))).toBe(false);
   });
 
   it('sends the archive as STANDARD_IA and the small objects as STANDARD', async () => {

@@ -1,4 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
+import { DEFAULT_LEVEL } from '../../lambda/core/parallel-gzip.js';
 import { CONFIG_DEFAULTS, openHandlerStore, readHandlerConfig } from '../../lambda/handlers/config.js';
 import { EventValidationError, HandlerConfigError } from '../../lambda/handlers/errors.js';
 import { parseBackupEvent, parseRestoreEvent, parseVerifyEvent } from '../../lambda/handlers/events.js';
@@ -123,6 +124,7 @@ describe('readHandlerConfig', () => {
       mediaPath: 'media',
       restoresPath: 'restores',
       fullIntervalDays: 7,
+      compressionLevel: DEFAULT_LEVEL,
       exclude: [],
       deadlineMarginMs: 60_000,
       s3: { endpoint: undefined, forcePathStyle: false, checksums: 'on' },
@@ -139,6 +141,7 @@ describe('readHandlerConfig', () => {
         MEDIA_PATH: 'app/media/',
         RESTORES_PATH: 'app/restores',
         FULL_INTERVAL_DAYS: '14',
+        COMPRESSION_LEVEL: '3',
         BACKUP_EXCLUDE: '*.tmp, cache/** ,,',
         DEADLINE_MARGIN_MS: '0',
         S3_ENDPOINT: 'http://127.0.0.1:4568',
@@ -153,6 +156,7 @@ describe('readHandlerConfig', () => {
       mediaPath: 'app/media',
       restoresPath: 'app/restores',
       fullIntervalDays: 14,
+      compressionLevel: 3,
       exclude: ['*.tmp', 'cache/**'],
       deadlineMarginMs: 0,
       s3: { endpoint: 'http://127.0.0.1:4568', forcePathStyle: true, checksums: 'off' },
@@ -187,6 +191,11 @@ describe('readHandlerConfig', () => {
       /FULL_INTERVAL_DAYS must be a whole number of days, at least 1 \(got "0"\)/,
     ],
     [{ BUCKET_NAME: 'b-1', FULL_INTERVAL_DAYS: '7.5' }, /FULL_INTERVAL_DAYS must be a whole number/],
+    [
+      { BUCKET_NAME: 'b-1', COMPRESSION_LEVEL: '10' },
+      /COMPRESSION_LEVEL must be a gzip level from 0 to 9 \(got 10\)/,
+    ],
+    [{ BUCKET_NAME: 'b-1', COMPRESSION_LEVEL: 'fast' }, /COMPRESSION_LEVEL must be a whole number/],
     [
       { BUCKET_NAME: 'b-1', DEADLINE_MARGIN_MS: '-1' },
       /DEADLINE_MARGIN_MS must be a whole number of milliseconds/,

@@ -1,7 +1,13 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
-import { gunzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { createGunzip, gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { GzipWorkerError, ParallelGzip } from '../../lambda/core/parallel-gzip.js';
 import { documentBytes, randomBytesFrom, seededRandom } from '../fixtures/media-tree.js';
@@ -78,6 +84,40 @@ describe('ParallelGzip', () => {
       },
     });
     await expect(pipeline(source, gz, async (s) => buffer(s))).rejects.toThrow('disk on fire');
+  });
+});
+
+describe('ParallelGzip output read by other tools', () => {
+  const execFileAsync = promisify(execFile);
+  const rand = seededRandom(21);
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  const PY_SHA = 'import gzip,hashlib,sys; print(hashlib.sha256(gzip.open(sys.argv[1]).read()).hexdigest())';
+
+  it.each([
+    ['empty input', Buffer.alloc(0)],
+    ['exactly one chunk', documentBytes(rand, CHUNK)],
+    [
+      'one input spanning many chunks, mixed',
+      Buffer.concat([randomBytesFrom(rand, 3 * CHUNK + 5), documentBytes(rand, 4 * CHUNK)]),
+    ],
+    ['all random bytes', randomBytesFrom(rand, 6 * CHUNK)],
+    ['all text', documentBytes(rand, 6 * CHUNK + 1)],
+  ])('%s: gzip -t, gzip -dc, Python gzip and Node createGunzip read the same bytes', async (_name, input) => {
+    const { output } = await compress(input, { workers: 3 });
+    const dir = await mkdtemp(path.join(tmpdir(), 'pgz-'));
+    try {
+      const file = path.join(dir, 'x.gz');
+      await writeFile(file, output);
+      await execFileAsync('gzip', ['-t', file]);
+      const gzipOut = await execFileAsync('sh', ['-c', 'gzip -dc "$1" | sha256sum', 'sh', file]);
+      expect(gzipOut.stdout.split(' ')[0]).toBe(sha(input));
+      const py = await execFileAsync('python3', ['-c', PY_SHA, file]);
+      expect(py.stdout.trim()).toBe(sha(input));
+      const node = await buffer(Readable.from([output]).pipe(createGunzip()));
+      expect(sha(node)).toBe(sha(input));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
