@@ -24,8 +24,8 @@ const zlib = require('node:zlib');
 const SAMPLE_BYTES = 8 * 1024;
 const SAMPLES = 4;
 const MIN_GAIN = 0.03;
-// zlib's default 16 KiB output chunk made a stored 4 MiB member cost ~4x the CPU (measured).
-const OUTPUT_CHUNK = 1024 * 1024;
+// Output chunk of deflateRawSync: compressed members are mostly well under 256 KiB per MiB of input.
+const DEFLATE_CHUNK = 256 * 1024;
 
 function worthCompressing(block) {
   if (block.length <= SAMPLE_BYTES * SAMPLES) {
@@ -42,6 +42,46 @@ function worthCompressing(block) {
   return compressed < sampled * (1 - MIN_GAIN);
 }
 
+// gzip member framing (RFC 1952): header with no name and no mtime (so equal input gives equal
+// output), OS = 255 (unknown); trailer = CRC-32 and input size mod 2^32, both little-endian.
+const HEADER = Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+const TRAILER_BYTES = 8;
+const STORED_BLOCK = 65535;
+
+/**
+ * One gzip member holding deflate "stored" blocks: built by hand into one exact-size buffer (so it
+ * can be transferred as is), with no compressor state and no intermediate output chunks.
+ */
+function storedMember(block) {
+  const blocks = Math.max(1, Math.ceil(block.length / STORED_BLOCK));
+  const out = Buffer.allocUnsafeSlow(HEADER.length + blocks * 5 + block.length + TRAILER_BYTES);
+  HEADER.copy(out, 0);
+  let at = HEADER.length;
+  for (let i = 0; i < blocks; i++) {
+    const start = i * STORED_BLOCK;
+    const len = Math.min(STORED_BLOCK, block.length - start);
+    out[at] = i === blocks - 1 ? 1 : 0; // BFINAL on the last block; BTYPE 00 = stored
+    out.writeUInt16LE(len, at + 1);
+    out.writeUInt16LE(~len & 0xffff, at + 3);
+    at += 5;
+    at += block.copy(out, at, start, start + len);
+  }
+  out.writeUInt32LE(zlib.crc32(block), at);
+  out.writeUInt32LE(block.length % 0x100000000, at + 4);
+  return out;
+}
+
+/** One gzip member of the block deflated at the given level, in one exact-size buffer. */
+function deflatedMember(block, level) {
+  const body = zlib.deflateRawSync(block, { level, chunkSize: DEFLATE_CHUNK });
+  const out = Buffer.allocUnsafeSlow(HEADER.length + body.length + TRAILER_BYTES);
+  HEADER.copy(out, 0);
+  body.copy(out, HEADER.length);
+  out.writeUInt32LE(zlib.crc32(block), HEADER.length + body.length);
+  out.writeUInt32LE(block.length % 0x100000000, HEADER.length + body.length + 4);
+  return out;
+}
+
 const { input, slotBytes, fault } = workerData;
 let done = 0;
 
@@ -54,11 +94,8 @@ parentPort.on('message', (job) => {
       throw new Error('injected gzip worker fault');
     }
     const block = Buffer.from(input, job.slot * slotBytes, job.length);
-    const level = job.adaptive && job.level > 0 && !worthCompressing(block) ? 0 : job.level;
-    stored = level === 0;
-    const out = zlib.gzipSync(block, { level, chunkSize: OUTPUT_CHUNK });
-    // Transfer only an ArrayBuffer that holds exactly this member; otherwise copy it into one.
-    member = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out : new Uint8Array(out);
+    stored = job.level === 0 || (job.adaptive && !worthCompressing(block));
+    member = stored ? storedMember(block) : deflatedMember(block, job.level);
   } catch (error) {
     parentPort.postMessage({ id: job.id, error: String((error && error.stack) || error) });
     return;

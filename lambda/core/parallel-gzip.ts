@@ -78,7 +78,11 @@ class GzipPool {
     this.slots = Array.from({ length: slotCount }, (_, i) => Buffer.from(input, i * slotBytes, slotBytes));
     for (let i = 0; i < slotCount; i++) this.freeSlots.push(i);
     for (let i = 0; i < workerCount; i++) {
-      const worker = new Worker(GZIP_WORKER_SOURCE, { eval: true, workerData: { input, slotBytes, fault } });
+      const worker = new Worker(GZIP_WORKER_SOURCE, {
+        eval: true,
+        workerData: { input, slotBytes, fault },
+        resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 48 },
+      });
       worker.on('message', (reply: WorkerReply) => this.onReply(reply));
       worker.on('error', (error) =>
         this.fail(new GzipWorkerError(`gzip worker ${i} crashed: ${error.message}`)),
