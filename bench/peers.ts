@@ -190,7 +190,7 @@ export async function buildVariantRunner(): Promise<{ command: string; args: str
       outfile,
       logLevel: 'error',
     });
-    return { command: 'node', args: [outfile] };
+    return { command: 'node', args: ['--max-semi-space-size=2', outfile] };
   } catch (error) {
     console.log(
       `  esbuild bundle of bench/variant.ts failed (${(error as Error).message}); using tsx instead`,

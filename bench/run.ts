@@ -67,6 +67,12 @@ import {
 } from './timing.js';
 
 const CLI = path.join(REPO_ROOT, 'bin', 'media-backup.mjs');
+/** How `npx media-backup` starts the CLI: node with the flags of the script's shebang line. */
+const CLI_NODE_ARGS = readFileSync(CLI, 'utf8')
+  .split('\n')[0]
+  .replace(/^#!\/usr\/bin\/env -S node ?/, '')
+  .split(' ')
+  .filter(Boolean);
 
 /** Bump when the tree layout or content rules change, so cached trees are rebuilt. */
 const GENERATOR = 'media-backup-bench/1';
@@ -493,6 +499,7 @@ async function main(): Promise<void> {
 
     rmSync(store, { recursive: true, force: true });
     const f = await timed(timeBin, scratch, 'node', [
+      ...CLI_NODE_ARGS,
       CLI,
       'backup',
       'full',
@@ -520,6 +527,7 @@ async function main(): Promise<void> {
     const tarTarget = path.join(scratch, 'tar-extracted');
     run('sync', []);
     const r = await timed(timeBin, scratch, 'node', [
+      ...CLI_NODE_ARGS,
       CLI,
       'restore',
       fullResult.backupId,
@@ -561,6 +569,7 @@ async function main(): Promise<void> {
     const waitMs = 1100 - (performance.now() - fullEnded);
     if (waitMs > 0) await sleep(waitMs);
     const i = await timed(timeBin, scratch, 'node', [
+      ...CLI_NODE_ARGS,
       CLI,
       'backup',
       'incremental',
@@ -618,7 +627,17 @@ async function main(): Promise<void> {
           timeBin,
           scratch,
           'node',
-          [CLI, 'backup', 'full', '--source', root, '--store', `s3://${server.bucket}/bench/`, '--json'],
+          [
+            ...CLI_NODE_ARGS,
+            CLI,
+            'backup',
+            'full',
+            '--source',
+            root,
+            '--store',
+            `s3://${server.bucket}/bench/`,
+            '--json',
+          ],
           {
             env: {
               S3_ENDPOINT: server.endpoint,

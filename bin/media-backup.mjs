@@ -1,4 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
+// --max-semi-space-size=2 (MiB): V8's young generation otherwise grows to 3 x 16 MiB while the
+// backup allocates read buffers; capped, peak RSS of a 1 GiB backup drops by ~25 MB at no measured
+// speed cost (npm run bench). `node bin/media-backup.mjs` works too, without the cap.
 // Entry point for `npx media-backup`. Runs the TypeScript CLI with no build step for the user: on
 // first use (or after a source changed) it bundles bin/media-backup.ts with esbuild into
 // node_modules/.cache/media-backup/, then runs that plain JavaScript. Compared with compiling on
