@@ -1,4 +1,5 @@
 import type { Construct } from 'constructs';
+import { DEFAULT_LEVEL } from '../lambda/core/parallel-gzip.js';
 
 /**
  * Deployment settings of the media-backup stack, read from CDK context
@@ -57,6 +58,8 @@ export interface MediaBackupConfig {
   readonly backupExclude: readonly string[];
   /** Memory of the backup function in MB; Lambda allots vCPUs in proportion, and gzip is CPU-bound. */
   readonly backupMemoryMb: number;
+  /** gzip level 0-9 of compressible data (`COMPRESSION_LEVEL`); media is stored either way. */
+  readonly compressionLevel: number;
   /** Memory of the restore function in MB. */
   readonly restoreMemoryMb: number;
   /** Memory of the verify function in MB. */
@@ -118,6 +121,7 @@ export const DEFAULT_CONFIG = {
   restoresPath: 'restores',
   backupExclude: [],
   backupMemoryMb: 2048,
+  compressionLevel: DEFAULT_LEVEL,
   restoreMemoryMb: 2048,
   verifyMemoryMb: 1024,
   logRetentionDays: 90,
@@ -172,6 +176,7 @@ export const CONFIG_KEYS = [
   'restoresPath',
   'backupExclude',
   'backupMemoryMb',
+  'compressionLevel',
   'restoreMemoryMb',
   'verifyMemoryMb',
   'logRetentionDays',
@@ -294,6 +299,14 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     DEFAULT_CONFIG.backupMemoryMb,
     problems,
   );
+  const compressionLevel = parseInteger(
+    'compressionLevel',
+    raw.compressionLevel,
+    DEFAULT_CONFIG.compressionLevel,
+    0,
+    9,
+    problems,
+  );
   const restoreMemoryMb = parseMemory(
     'restoreMemoryMb',
     raw.restoreMemoryMb,
@@ -338,6 +351,7 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     mediaPath === undefined ||
     restoresPath === undefined ||
     backupMemoryMb === undefined ||
+    compressionLevel === undefined ||
     restoreMemoryMb === undefined ||
     verifyMemoryMb === undefined ||
     logRetentionDays === undefined ||
@@ -374,6 +388,7 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     restoresPath,
     backupExclude,
     backupMemoryMb,
+    compressionLevel,
     restoreMemoryMb,
     verifyMemoryMb,
     logRetentionDays,

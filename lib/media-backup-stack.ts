@@ -95,6 +95,7 @@ export class MediaBackupStack extends Stack {
         ...common,
         POWERTOOLS_SERVICE_NAME: 'media-backup-backup',
         DEADLINE_MARGIN_MS: String(DEADLINE_MARGIN_MS),
+        COMPRESSION_LEVEL: String(config.compressionLevel),
         ...(config.backupExclude.length > 0 ? { BACKUP_EXCLUDE: config.backupExclude.join(',') } : {}),
       },
     });

@@ -14,6 +14,8 @@ type TarSink = ReturnType<tarStream.Pack['entry']>;
 /** Largest size the ustar header holds in octal; bigger files also get a PAX `size` record. */
 const USTAR_MAX_SIZE = 0o77777777777;
 const READ_CHUNK = 1024 * 1024;
+const SMALL_READ = 64 * 1024;
+const MAX_LENT_BUFFERS = 16;
 
 export interface ArchivedFile {
   readonly path: string;
@@ -59,7 +61,8 @@ export interface WriteArchiveOptions {
  */
 export async function writeArchive(options: WriteArchiveOptions): Promise<ArchiveResult> {
   const pack = tarStream.pack();
-  const gz = new ParallelGzip(options.gzip);
+  const readBuffers = new ReadBuffers();
+  const gz = new ParallelGzip({ ...options.gzip, onConsumed: (chunk) => readBuffers.release(chunk) });
   const archiveHash = createHash('sha256');
   let archiveBytes = 0;
   const tap = new Transform({
@@ -107,7 +110,7 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
       } else if (entry.type === 'symlink') {
         await addEntry(pack, { name: entry.path, type: 'symlink', linkname: entry.target, mode: 0o777 });
       } else {
-        const outcome = await packFile(pack, options.root, entry, abort.signal);
+        const outcome = await packFile(pack, readBuffers, options.root, entry, abort.signal);
         if ('reason' in outcome) skipped.push(outcome);
         else files.push(outcome);
         progress.files += 1;
@@ -154,6 +157,37 @@ export function fileHeader(
 }
 
 /**
+ * Read buffers for file contents, recycled once the gzip stage has copied them (tar-stream hands
+ * each written Buffer on as is). Without recycling, a 1 GiB backup allocated a fresh 1 MiB buffer per
+ * read: page faults on every new buffer, and tens of MB of dead buffers waiting for V8's next GC
+ * (peak RSS). A buffer is only reused after `release` of a chunk on the same memory; if that never
+ * comes (a stage concatenated chunks) the buffer is simply garbage, never shared.
+ */
+class ReadBuffers {
+  private readonly free: Buffer[] = [];
+  private readonly lent = new Map<ArrayBufferLike, Buffer>();
+
+  take(bytes: number): Buffer {
+    // Small reads come from Node's shared pool or are small allocations: not worth tracking.
+    if (bytes < SMALL_READ) return Buffer.allocUnsafe(bytes);
+    let buffer = this.free.pop();
+    if (!buffer) {
+      if (this.lent.size >= MAX_LENT_BUFFERS) return Buffer.allocUnsafe(bytes);
+      buffer = Buffer.allocUnsafeSlow(READ_CHUNK);
+    }
+    this.lent.set(buffer.buffer, buffer);
+    return buffer.subarray(0, bytes);
+  }
+
+  release(chunk: Buffer): void {
+    const buffer = this.lent.get(chunk.buffer);
+    if (buffer === undefined) return;
+    this.lent.delete(chunk.buffer);
+    this.free.push(buffer);
+  }
+}
+
+/**
  * Opens a tar entry. `done` settles when the pack has taken the whole entry (or failed). If the pack
  * is torn down while the entry waits, its sink emits 'error' too: `done` already reports it, and an
  * unheard 'error' event would crash the process, so every sink gets a listener here.
@@ -181,6 +215,7 @@ function addEntry(pack: tarStream.Pack, header: TarHeader): Promise<void> {
  */
 async function packFile(
   pack: tarStream.Pack,
+  readBuffers: ReadBuffers,
   root: string,
   scanned: ScannedFile,
   signal: AbortSignal,
@@ -205,8 +240,8 @@ async function packFile(
     try {
       while (read < size) {
         if (signal.aborted) throw signal.reason;
-        // A fresh buffer per read: the tar stream keeps a reference until it is flushed.
-        const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, size - read));
+        // The tar stream keeps a reference until the gzip stage has copied the bytes.
+        const buffer = readBuffers.take(Math.min(READ_CHUNK, size - read));
         const bytesRead = readSync(fd, buffer, 0, buffer.length, read);
         if (bytesRead === 0) break; // shrank while we read
         const chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);

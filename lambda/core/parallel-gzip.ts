@@ -25,6 +25,11 @@ export interface ParallelGzipOptions {
   readonly workers?: number;
   /** Store (level 0) chunks whose samples do not shrink: JPEG/MP4 gain nothing from deflate. @default true */
   readonly adaptive?: boolean;
+  /**
+   * Called with each input chunk once its bytes are copied into a slot: the writer may reuse the
+   * chunk's memory from then on (the archive writer recycles its 1 MiB read buffers this way).
+   */
+  readonly onConsumed?: (chunk: Buffer) => void;
   /** Tests only: make each worker fail after `after` members of its own, by throwing or by ending its thread. */
   readonly fault?: { readonly after: number; readonly kind: 'throw' | 'exit' };
 }
@@ -187,6 +192,7 @@ export class ParallelGzip extends Transform {
   private readonly level: number;
   private readonly chunkBytes: number;
   private readonly adaptive: boolean;
+  private readonly onConsumed: ((chunk: Buffer) => void) | undefined;
   private readonly pool: GzipPool;
   private readonly inFlight: InFlight[] = [];
   private slot: number | undefined;
@@ -197,6 +203,7 @@ export class ParallelGzip extends Transform {
     this.level = options.level ?? DEFAULT_LEVEL;
     this.chunkBytes = options.chunkBytes ?? 1024 * 1024;
     this.adaptive = options.adaptive ?? true;
+    this.onConsumed = options.onConsumed;
     if (!Number.isInteger(this.level) || this.level < 0 || this.level > 9) {
       throw new RangeError(`compression level must be 0-9 (got ${options.level})`);
     }
@@ -256,6 +263,7 @@ export class ParallelGzip extends Transform {
         while (this.inFlight.length >= this.pool.slots.length - 1) await this.pushOldest();
       }
     }
+    this.onConsumed?.(chunk);
   }
 
   private submit(): void {

@@ -172,6 +172,19 @@ describe('MediaBackupStack functions', () => {
     expect(actionsOf(roleStatements(withKey, keyed.restoreFunction))).not.toContain('kms:GenerateDataKey*');
   });
 
+  it('passes compressionLevel to the backup function as COMPRESSION_LEVEL (default 5)', () => {
+    const { template } = synthStack();
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Description: Match.stringLikeRegexp('tar.gz backup'),
+      Environment: { Variables: Match.objectLike({ COMPRESSION_LEVEL: '5' }) },
+    });
+    const { template: fastest } = synthStack({ compressionLevel: '1' });
+    fastest.hasResourceProperties('AWS::Lambda::Function', {
+      Description: Match.stringLikeRegexp('tar.gz backup'),
+      Environment: { Variables: Match.objectLike({ COMPRESSION_LEVEL: '1' }) },
+    });
+  });
+
   it('passes backupExclude as a comma-separated BACKUP_EXCLUDE to the backup function', () => {
     const { template: excluding } = synthStack({ backupExclude: ['*.tmp', 'cache/**'] });
     excluding.hasResourceProperties('AWS::Lambda::Function', {
