@@ -91,7 +91,7 @@ describe('MediaBackupStack functions', () => {
             POWERTOOLS_SERVICE_NAME: service,
             POWERTOOLS_LOG_LEVEL: 'INFO',
             STACK_NAME: 'MediaBackup',
-            ...(key === 'backupFunction' ? { DEADLINE_MARGIN_MS: '60000' } : {}),
+            ...(key === 'backupFunction' ? { DEADLINE_MARGIN_MS: '60000', COMPRESSION_LEVEL: '5' } : {}),
           }),
         },
       });
