@@ -472,7 +472,11 @@ async function main(): Promise<void> {
     if (tool.version) peerMeasured.set(tool.name, newMeasured(peerLabel[tool.name]));
     else peerUnavailable.set(tool.name, tool.reason ?? 'unknown');
   }
+  /** User + system CPU of each CLI full: the basis of the README's throughput-per-vCPU estimates. */
+  const fullCpuSeconds: number[] = [];
   const s3 = newMeasured('media-backup full to s3rver');
+  /** CPU seconds of our CLI and of s3rver in each s3rver run: both share the same cores. */
+  const s3CpuSplit: { cli: number | null; s3rver: number }[] = [];
   let s3Unavailable: string | null = config.s3 ? null : 'skipped (BENCH_S3=0)';
   const variants = GZIP_VARIANTS.map((v) => ({ variant: v, measured: newMeasured(v.name) }));
   const recordPeer = (m: Measured, r: PeerRun) => {
@@ -488,6 +492,9 @@ async function main(): Promise<void> {
     run('sync', []);
 
     rmSync(tarOut, { force: true });
+    // Before every timed read of the tree: the page cache here does not keep 1 GiB across the runs
+    // in between (a re-read after writing 1 GB took 2-3x as long), so every tool starts warm.
+    warmPageCache(root, files);
     const t = await timed(timeBin, scratch, 'tar', ['-czf', tarOut, '-C', root, '.']);
     tar.seconds.push(t.seconds);
     tar.peakRssMb.push(t.peakRssMb);
@@ -498,6 +505,7 @@ async function main(): Promise<void> {
     rmSync(tarOut, { force: true });
 
     rmSync(store, { recursive: true, force: true });
+    warmPageCache(root, files);
     const f = await timed(timeBin, scratch, 'node', [
       ...CLI_NODE_ARGS,
       CLI,
@@ -515,6 +523,7 @@ async function main(): Promise<void> {
     full.peakRssMb.push(f.peakRssMb);
     full.outputBytes.push(fullResult.archiveBytes);
     full.engineSeconds.push(fullResult.durationMs / 1000);
+    if (f.cpuSeconds !== null) fullCpuSeconds.push(f.cpuSeconds);
     if (fullResult.files !== files.length || fullResult.bytes !== treeBytes) {
       console.log(
         `  warning: full backup saw ${fullResult.files} files / ${fullResult.bytes} bytes, tree has ${files.length} / ${treeBytes}`,
@@ -605,6 +614,7 @@ async function main(): Promise<void> {
     const ctx = { timeBin, scratch, root, cores };
     for (const [name, measured] of [...peerMeasured]) {
       try {
+        warmPageCache(root, files);
         const p = await peerRunners[name](ctx);
         recordPeer(measured, p);
         console.log(`  ${measured.name}: ${p.seconds.toFixed(2)} s, ${p.outputBytes} bytes`);
@@ -623,6 +633,8 @@ async function main(): Promise<void> {
       try {
         server = await startS3rver();
         run('sync', []);
+        warmPageCache(root, files);
+        const serverCpu = process.cpuUsage();
         const b = await timed(
           timeBin,
           scratch,
@@ -652,7 +664,13 @@ async function main(): Promise<void> {
         const r = JSON.parse(b.stdout) as BackupJson;
         recordPeer(s3, { ...b, outputBytes: r.archiveBytes });
         s3.engineSeconds.push(r.durationMs / 1000);
-        console.log(`  ${s3.name}: ${b.seconds.toFixed(2)} s (engine ${(r.durationMs / 1000).toFixed(2)} s)`);
+        const used = process.cpuUsage(serverCpu);
+        const s3rverCpu = (used.user + used.system) / 1e6;
+        s3CpuSplit.push({ cli: b.cpuSeconds, s3rver: s3rverCpu });
+        console.log(
+          `  ${s3.name}: ${b.seconds.toFixed(2)} s (engine ${(r.durationMs / 1000).toFixed(2)} s); ` +
+            `CPU: our CLI ${b.cpuSeconds?.toFixed(1) ?? '?'} s, s3rver (bench process) ${s3rverCpu.toFixed(1)} s`,
+        );
       } catch (error) {
         s3Unavailable = `failed: ${(error as Error).message.split('\n').slice(0, 3).join(' / ')}`;
         console.log(`  s3rver backup ${s3Unavailable}`);
@@ -663,10 +681,14 @@ async function main(): Promise<void> {
 
     if (variantRunner) {
       for (const { variant, measured } of variants) {
+        warmPageCache(root, files);
         const v = await runVariant({ timeBin, scratch, root, cores }, variantRunner, variant);
         recordPeer(measured, v);
         measured.engineSeconds.push(v.durationMs / 1000);
-        console.log(`  ${variant.name}: ${v.seconds.toFixed(2)} s, ${v.outputBytes} bytes`);
+        console.log(
+          `  ${variant.name}: ${v.seconds.toFixed(2)} s, ${v.outputBytes} bytes, CPU ${v.cpuSeconds?.toFixed(1) ?? '?'} s ` +
+            `(${v.cpuSeconds === null ? '?' : (v.cpuSeconds / (treeBytes / 1e9)).toFixed(1)} CPU-s per GB)`,
+        );
       }
     }
   }
@@ -763,6 +785,13 @@ async function main(): Promise<void> {
   console.log(
     `Engine time (durationMs, excludes node/tsx start-up): full ${sFull.engineSeconds?.toFixed(2)} s, incremental ${sInc.engineSeconds?.toFixed(2)} s`,
   );
+  if (fullCpuSeconds.length > 0) {
+    const cpu = median(fullCpuSeconds);
+    console.log(
+      `CPU of the CLI full (user + system, median): ${cpu.toFixed(1)} s = ${(cpu / (treeBytes / 1e9)).toFixed(1)} CPU-s per GB ` +
+        `of source; one core's worth of throughput: ${(treeBytes / MB / cpu).toFixed(0)} MB/s`,
+    );
+  }
   console.log(
     `Note: our folder store fsyncs the archive; tar -czf does not. Flushing tar's output afterwards (untimed sync) took a median ${median(tarSyncSeconds).toFixed(2)} s.`,
   );
@@ -869,6 +898,13 @@ async function main(): Promise<void> {
     );
   }
   if (sS3) {
+    const cpu = s3CpuSplit.at(-1);
+    if (cpu) {
+      console.log(
+        `CPU of the last s3rver run: our CLI ${cpu.cli?.toFixed(1) ?? '?'} s, s3rver ${cpu.s3rver.toFixed(1)} s, ` +
+          `on ${cores} cores: the pair cannot finish in less than ${((Number(cpu.cli ?? 0) + cpu.s3rver) / cores).toFixed(1)} s of wall time.`,
+      );
+    }
     console.log(
       `Note: s3rver runs in the bench process on the same ${cores} cores and writes every part to disk, then ` +
         'concatenates the parts: its CPU and I/O are billed to the s3rver row.',

@@ -14,6 +14,8 @@ export interface TimedRun {
   readonly seconds: number;
   /** Peak RSS of the largest process in the command's tree (GNU time %M), in MB; null without GNU time. */
   readonly peakRssMb: number | null;
+  /** User + system CPU seconds of the command (GNU time %U + %S); null without GNU time. */
+  readonly cpuSeconds: number | null;
   readonly stdout: string;
 }
 
@@ -73,7 +75,7 @@ export async function timed(
   const report = path.join(scratch, 'time.out');
   rmSync(report, { force: true });
   const [bin, argv] = timeBin
-    ? [timeBin, ['-f', '%e %M', '-o', report, command, ...args]]
+    ? [timeBin, ['-f', '%e %M %U %S', '-o', report, command, ...args]]
     : [command, [...args]];
   const started = process.hrtime.bigint();
   const result = await spawnCollect(bin, argv, {
@@ -85,12 +87,14 @@ export async function timed(
     throw new Error(`${command} ${args.join(' ')} exited with ${result.code}:\n${result.stderr}`);
   }
   let peakRssMb: number | null = null;
+  let cpuSeconds: number | null = null;
   if (timeBin) {
     const last = readFileSync(report, 'utf8').trim().split('\n').at(-1) ?? '';
-    const kib = Number(last.split(' ')[1]);
+    const [, kib, user, system] = last.split(' ').map(Number);
     peakRssMb = Number.isFinite(kib) ? (kib * 1024) / MB : null;
+    cpuSeconds = Number.isFinite(user + system) ? user + system : null;
   }
-  return { seconds, peakRssMb, stdout: result.stdout };
+  return { seconds, peakRssMb, cpuSeconds, stdout: result.stdout };
 }
 
 export function median(values: readonly number[]): number {
