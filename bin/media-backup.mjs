@@ -7,7 +7,7 @@
 // node_modules/.cache/media-backup/, then runs that plain JavaScript. Compared with compiling on
 // every start through tsx, this saves ~0.5 s of start-up and the loader thread's memory (measured
 // by `npm run bench`). Without esbuild it falls back to tsx.
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -16,45 +16,63 @@ process.env.MEDIA_BACKUP_CLI = '1';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
 const cacheDir = path.join(root, 'node_modules', '.cache', 'media-backup');
-const bundle = path.join(cacheDir, 'cli.mjs');
-const inputsFile = path.join(cacheDir, 'inputs.json');
+// Points at the current build folder: { dir, entry, inputs }. Replaced atomically (rename).
+const currentFile = path.join(cacheDir, 'current.json');
 
-/** The bundle is current when no source it was built from is newer than it. */
-function bundleIsCurrent() {
+/** The current build's entry, when no source it was built from is newer than it; else undefined. */
+function currentEntry() {
   try {
-    const built = statSync(bundle).mtimeMs;
-    const inputs = JSON.parse(readFileSync(inputsFile, 'utf8'));
-    return inputs.length > 0 && inputs.every((file) => statSync(path.join(root, file)).mtimeMs <= built);
+    const current = JSON.parse(readFileSync(currentFile, 'utf8'));
+    const entryFile = path.join(cacheDir, current.dir, current.entry);
+    const built = statSync(entryFile).mtimeMs;
+    const fresh =
+      current.inputs.length > 0 &&
+      current.inputs.every((file) => statSync(path.join(root, file)).mtimeMs <= built);
+    return fresh ? entryFile : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
+/**
+ * Bundles with code splitting, so a module loaded with `await import()` (the S3 store and the AWS
+ * SDK behind it) stays a separate chunk that only s3:// runs load: a folder-store command starts
+ * without parsing the SDK. Each build goes to a new folder; builds older than a day are removed
+ * (a process started from an old build may still load its chunks lazily).
+ */
 async function buildBundle() {
   const esbuild = await import('esbuild');
   mkdirSync(cacheDir, { recursive: true });
-  const temp = `${bundle}.${process.pid}.tmp`;
+  const dir = `build-${Date.now()}-${process.pid}`;
   const result = await esbuild.build({
     absWorkingDir: root,
-    entryPoints: ['bin/media-backup.ts'],
+    entryPoints: { cli: 'bin/media-backup.ts' },
     bundle: true,
+    splitting: true,
     packages: 'external',
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    outfile: temp,
+    outdir: path.join(cacheDir, dir),
+    outExtension: { '.js': '.mjs' },
     metafile: true,
     logLevel: 'error',
   });
-  writeFileSync(inputsFile, JSON.stringify(Object.keys(result.metafile.inputs)));
-  // Atomic: a concurrent run sees the old bundle or the new one, never half of one.
-  renameSync(temp, bundle);
+  const temp = `${currentFile}.${process.pid}.tmp`;
+  writeFileSync(temp, JSON.stringify({ dir, entry: 'cli.mjs', inputs: Object.keys(result.metafile.inputs) }));
+  // Atomic: a concurrent run sees the old build or the new one, never half of one.
+  renameSync(temp, currentFile);
+  for (const old of readdirSync(cacheDir)) {
+    if (!old.startsWith('build-') || old === dir) continue;
+    const age = Date.now() - Number(old.split('-')[1]);
+    if (age > 24 * 60 * 60 * 1000) rmSync(path.join(cacheDir, old), { recursive: true, force: true });
+  }
+  return path.join(cacheDir, dir, 'cli.mjs');
 }
 
 let entry;
 try {
-  if (!bundleIsCurrent()) await buildBundle();
-  entry = pathToFileURL(bundle).href;
+  entry = pathToFileURL(currentEntry() ?? (await buildBundle())).href;
 } catch {
   const { register } = await import('tsx/esm/api');
   register();
