@@ -263,6 +263,11 @@ async function backupLocked(
     changedFiles,
     skipped: skipped.length,
     durationMs,
+    // On Lambda the worker count follows the memory setting's vCPUs: visible here per run.
+    gzipWorkers: archive.gzip.workers,
+    gzipLevel: options.gzip?.level ?? DEFAULT_LEVEL,
+    storedMembers: archive.gzip.storedMembers,
+    members: archive.gzip.members,
   });
   return {
     status: 'SUCCEEDED',

@@ -6,7 +6,7 @@ import { GZIP_WORKER_SOURCE } from './gzip-worker-source.js';
 /**
  * Default gzip level, picked from `npm run bench` (README "Throughput and memory"): on the bench tree
  * level 5 writes output within 0.2% of level 6 (and of GNU `tar -czf`, smaller than restic's) for
- * ~25% less time; level 1 is ~1.3x faster again but 2.7% larger, over issue 2's +2% budget.
+ * ~25% less time; level 1 is ~1.2x faster again but 2.7% larger, over issue 2's +2% budget.
  */
 export const DEFAULT_LEVEL = 5;
 

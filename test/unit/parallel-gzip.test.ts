@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
@@ -148,6 +148,14 @@ describe('ParallelGzip worker failures', () => {
     expect(error).toBeInstanceOf(GzipWorkerError);
     expect((error as Error).message).toMatch(message);
     expect(gz.destroyed).toBe(true);
+  });
+
+  it('starts one worker per CPU this process may use unless told otherwise', async () => {
+    const gz = new ParallelGzip();
+    expect(gz.stats.workers).toBe(availableParallelism());
+    gz.destroy();
+    const two = await compress(Buffer.alloc(10), { workers: 2 });
+    expect(two.stats.workers).toBe(2);
   });
 
   it('rejects bad settings with the setting named', () => {
