@@ -120,7 +120,7 @@ export const DEFAULT_CONFIG = {
   mediaPath: 'media',
   restoresPath: 'restores',
   backupExclude: [],
-  backupMemoryMb: 2048,
+  backupMemoryMb: 3538,
   compressionLevel: DEFAULT_LEVEL,
   restoreMemoryMb: 2048,
   verifyMemoryMb: 1024,

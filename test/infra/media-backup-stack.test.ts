@@ -63,7 +63,7 @@ describe('MediaBackupStack functions', () => {
   const { stack, template } = synthStack();
 
   it.each([
-    ['backupFunction', 2048, 'media-backup-backup'],
+    ['backupFunction', 3538, 'media-backup-backup'],
     ['restoreFunction', 2048, 'media-backup-restore'],
     ['verifyFunction', 1024, 'media-backup-verify'],
   ] as const)(
