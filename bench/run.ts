@@ -909,8 +909,8 @@ async function main(): Promise<void> {
       );
     }
     console.log(
-      `Note: s3rver runs in the bench process on the same ${cores} cores and writes every part to disk, then ` +
-        'concatenates the parts: its CPU and I/O are billed to the s3rver row.',
+      `Note: s3rver runs in the bench process on the same ${cores} cores and writes every part to a folder ` +
+        '(/dev/shm when present), then concatenates the parts: its CPU and I/O are billed to the s3rver row.',
     );
   }
   if (sVariants.length > 0) {

@@ -5,8 +5,9 @@ import { GZIP_WORKER_SOURCE } from './gzip-worker-source.js';
 
 /**
  * Default gzip level, picked from `npm run bench` (README "Throughput and memory"): on the bench tree
- * level 5 writes output within 0.2% of level 6 (and of GNU `tar -czf`, smaller than restic's) for
- * ~25% less time; level 1 is ~1.2x faster again but 2.7% larger, over issue 2's +2% budget.
+ * level 5 writes 0.16% more than level 6 and 0.76% more than GNU `tar -czf` (smaller than restic's
+ * repository) in ~25% less time; level 1 is ~1.2x faster again but 3.4% larger than tar, over
+ * issue 2's +2% budget.
  */
 export const DEFAULT_LEVEL = 5;
 
