@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { lstatSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { REPO_ROOT, run, type TimedRun, timed } from './timing.js';
+import { CLI_NODE_ARGS, REPO_ROOT, run, type TimedRun, timed } from './timing.js';
 
 export type PeerName = 'pigz' | 'restic' | 'borg';
 
@@ -190,7 +190,8 @@ export async function buildVariantRunner(): Promise<{ command: string; args: str
       outfile,
       logLevel: 'error',
     });
-    return { command: 'node', args: ['--max-semi-space-size=2', outfile] };
+    // Same node flags as the CLI, so the variants compare with it.
+    return { command: 'node', args: [...CLI_NODE_ARGS, outfile] };
   } catch (error) {
     console.log(
       `  esbuild bundle of bench/variant.ts failed (${(error as Error).message}); using tsx instead`,

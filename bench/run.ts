@@ -50,13 +50,14 @@ import {
   type ToolStatus,
 } from './peers.js';
 import {
+  CLI,
+  CLI_NODE_ARGS,
   findGnuTime,
   MB,
   type Measured,
   maxOrNull,
   median,
   newMeasured,
-  REPO_ROOT,
   round,
   run,
   sleep,
@@ -65,14 +66,6 @@ import {
   timed,
   verdict,
 } from './timing.js';
-
-const CLI = path.join(REPO_ROOT, 'bin', 'media-backup.mjs');
-/** How `npx media-backup` starts the CLI: node with the flags of the script's shebang line. */
-const CLI_NODE_ARGS = readFileSync(CLI, 'utf8')
-  .split('\n')[0]
-  .replace(/^#!\/usr\/bin\/env -S node ?/, '')
-  .split(' ')
-  .filter(Boolean);
 
 /** Bump when the tree layout or content rules change, so cached trees are rebuilt. */
 const GENERATOR = 'media-backup-bench/1';

@@ -8,6 +8,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const CLI = path.join(REPO_ROOT, 'bin', 'media-backup.mjs');
+/** How `npx media-backup` starts the CLI: node with the flags of the script's shebang line. */
+export const CLI_NODE_ARGS = readFileSync(CLI, 'utf8')
+  .split('\n')[0]
+  .replace(/^#!\/usr\/bin\/env -S node ?/, '')
+  .split(' ')
+  .filter(Boolean);
 export const MB = 1e6;
 
 export interface TimedRun {

@@ -110,12 +110,12 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
             `--full-interval-days must be a whole number of days >= 1 (got ${JSON.stringify(opts.fullIntervalDays)})`,
           );
         }
-        const level = Number(opts.level);
         if (!/^\d$/.test(opts.level)) {
           throw new UsageError(
             `--level must be a whole number from 0 to 9 (got ${JSON.stringify(opts.level)})`,
           );
         }
+        const level = Number(opts.level);
         const store = await open(opts.store);
         const progress = io.stderr.isTTY ? startProgressBar(io.stderr) : undefined;
         let result: BackupSucceeded;

@@ -229,6 +229,7 @@ async function backupLocked(
   const finishedAt = clock.now();
   const durationMs = finishedAt.getTime() - startedAt.getTime();
   const tarBytes = archive.gzip.inputBytes;
+  const gzipLevel = options.gzip?.level ?? DEFAULT_LEVEL;
   const metadata: BackupMetadata = {
     backupId,
     type: decision.type,
@@ -242,7 +243,7 @@ async function backupLocked(
     skipped,
     compression: {
       ratio: tarBytes > 0 ? Number((archive.bytes / tarBytes).toFixed(4)) : 1,
-      level: options.gzip?.level ?? DEFAULT_LEVEL,
+      level: gzipLevel,
       storedMembers: archive.gzip.storedMembers,
     },
     durationMs,
@@ -265,7 +266,7 @@ async function backupLocked(
     durationMs,
     // On Lambda the worker count follows the memory setting's vCPUs: visible here per run.
     gzipWorkers: archive.gzip.workers,
-    gzipLevel: options.gzip?.level ?? DEFAULT_LEVEL,
+    gzipLevel,
     storedMembers: archive.gzip.storedMembers,
     members: archive.gzip.members,
   });

@@ -176,10 +176,6 @@ class GzipPool {
   }
 }
 
-interface InFlight {
-  readonly job: Promise<MemberResult>;
-}
-
 /**
  * Compresses a byte stream as a series of independent gzip members on a pool of worker threads,
  * emitted strictly in input order. A concatenation of gzip members is one valid gzip file (RFC 1952
@@ -195,7 +191,7 @@ export class ParallelGzip extends Transform {
   private readonly adaptive: boolean;
   private readonly onConsumed: ((chunk: Buffer) => void) | undefined;
   private readonly pool: GzipPool;
-  private readonly inFlight: InFlight[] = [];
+  private readonly inFlight: Promise<MemberResult>[] = [];
   private slot: number | undefined;
   private filled = 0;
 
@@ -271,13 +267,13 @@ export class ParallelGzip extends Transform {
     const job = this.pool.compress(this.slot as number, this.filled, this.level, this.adaptive);
     // Rejections are observed when the job is awaited in order; avoid an unhandled rejection meanwhile.
     job.catch(() => undefined);
-    this.inFlight.push({ job });
+    this.inFlight.push(job);
     this.slot = undefined;
     this.filled = 0;
   }
 
   private async pushOldest(): Promise<void> {
-    const { member, stored } = await (this.inFlight.shift() as InFlight).job;
+    const { member, stored } = await (this.inFlight.shift() as Promise<MemberResult>);
     this.stats.members += 1;
     if (stored) this.stats.storedMembers += 1;
     this.stats.outputBytes += member.length;
