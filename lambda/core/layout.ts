@@ -6,6 +6,12 @@ const BACKUP_ID = /^backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})$/;
 
 export const STATUS_KEY = 'status/last-run.json';
 export const BACKUP_LOCK = 'backup';
+/**
+ * Written by verify after each run: `{ checkedAt, results: [{ backupId, ok, error? }] }`. A backup whose
+ * latest result is `ok: false` is damaged: `auto` never builds an incremental on a chain containing it
+ * and health is critical while the latest restore point depends on it.
+ */
+export const VERIFY_STATUS_KEY = 'status/last-verify.json';
 
 export function backupIdFor(date: Date): string {
   const iso = date.toISOString(); // 2025-12-27T02:00:00.000Z, always UTC
