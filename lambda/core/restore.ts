@@ -380,7 +380,8 @@ async function extractAll(
       if (files.size + symlinks.length === 0) throw new UsageError(`--path matches nothing in ${plan.label}`);
       const needed = parentFolders([...files.keys(), ...symlinks.map((l) => l.path)]);
       const keep = dirs.filter((d) => needed.has(d.path) || plan.select?.(d.path));
-      dirs.splice(0, dirs.length, ...keep);
+      dirs.length = 0; // then refill by a loop: splice(..., ...keep) overflows the stack past ~120k folders
+      for (const d of keep) dirs.push(d);
     }
     const missing = [...wanted.keys()].filter((p) => !seen.has(p));
     if (missing.length > 0) {
