@@ -1,26 +1,20 @@
-import { readFileSync } from 'node:fs';
-import { App, type CfnElement, Stack, Token, Validations } from 'aws-cdk-lib';
+import { type App, type CfnElement, Stack, Token, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Key } from 'aws-cdk-lib/aws-kms';
 import { Bucket } from 'aws-cdk-lib/aws-s3';
-import { CDK_APP_MODE_CONTEXT } from 'aws-cdk-lib/cx-api';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { describe, expect, it } from 'vitest';
 import { BackupBucket, type BackupBucketProps, MediaBackupStack, parseConfig } from '../../lib/index.js';
+import { cdkJsonContext, newTestApp } from './test-app.js';
 
 const KMS_KEY_ARN = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
 
 // Synthesize with the same context (feature flags, settings) as `cdk synth` does. "inmemory" makes a
 // validation failure throw with the full report in the message instead of only printing it.
-const cdkJsonContext: Record<string, unknown> = JSON.parse(
-  readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8'),
-).context;
 
 // No stack is bundled: the Lambda code does not matter to these assertions (synth.test.ts bundles).
 function newApp(context: Record<string, unknown> = cdkJsonContext): App {
-  return new App({
-    context: { ...context, [CDK_APP_MODE_CONTEXT]: 'inmemory', 'aws:cdk:bundling-stacks': [] },
-  });
+  return newTestApp(context);
 }
 
 function logicalId(construct: Bucket): string {

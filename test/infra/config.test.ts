@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { App } from 'aws-cdk-lib';
 import { describe, expect, it } from 'vitest';
 import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG, loadConfig, parseConfig } from '../../lib/config.js';
+import { bareTestApp } from './test-app.js';
 
 const KMS_KEY_ARN = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
 const MRK_KEY_ARN = 'arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-0123456789abcdef0123456789abcdef';
@@ -96,7 +96,7 @@ describe('parseConfig', () => {
 
 describe('loadConfig', () => {
   it('reads the settings from construct context', () => {
-    const app = new App({ context: { retentionDays: '60', fullIntervalDays: 14, objectLock: 'true' } });
+    const app = bareTestApp({ retentionDays: '60', fullIntervalDays: 14, objectLock: 'true' });
 
     expect(loadConfig(app)).toEqual({
       ...DEFAULT_CONFIG,
@@ -108,7 +108,7 @@ describe('loadConfig', () => {
   });
 
   it('fails on invalid context with the key named', () => {
-    const app = new App({ context: { fullIntervalDays: 'weekly' } });
+    const app = bareTestApp({ fullIntervalDays: 'weekly' });
 
     expect(() => loadConfig(app)).toThrow(
       /`fullIntervalDays` must be a whole number of days >= 1 \(got "weekly"\)/,
@@ -122,7 +122,7 @@ describe('loadConfig', () => {
     );
 
     expect(settings).toEqual(DEFAULT_CONFIG);
-    expect(loadConfig(new App({ context }))).toEqual({ ...DEFAULT_CONFIG, createS3GatewayEndpoint: true });
+    expect(loadConfig(bareTestApp(context))).toEqual({ ...DEFAULT_CONFIG, createS3GatewayEndpoint: true });
   });
 });
 

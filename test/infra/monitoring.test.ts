@@ -1,19 +1,12 @@
-import { readFileSync } from 'node:fs';
-import { App, type CfnElement, Stack } from 'aws-cdk-lib';
+import { type CfnElement, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
-import { CDK_APP_MODE_CONTEXT } from 'aws-cdk-lib/cx-api';
 import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
 import { METRIC_NAMES, MediaBackupStack, Monitoring, parseConfig } from '../../lib/index.js';
-
-const cdkJsonContext: Record<string, unknown> = JSON.parse(
-  readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8'),
-).context;
+import { newTestApp } from './test-app.js';
 
 function synthStack(raw: Record<string, unknown> = {}) {
-  const app = new App({
-    context: { ...cdkJsonContext, [CDK_APP_MODE_CONTEXT]: 'inmemory', 'aws:cdk:bundling-stacks': [] },
-  });
+  const app = newTestApp();
   const stack = new MediaBackupStack(app, 'MediaBackup', { config: parseConfig(raw) });
   return { stack, template: Template.fromStack(stack) };
 }

@@ -1,22 +1,16 @@
-import { readFileSync } from 'node:fs';
-import { App, type CfnElement, Stack, Validations } from 'aws-cdk-lib';
+import { type App, type CfnElement, Stack, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
-import { CDK_APP_MODE_CONTEXT } from 'aws-cdk-lib/cx-api';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
 import { MediaBackupStack, Notifications, parseConfig } from '../../lib/index.js';
+import { newTestApp } from './test-app.js';
 
-const cdkJsonContext: Record<string, unknown> = JSON.parse(
-  readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8'),
-).context;
 const KMS_KEY_ARN = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
 const EMAIL = { notificationEmail: 'ops@example.com', senderEmail: 'backup@example.com' };
 
 function newApp(): App {
-  return new App({
-    context: { ...cdkJsonContext, [CDK_APP_MODE_CONTEXT]: 'inmemory', 'aws:cdk:bundling-stacks': [] },
-  });
+  return newTestApp();
 }
 
 function synthStack(raw: Record<string, unknown> = EMAIL) {
