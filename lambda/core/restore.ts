@@ -368,7 +368,10 @@ async function extractAll(
         );
       }
       seen.add(entry.path);
-      const written = await writer.writeFile(entry.path, entry.body, expected);
+      // A tampered archive could hold a huge entry under a small file's name: refuse it before
+      // reading its body, so it never fills the target's file system (the live volume for --replace).
+      if (entry.size !== expected.size) throw sizeMismatch(label, entry.path, entry.size, expected.size);
+      const written = await writer.writeFile(entry.path, entry.body, expected, expected.size);
       if (written.size !== expected.size || written.sha256 !== expected.sha256) {
         throw new ArchiveIntegrityError(
           `${label}: file ${JSON.stringify(entry.path)} does not match the manifest (${written.size} bytes, sha256 ${written.sha256.slice(0, 12)}…; expected ${expected.size} bytes, ${expected.sha256.slice(0, 12)}…). The archive or the manifest is corrupt; nothing was restored.`,
@@ -391,6 +394,12 @@ async function extractAll(
     }
   }
   return { files, dirs, symlinks };
+}
+
+function sizeMismatch(label: string, rel: string, actual: number, declared: number): ArchiveIntegrityError {
+  return new ArchiveIntegrityError(
+    `${label}: file ${JSON.stringify(rel)} is ${actual} bytes in the archive but the manifest declares ${declared} bytes; stopped before writing past the declared size. The archive or the manifest is corrupt or was altered; nothing was restored. Try another backup.`,
+  );
 }
 
 /** Writes a tree under `root`, or only hashes when `root` is null (dry run). */
@@ -441,11 +450,16 @@ class TreeWriter {
     rel: string,
     body: Readable,
     meta?: { mode: number; mtimeMs: number },
+    /** The declared size: never hash or write a byte past it. */
+    maxBytes = Number.POSITIVE_INFINITY,
   ): Promise<{ path: string; size: number; sha256: string }> {
     const hash = createHash('sha256');
     let size = 0;
     if (this.root === null) {
       for await (const chunk of body) {
+        if (size + (chunk as Buffer).length > maxBytes) {
+          throw sizeMismatch(this.label, rel, size + (chunk as Buffer).length, maxBytes);
+        }
         hash.update(chunk as Buffer);
         size += (chunk as Buffer).length;
       }
@@ -465,6 +479,8 @@ class TreeWriter {
     try {
       for await (const chunk of body) {
         const buffer = chunk as Buffer;
+        if (size + buffer.length > maxBytes)
+          throw sizeMismatch(this.label, rel, size + buffer.length, maxBytes);
         hash.update(buffer);
         size += buffer.length;
         for (let at = 0; at < buffer.length; ) at += writeSync(fd, buffer, at);
