@@ -1,15 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { acquireFsLock } from './fs-lock.js';
 import {
   assertSafeKey,
   type LockHandle,
-  LockHeldError,
-  type LockInfo,
   ObjectNotFoundError,
   type ObjectStore,
   type StoredObject,
@@ -19,11 +17,6 @@ import {
 
 /** Marks a file being written; never listed, removed when the write fails. */
 const PARTIAL_MARK = '.partial-';
-
-interface FsLockRecord extends LockInfo {
-  readonly host: string;
-  readonly pid: number;
-}
 
 /**
  * A local folder as a store: each key is a file below `root`. Writes go to a temporary sibling and
@@ -140,85 +133,8 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async acquireLock(name: string, options: { owner: string; ttlMs: number }): Promise<LockHandle> {
-    const file = this.pathOf(`locks/${name}.lock`);
-    await mkdir(path.dirname(file), { recursive: true });
-    const record = (): FsLockRecord => {
-      const now = Date.now();
-      return {
-        owner: options.owner,
-        acquiredAt: new Date(now).toISOString(),
-        expiresAt: new Date(now + options.ttlMs).toISOString(),
-        host: hostname(),
-        pid: process.pid,
-      };
-    };
-    const mine = record();
-    const tryCreate = async (): Promise<boolean> => {
-      try {
-        await writeFile(file, JSON.stringify(mine), { flag: 'wx' });
-        return true;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-        throw error;
-      }
-    };
-    if (!(await tryCreate())) {
-      const holder = await readLockRecord(file);
-      if (holder && !isStale(holder)) throw new LockHeldError(this.url, holder);
-      // Move the stale lock aside atomically: of two runs taking over, only one rename succeeds.
-      const aside = `${file}.stale-${randomBytes(6).toString('hex')}`;
-      try {
-        await rename(file, aside);
-        await rm(aside, { force: true });
-      } catch (error) {
-        if (!isNotFound(error)) throw error;
-      }
-      if (!(await tryCreate())) throw new LockHeldError(this.url, await readLockRecord(file));
-    }
-    // Renew while we run so a long backup is not mistaken for a crashed one.
-    const renew = setInterval(
-      () => {
-        const next = { ...mine, expiresAt: new Date(Date.now() + options.ttlMs).toISOString() };
-        writeFile(`${file}.renew`, JSON.stringify(next))
-          .then(() => rename(`${file}.renew`, file))
-          .catch(() => undefined);
-      },
-      Math.max(1000, Math.floor(options.ttlMs / 3)),
-    );
-    renew.unref();
-    let released = false;
-    return {
-      release: async () => {
-        if (released) return;
-        released = true;
-        clearInterval(renew);
-        const current = await readLockRecord(file);
-        if (current && current.pid === mine.pid && current.host === mine.host)
-          await rm(file, { force: true });
-      },
-    };
+    return acquireFsLock(this.pathOf(`locks/${name}.lock`), this.url, options);
   }
-}
-
-async function readLockRecord(file: string): Promise<FsLockRecord | undefined> {
-  try {
-    return JSON.parse(await readFile(file, 'utf8')) as FsLockRecord;
-  } catch {
-    // Missing, or torn by a crash mid-write: treat as no valid holder.
-    return undefined;
-  }
-}
-
-function isStale(holder: FsLockRecord): boolean {
-  if (Date.parse(holder.expiresAt) < Date.now()) return true;
-  if (holder.host === hostname() && holder.pid !== process.pid) {
-    try {
-      process.kill(holder.pid, 0);
-    } catch (error) {
-      return (error as NodeJS.ErrnoException).code === 'ESRCH';
-    }
-  }
-  return false;
 }
 
 function isNotFound(error: unknown): boolean {
