@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { makeDirs } from './fs-paths.js';
 import { type LockHandle, LockHeldError, type LockInfo } from './types.js';
 
 /** Body of `locks/<name>.lock` in a folder store. */
@@ -46,7 +47,7 @@ export async function acquireFsLock(
   storeUrl: string,
   options: { owner: string; ttlMs: number },
 ): Promise<LockHandle> {
-  await mkdir(path.dirname(file), { recursive: true });
+  await makeDirs(path.dirname(file));
   const nonce = randomBytes(8).toString('hex');
   const acquiredAt = new Date().toISOString();
   const record = (): FsLockRecord => ({

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { acquireFsLock } from './fs-lock.js';
+import { checkStoreRoot, makeDirs } from './fs-paths.js';
 import {
   assertSafeKey,
   type LockHandle,
@@ -27,7 +28,7 @@ export class FsObjectStore implements ObjectStore {
   readonly localPath: string;
 
   constructor(readonly root: string) {
-    this.root = path.resolve(root);
+    this.root = checkStoreRoot(root);
     this.localPath = this.root;
     this.url = `file://${this.root}`;
   }
@@ -39,7 +40,7 @@ export class FsObjectStore implements ObjectStore {
 
   private async tempPathFor(key: string): Promise<string> {
     const target = this.pathOf(key);
-    await mkdir(path.dirname(target), { recursive: true });
+    await makeDirs(path.dirname(target));
     return `${target}${PARTIAL_MARK}${randomBytes(6).toString('hex')}`;
   }
 
