@@ -1,30 +1,65 @@
 /**
  * Operator CLI: the same engine the Lambda functions run, against a local folder store (default) or S3.
- * Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
+ * Exit codes: see {@link EXIT} (documented in `--help` and the README).
  */
+import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import cliProgress from 'cli-progress';
 import { Command, CommanderError, Option } from 'commander';
-import { type BackupProgress, type BackupSucceeded, runBackup } from '../lambda/core/backup.js';
+import { type BackupOptions, type BackupSucceeded, runBackup } from '../lambda/core/backup.js';
 import { type Logger, systemClock } from '../lambda/core/deps.js';
-import { errorMessage, UsageError } from '../lambda/core/errors.js';
+import { errorMessage, MediaBackupError, UsageError } from '../lambda/core/errors.js';
 import { formatBytes as formatByteCount, runHealthChecks } from '../lambda/core/health.js';
 import { DEFAULT_LEVEL } from '../lambda/core/parallel-gzip.js';
 import type { RequestedType } from '../lambda/core/plan.js';
 import { parseInstant } from '../lambda/core/resolve.js';
-import { runRestore } from '../lambda/core/restore.js';
+import { type RestoreOptions, runRestore } from '../lambda/core/restore.js';
 import { readRetention } from '../lambda/core/retention.js';
 import { listBackups, readStoreStatus } from '../lambda/core/status.js';
 import { OBJECT_CATEGORIES, readUsage } from '../lambda/core/usage.js';
-import { runVerify } from '../lambda/core/verify.js';
+import { runVerify, type VerifyOptions } from '../lambda/core/verify.js';
 import { TOOL_VERSION } from '../lambda/core/version.js';
 import { openStore } from '../lambda/store/open-store.js';
 import { type ObjectStore, StoreConfigError } from '../lambda/store/types.js';
+import { InterruptedError, type Interruption, onStopSignals, SIGNAL_EXIT } from './cli/interrupt.js';
+import { lineWriter, type OutputStream } from './cli/output.js';
+import { noProgress, startProgress, type TransferProgress } from './cli/progress.js';
+import { assertStoreExists, storeNotFoundFrom } from './cli/store-presence.js';
 
 const DEFAULT_STORE = './backups/media';
 const DEFAULT_SOURCE = './media';
 
-export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+export const EXIT = {
+  ok: 0,
+  /** The operation failed, the store does not exist, or (status/verify/health) something is wrong. */
+  failed: 1,
+  /** Bad usage or configuration: nothing was done. */
+  usage: 2,
+  /** A backup committed, but skipped files or raised a warning (e.g. the source shrank): look at it. */
+  warnings: 3,
+  /** Stopped by Ctrl-C (SIGINT) / SIGTERM: the run was aborted, nothing committed. */
+  sigint: SIGNAL_EXIT.SIGINT,
+  sigterm: SIGNAL_EXIT.SIGTERM,
+} as const;
+
+const EXIT_CODES_HELP = `
+Exit codes:
+  0    success
+  1    the operation failed, the store does not exist, or status/verify/health found a problem
+  2    bad usage or configuration (nothing was done)
+  3    backup committed, but skipped files or warned (e.g. the source shrank by more than
+       --max-shrink-percent): the backup exists; look at the warnings on stderr
+  130  interrupted by Ctrl-C (SIGINT): the run was aborted, nothing committed, the lock released
+  143  stopped by SIGTERM: as for 130
+
+Times: backup ids (backup_YYYYMMDD_HHMMSS) and --at are UTC; an --at without an offset is read as UTC.
+With --json, a failure prints one JSON object on stdout:
+  {"status":"FAILED","error":{"name":"...","message":"..."},"exitCode":N}`;
+
+/** A backup result's warning (the source shrank, ...): the backup committed, the operator should look. */
+interface BackupWarning {
+  readonly code: string;
+  readonly message: string;
+}
 
 interface CommonOptions {
   store?: string;
@@ -33,15 +68,18 @@ interface CommonOptions {
 }
 
 interface Io {
-  stdout: NodeJS.WritableStream & { isTTY?: boolean };
-  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  stdout: OutputStream;
+  stderr: OutputStream;
 }
 
 /** Runs the CLI with `argv` (without node and script) and resolves to the exit code. */
 export async function main(argv: readonly string[], io: Io = process): Promise<number> {
-  const out = (line = '') => io.stdout.write(`${line}\n`);
-  const err = (line = '') => io.stderr.write(`${line}\n`);
+  const err = lineWriter(io.stderr);
+  const out = lineWriter(io.stdout, (error) => err(`media-backup: cannot write to stdout: ${error.message}`));
   let exitCode: number = EXIT.ok;
+  // The running backup or restore, so a failure can be told apart from a Ctrl-C.
+  let interruption: Interruption | undefined;
+  const json = argv.includes('--json') && !argv.slice(0, argv.indexOf('--json')).includes('--');
 
   const program = new Command()
     .name('media-backup')
@@ -50,8 +88,12 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     )
     .version(TOOL_VERSION)
     .exitOverride()
-    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
-    .showHelpAfterError('(run with --help for usage)');
+    .configureOutput({
+      writeOut: (s) => (out.closed ? undefined : io.stdout.write(s)),
+      writeErr: (s) => (err.closed ? undefined : io.stderr.write(s)),
+    })
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', EXIT_CODES_HELP);
 
   const storeOption = () =>
     new Option('--store <url>', `where backups live: folder, file:///path or s3://bucket/prefix`)
@@ -61,7 +103,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
   program
     .command('backup')
     .description(
-      'take a backup: auto (default) is a full when none is younger than the full interval, else incremental',
+      'take a backup: auto (default) is a full when none is younger than the full interval, else incremental; exits 3 when it committed but skipped files or warned',
     )
     .argument('[type]', 'auto | full | incremental', 'auto')
     .addOption(
@@ -88,8 +130,20 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
         .env('COMPRESSION_LEVEL')
         .default(String(DEFAULT_LEVEL)),
     )
+    .addOption(
+      new Option(
+        '--max-shrink-percent <percent>',
+        'warn and exit 3 (the backup still commits) when the tree has this much fewer files or bytes than the previous backup',
+      )
+        .env('MAX_SHRINK_PERCENT')
+        .default('50'),
+    )
     .option('--json', 'print one JSON document on stdout')
     .option('-v, --verbose', 'log engine progress on stderr')
+    .addHelpText(
+      'after',
+      '\nBackup ids are the UTC start time: backup_20251227_020000 started at 02:00:00 UTC.\nCtrl-C aborts cleanly: the partial upload is removed, the lock released, FAILED recorded (exit 130).',
+    )
     .action(
       async (
         type: string,
@@ -99,6 +153,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           fullIntervalDays: string;
           rehash?: boolean;
           level: string;
+          maxShrinkPercent: string;
         },
       ) => {
         if (!['auto', 'full', 'incremental'].includes(type)) {
@@ -116,10 +171,26 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           );
         }
         const level = Number(opts.level);
+        const maxShrinkPercent = percent('--max-shrink-percent', opts.maxShrinkPercent);
         const store = await open(opts.store);
-        const progress = io.stderr.isTTY ? startProgressBar(io.stderr) : undefined;
-        let result: BackupSucceeded;
+        const progress = startProgress(io.stderr, 'backup');
+        interruption = onStopSignals();
+        // maxShrinkPercent and the result's warnings come with the engine's shrink check; the CLI
+        // passes and reads them whether or not this engine version knows them.
+        const options: BackupOptions & { maxShrinkPercent?: number } = {
+          source: opts.source,
+          type: type as RequestedType,
+          exclude: opts.exclude,
+          fullIntervalDays,
+          rehashAll: opts.rehash,
+          gzip: { level },
+          maxShrinkPercent,
+          signal: interruption.signal,
+          onProgress: progress.update,
+        };
+        let result: BackupSucceeded & { warnings?: readonly BackupWarning[] };
         try {
+          progress.phase(`scanning ${opts.source} (folders and file sizes)...`);
           result = await runBackup(
             {
               store,
@@ -127,24 +198,25 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
               logger: cliLogger(err, opts.verbose),
               owner: `${hostname()}:${process.pid}`,
             },
-            {
-              source: opts.source,
-              type: type as RequestedType,
-              exclude: opts.exclude,
-              fullIntervalDays,
-              rehashAll: opts.rehash,
-              gzip: { level },
-              onProgress: progress?.update,
-            },
+            options,
           );
         } finally {
-          progress?.stop();
+          progress.stop();
+          interruption.dispose();
         }
+        const warnings = result.warnings ?? [];
         if (opts.json) {
           out(JSON.stringify(result, null, 2));
         } else {
           printBackupSummary(out, store, result);
         }
+        for (const w of warnings) err(`warning: ${w.message}`);
+        if (result.skipped.length > 0 && !opts.json) {
+          err(
+            `warning: ${result.skipped.length} path(s) skipped; backup ${result.backupId} does not hold them as they are now (exit 3)`,
+          );
+        }
+        if (result.skipped.length > 0 || warnings.length > 0) exitCode = EXIT.warnings;
       },
     );
 
@@ -154,7 +226,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     .addOption(storeOption())
     .option('--json', 'print a JSON array on stdout')
     .action(async (opts: CommonOptions) => {
-      const store = await open(opts.store);
+      const store = await openExisting(opts.store);
       const backups = await listBackups(store);
       if (opts.json) {
         out(JSON.stringify(backups, null, 2));
@@ -181,7 +253,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     .addOption(storeOption())
     .option('--json', 'print one JSON document on stdout')
     .action(async (opts: CommonOptions) => {
-      const store = await open(opts.store);
+      const store = await openExisting(opts.store);
       const status = await readStoreStatus(store, systemClock.now());
       if (opts.json) out(JSON.stringify(status, null, 2));
       else {
@@ -209,7 +281,10 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     )
     .argument('[backup]', 'latest | backup id | archive name or key | path of a downloaded .tar.gz', 'latest')
     .option('--target <dir>', 'folder to restore into (must be empty or missing unless --replace)')
-    .option('--at <time>', 'the latest backup at or before this ISO-8601 time')
+    .option(
+      '--at <time>',
+      'the latest backup at or before this ISO-8601 time, UTC unless it has an offset (2025-12-27T02:00:00Z)',
+    )
     .option(
       '--path <glob>',
       'restore only matching paths (repeatable); a folder selects all below it',
@@ -235,18 +310,36 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
         if (!opts.target && !opts.dryRun) throw new UsageError('restore needs --target DIR (or --dry-run)');
         const at = opts.at ? parseInstant(opts.at) : undefined;
         if (at && backup !== 'latest') throw new UsageError('give either BACKUP or --at, not both');
-        const store = await open(opts.store);
-        const result = await runRestore(
-          { store, clock: systemClock, logger: cliLogger(err, opts.verbose) },
-          {
-            backup,
-            at,
-            paths: opts.path,
-            target: opts.target,
-            mode: opts.replace ? 'replace' : 'new-folder',
-            dryRun: opts.dryRun,
-          },
-        );
+        // A downloaded archive is restored without a store (disaster recovery from a copy).
+        const store = (await isLocalArchive(backup))
+          ? await open(opts.store)
+          : await openExisting(opts.store);
+        const progress = startProgress(io.stderr, opts.dryRun ? 'restore (dry run)' : 'restore');
+        interruption = onStopSignals();
+        // signal and onProgress come with the engine's abort and progress support; passed either way.
+        const options: RestoreOptions & {
+          signal?: AbortSignal;
+          onProgress?: (p: TransferProgress) => void;
+        } = {
+          backup,
+          at,
+          paths: opts.path,
+          target: opts.target,
+          mode: opts.replace ? 'replace' : 'new-folder',
+          dryRun: opts.dryRun,
+          signal: interruption.signal,
+          onProgress: progress.update,
+        };
+        let result: Awaited<ReturnType<typeof runRestore>>;
+        try {
+          result = await runRestore(
+            { store, clock: systemClock, logger: cliLogger(err, opts.verbose) },
+            options,
+          );
+        } finally {
+          progress.stop();
+          interruption.dispose();
+        }
         if (opts.json) {
           out(JSON.stringify(result, null, 2));
           return;
@@ -271,17 +364,41 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
   program
     .command('verify')
     .description('check that backups can be restored; exits 1 when anything is wrong')
-    .argument('[backup]', 'latest | backup id | archive name or key', 'latest')
-    .option('--all', 'every committed backup, including chain completeness')
+    .argument('[backup]', 'latest (default) | backup id | archive name or key; not with --all')
+    .option('--all', 'every committed backup, including chain completeness; exits 1 when there is none')
     .option('--deep', 'download, decompress and re-hash every file (a restore drill that writes nothing)')
     .addOption(storeOption())
     .option('--json', 'print one JSON document on stdout')
-    .action(async (backup: string, opts: CommonOptions & { all?: boolean; deep?: boolean }) => {
-      const store = await open(opts.store);
-      const result = await runVerify(
-        { store, clock: systemClock, logger: cliLogger(err, opts.verbose) },
-        { backup, all: opts.all, deep: opts.deep },
-      );
+    .option('-v, --verbose', 'log engine progress on stderr')
+    .action(async (backup: string | undefined, opts: CommonOptions & { all?: boolean; deep?: boolean }) => {
+      if (backup !== undefined && opts.all) {
+        throw new UsageError(
+          `give either BACKUP (${JSON.stringify(backup)}) or --all, not both: --all verifies every committed backup`,
+        );
+      }
+      const store = await openExisting(opts.store);
+      // A quick verify reads manifests and object sizes only: no bar.
+      const progress = opts.deep ? startProgress(io.stderr, 'verify --deep') : noProgress;
+      const options: VerifyOptions & { onProgress?: (p: TransferProgress) => void } = {
+        backup: backup ?? 'latest',
+        all: opts.all,
+        deep: opts.deep,
+        onProgress: progress.update,
+      };
+      let result: Awaited<ReturnType<typeof runVerify>>;
+      try {
+        result = await runVerify(
+          { store, clock: systemClock, logger: cliLogger(err, opts.verbose) },
+          options,
+        );
+      } finally {
+        progress.stop();
+      }
+      if (result.backups.length === 0) {
+        throw new NothingToVerifyError(
+          `nothing to verify: ${store.url} holds no committed backup. Run a backup first, or check --store.`,
+        );
+      }
       if (opts.json) out(JSON.stringify(result, null, 2));
       else {
         for (const b of result.backups) {
@@ -348,7 +465,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           retentionDays: positiveNumber('--retention-days', opts.retentionDays),
           hashLatest: opts.hash ?? false,
         };
-        const store = await open(opts.store);
+        const store = await openExisting(opts.store);
         const report = await runHealthChecks(
           { store, clock: systemClock, logger: cliLogger(err, opts.verbose) },
           options,
@@ -387,7 +504,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     .action(async (opts: CommonOptions & { retentionDays: string; fullIntervalDays: string }) => {
       const retentionDays = wholeDays('--retention-days', opts.retentionDays);
       const fullIntervalDays = wholeDays('--full-interval-days', opts.fullIntervalDays);
-      const store = await open(opts.store);
+      const store = await openExisting(opts.store);
       const report = await readRetention({ store, logger: cliLogger(err, opts.verbose) }, systemClock.now(), {
         retentionDays,
         fullIntervalDays,
@@ -422,7 +539,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     .addOption(storeOption())
     .option('--json', 'print one JSON document on stdout')
     .action(async (opts: CommonOptions) => {
-      const store = await open(opts.store);
+      const store = await openExisting(opts.store);
       const report = await readUsage(store, systemClock.now());
       if (opts.json) {
         out(JSON.stringify(report, null, 2));
@@ -458,21 +575,82 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     await program.parseAsync([...argv], { from: 'user' });
     return exitCode;
   } catch (error) {
-    if (error instanceof CommanderError) {
-      // Help and version exit 0; every other parser complaint is a usage error.
-      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    // Help and version exit 0.
+    if (error instanceof CommanderError && error.exitCode === 0) return EXIT.ok;
+    const failure = describeFailure(error, interruption?.received);
+    // Commander printed its own complaint (and the --help hint) already.
+    if (!(error instanceof CommanderError)) err(`media-backup: ${failure.message}`);
+    if (json) {
+      out(
+        JSON.stringify({
+          status: 'FAILED',
+          error: { name: failure.name, message: failure.message },
+          exitCode: failure.exitCode,
+        }),
+      );
     }
-    if (error instanceof UsageError || error instanceof StoreConfigError) {
-      err(`media-backup: ${errorMessage(error)}`);
-      return EXIT.usage;
-    }
-    err(`media-backup: ${errorMessage(error)}`);
-    return EXIT.failed;
+    return failure.exitCode;
   }
+}
+
+/** How a thrown error is reported: exit code, stable name and message. */
+function describeFailure(
+  error: unknown,
+  signal: keyof typeof SIGNAL_EXIT | undefined,
+): { exitCode: number; name: string; message: string } {
+  if (signal) {
+    // The engine aborted on the signal: whatever it threw (AbortError, a stream error) is the abort.
+    const what = new InterruptedError(signal);
+    return {
+      exitCode: SIGNAL_EXIT[signal],
+      name: what.name,
+      message: `${what.message}: stopped; nothing was committed, the partial upload was removed and the lock released`,
+    };
+  }
+  if (error instanceof CommanderError) {
+    // Every parser complaint (unknown option, missing argument) is a usage error.
+    return { exitCode: EXIT.usage, name: 'UsageError', message: error.message.replace(/^error: /, '') };
+  }
+  if (error instanceof UsageError || error instanceof StoreConfigError) {
+    return { exitCode: EXIT.usage, name: error.name, message: error.message };
+  }
+  const missing = storeNotFoundFrom(error);
+  if (missing) return { exitCode: EXIT.failed, name: missing.name, message: missing.message };
+  return {
+    exitCode: EXIT.failed,
+    name: error instanceof Error ? error.name : 'Error',
+    message: errorMessage(error),
+  };
+}
+
+/** `verify` found no committed backup to check: a pass over nothing is not a pass. */
+class NothingToVerifyError extends MediaBackupError {
+  override readonly name = 'NothingToVerifyError';
 }
 
 function open(url: string | undefined): Promise<ObjectStore> {
   return openStore(url ?? DEFAULT_STORE);
+}
+
+/** Opens the store of a read-only command: a store that does not exist is an error, never created. */
+async function openExisting(url: string | undefined): Promise<ObjectStore> {
+  const store = await open(url);
+  await assertStoreExists(store);
+  return store;
+}
+
+/** Mirrors the engine's rule: a BACKUP argument naming a `.tar.gz` file on the local disk. */
+async function isLocalArchive(spec: string): Promise<boolean> {
+  if (!spec.endsWith('.tar.gz')) return false;
+  return (await stat(spec).catch(() => undefined))?.isFile() ?? false;
+}
+
+function percent(flag: string, raw: string): number {
+  const n = Number(raw);
+  if (!/^\d+(\.\d+)?$/.test(raw.trim()) || !(n > 0) || n > 100) {
+    throw new UsageError(`${flag} must be a percentage above 0 and at most 100 (got ${JSON.stringify(raw)})`);
+  }
+  return n;
 }
 
 function positiveNumber(flag: string, raw: string): number {
@@ -504,36 +682,6 @@ function cliLogger(err: (line: string) => void, verbose = false): Logger {
     warn: (m, ...e) => line('warning:', m, e),
     // The failure itself is printed once by main(); repeat it only when asked for detail.
     error: (m, ...e) => verbose && line('error:', m, e),
-  };
-}
-
-function startProgressBar(stream: NodeJS.WritableStream) {
-  const bar = new cliProgress.SingleBar(
-    {
-      stream,
-      format:
-        'backup [{bar}] {percentage}% | {value}/{total} files | {done} / {size} | {rate} | ETA {eta_formatted}',
-      hideCursor: true,
-      etaBuffer: 50,
-      fps: 5,
-    },
-    cliProgress.Presets.shades_classic,
-  );
-  const started = Date.now();
-  let running = false;
-  return {
-    update: (p: BackupProgress) => {
-      const payload = {
-        done: formatBytes(p.bytes),
-        size: formatBytes(p.totalBytes),
-        rate: `${formatBytes(p.bytes / Math.max(0.001, (Date.now() - started) / 1000))}/s`,
-      };
-      if (!running) {
-        bar.start(p.totalFiles, p.files, payload);
-        running = true;
-      } else bar.update(p.files, payload);
-    },
-    stop: () => running && bar.stop(),
   };
 }
 

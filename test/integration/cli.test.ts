@@ -165,13 +165,15 @@ describe('media-backup CLI', () => {
     expect(usage.stderr).toMatch(/restore needs --target DIR \(or --dry-run\)/);
   });
 
-  it('exits 1 with a clear message and writes nothing when the source is missing', async () => {
-    const run = await cli(['backup', '--source', path.join(work, 'nope')], { cwd: work });
+  it('exits 1 with a clear message and backs nothing up when the source is missing', async () => {
+    const store = path.join(work, 'store');
+    await mkdir(store);
+    const run = await cli(['backup', '--source', path.join(work, 'nope'), '--store', store], { cwd: work });
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/source folder .*nope does not exist.*nothing was backed up/);
-    const list = await cli(['list', '--json'], { cwd: work });
+    const list = await cli(['list', '--json', '--store', store], { cwd: work });
     expect(JSON.parse(list.stdout)).toEqual([]);
-    const status = await cli(['status'], { cwd: work });
+    const status = await cli(['status', '--store', store], { cwd: work });
     expect(status.code).toBe(1);
     expect(status.stdout).toMatch(/Latest backup: none/);
   });
@@ -217,7 +219,8 @@ describe('media-backup CLI', () => {
     }
     const store = path.join(work, 'store');
     const first = await run(['backup', '--json', '--store', store]);
-    expect(first.code, first.stderr).toBe(0);
+    // Committed, but not everything is in it: exit 3.
+    expect(first.code, first.stderr).toBe(3);
     const result = JSON.parse(first.stdout);
     expect(result.files).toBe(4);
     expect(result.skipped).toEqual([
@@ -225,6 +228,7 @@ describe('media-backup CLI', () => {
       { path: 'private/secret.pdf', reason: 'permission denied' },
     ]);
     const human = await run(['backup', 'full', '--store', store]);
+    expect(human.code).toBe(3);
     expect(human.stdout).toMatch(/SKIPPED 2 path\(s\)/);
     expect(human.stdout).toMatch(/private\/secret.pdf: permission denied/);
   });

@@ -1,0 +1,295 @@
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { EXIT, main } from '../../bin/media-backup.js';
+import { tempDirs } from '../fixtures/engine.js';
+import { makeMediaTree } from '../fixtures/media-tree.js';
+import { type S3rverFixture, startS3rver } from '../fixtures/s3rver.js';
+
+const execFileAsync = promisify(execFile);
+const BIN = path.resolve('bin/media-backup.mjs');
+const CONFIG_ENV = [
+  'BACKUP_STORE',
+  'MEDIA_DIR',
+  'RETENTION_DAYS',
+  'FULL_INTERVAL_DAYS',
+  'MAX_BACKUP_AGE_HOURS',
+  'MIN_BACKUP_BYTES',
+  'MAX_SHRINK_PERCENT',
+  'COMPRESSION_LEVEL',
+];
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI in-process (the same `main` the bin entry runs) and captures its output. */
+async function cli(args: string[]): Promise<Run> {
+  const capture = () => {
+    const stream = new PassThrough();
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
+  };
+  const out = capture();
+  const err = capture();
+  const code = await main(args, { stdout: out.stream, stderr: err.stream });
+  return { code, stdout: out.text(), stderr: err.text() };
+}
+
+/** The caller's environment minus settings that would point the CLI elsewhere. */
+function childEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const name of CONFIG_ENV) delete env[name];
+  return env;
+}
+
+const dirs = tempDirs();
+let work: string;
+let media: string;
+let store: string;
+
+beforeEach(async () => {
+  for (const name of CONFIG_ENV) vi.stubEnv(name, undefined);
+  work = await dirs.make('cli-failures-');
+  media = path.join(work, 'media');
+  store = path.join(work, 'store');
+});
+afterEach(async () => {
+  vi.unstubAllEnvs();
+  await dirs.cleanup();
+});
+
+describe('read-only commands on a store that does not exist (a mistyped --store)', () => {
+  it.each([
+    [['list']],
+    [['list', '--json']],
+    [['usage']],
+    [['status']],
+    [['health']],
+    [['retention']],
+    [['verify']],
+    [['verify', '--all']],
+    [['restore', '--dry-run']],
+    [['restore', '--target', 'RESTORED']],
+  ])('%j exits 1, says there is no store, and creates nothing', async (args) => {
+    const missing = path.join(work, 'no-such-store');
+    const run = await cli([
+      ...args.map((a) => (a === 'RESTORED' ? path.join(work, 'restored') : a)),
+      '--store',
+      missing,
+    ]);
+
+    expect(run.code).toBe(EXIT.failed);
+    expect(run.stderr).toContain(
+      `no backup store at file://${missing}: the folder does not exist; check --store (or BACKUP_STORE)`,
+    );
+    expect(existsSync(missing)).toBe(false);
+    expect(await readdir(work)).toEqual([]);
+  });
+
+  it('a file given as the store is not a store', async () => {
+    const file = path.join(work, 'backups.txt');
+    await writeFile(file, 'not a store');
+    const run = await cli(['list', '--store', file]);
+    expect(run.code).toBe(EXIT.failed);
+    expect(run.stderr).toMatch(/no backup store at file:\/\/.*backups\.txt: it is a file, not a folder/);
+  });
+
+  it('an existing but empty store: list says so (exit 0), verify has nothing to verify (exit 1)', async () => {
+    const empty = await dirs.make('cli-failures-empty-');
+    const list = await cli(['list', '--store', empty]);
+    expect(list.code).toBe(EXIT.ok);
+    expect(list.stdout).toMatch(/No committed backups in file:\/\//);
+
+    const verifyAll = await cli(['verify', '--all', '--store', empty]);
+    expect(verifyAll.code).toBe(EXIT.failed);
+    expect(verifyAll.stderr).toMatch(/nothing to verify: file:\/\/.* holds no committed backup/);
+    expect(verifyAll.stdout).not.toMatch(/0 backup\(s\) verified/);
+  });
+
+  describe('on S3', () => {
+    let s3: S3rverFixture;
+    beforeAll(async () => {
+      s3 = await startS3rver();
+    });
+    afterAll(() => s3.stop());
+    beforeEach(() => {
+      for (const [name, value] of Object.entries({
+        AWS_ACCESS_KEY_ID: 'S3RVER',
+        AWS_SECRET_ACCESS_KEY: 'S3RVER',
+        AWS_REGION: 'us-east-1',
+        S3_ENDPOINT: s3.endpoint,
+        S3_FORCE_PATH_STYLE: 'true',
+        S3_CHECKSUMS: 'off',
+      }))
+        vi.stubEnv(name, value);
+    });
+
+    it.each([[['list']], [['verify', '--all']], [['usage']]])(
+      '%j on a bucket that does not exist exits 1 naming the bucket (NoSuchBucket)',
+      async (args) => {
+        const run = await cli([...args, '--store', 's3://no-such-bucket-h4/media-backups/']);
+        expect(run.code).toBe(EXIT.failed);
+        expect(run.stderr).toMatch(
+          /no backup store at s3:\/\/no-such-bucket-h4\/: the bucket does not exist \(NoSuchBucket\); check --store/,
+        );
+      },
+    );
+
+    it('an existing bucket with nothing under the prefix is an empty store', async () => {
+      const run = await cli(['list', '--store', `s3://${s3.bucket}/empty-prefix/`]);
+      expect(run.code).toBe(EXIT.ok);
+      expect(run.stdout).toMatch(/No committed backups/);
+    });
+  });
+});
+
+describe('--json on failure prints one FAILED object on stdout', () => {
+  it.each([
+    ['a missing store', ['list', '--json', '--store', 'MISSING'], EXIT.failed, 'StoreNotFoundError'],
+    [
+      'a missing source',
+      ['backup', '--json', '--source', 'MISSING', '--store', 'STORE'],
+      EXIT.failed,
+      'SourceError',
+    ],
+    ['an unknown option', ['backup', '--json', '--bogus'], EXIT.usage, 'UsageError'],
+    ['a bad value', ['backup', '--json', '--level', '10'], EXIT.usage, 'UsageError'],
+    ['BACKUP with --all', ['verify', 'latest', '--all', '--json'], EXIT.usage, 'UsageError'],
+    ['restore without a target', ['restore', '--json'], EXIT.usage, 'UsageError'],
+    [
+      'an unknown backup',
+      ['restore', 'backup_20200101_000000', '--dry-run', '--json', '--store', 'STORE'],
+      EXIT.failed,
+      'BackupStateError',
+    ],
+  ])('%s', async (_what, args, exitCode, name) => {
+    await makeMediaTree(media, { files: 2 });
+    await cli(['backup', '--source', media, '--store', store]);
+    const run = await cli(
+      args.map((a) => (a === 'MISSING' ? path.join(work, 'missing') : a === 'STORE' ? store : a)),
+    );
+
+    expect(run.code).toBe(exitCode);
+    const printed = JSON.parse(run.stdout);
+    expect(printed).toEqual({ status: 'FAILED', error: { name, message: expect.any(String) }, exitCode });
+    expect(printed.error.message.length).toBeGreaterThan(10);
+  });
+});
+
+describe('verify BACKUP --all', () => {
+  it('are exclusive: exit 2 naming both', async () => {
+    const run = await cli(['verify', 'backup_20251227_020000', '--all', '--store', work]);
+    expect(run.code).toBe(EXIT.usage);
+    expect(run.stderr).toMatch(/give either BACKUP \("backup_20251227_020000"\) or --all, not both/);
+  });
+});
+
+describe('exit code 3: committed with skipped paths', () => {
+  it('a backup that skipped a FIFO commits, reports it on stderr and exits 3', async () => {
+    await makeMediaTree(media, { files: 3 });
+    await execFileAsync('mkfifo', [path.join(media, 'pipe')]);
+
+    const run = await cli(['backup', '--source', media, '--store', store]);
+
+    expect(run.code).toBe(EXIT.warnings);
+    expect(run.stdout).toMatch(/Backup backup_\d{8}_\d{6} \(full\) committed/);
+    expect(run.stdout).toMatch(/SKIPPED 1 path\(s\)/);
+    expect(run.stderr).toMatch(/warning: 1 path\(s\) skipped/);
+    const list = await cli(['list', '--json', '--store', store]);
+    expect(JSON.parse(list.stdout)).toHaveLength(1);
+  });
+});
+
+/** Spawns the CLI through the package's bin entry, as a user runs it. */
+function spawnCli(args: string[]) {
+  return spawn(process.execPath, [BIN, ...args], {
+    cwd: work,
+    env: childEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+function finished(child: ReturnType<typeof spawnCli>): Promise<{ code: number | null; stderr: string }> {
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr += c.toString('utf8');
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+describe('a reader that closes stdout (list | head -1)', () => {
+  it.each([
+    ['list', () => ['list', '--store', store]],
+    ['backup', () => ['backup', '--source', media, '--store', store]],
+    ['list --json', () => ['list', '--json', '--store', store]],
+  ])('%s ends quietly with its own exit code, no EPIPE stack trace', async (_what, args) => {
+    await makeMediaTree(media, { files: 3 });
+    expect((await cli(['backup', 'full', '--source', media, '--store', store])).code).toBe(EXIT.ok);
+
+    const child = spawnCli(args());
+    // The reader is gone before the CLI writes its first line.
+    child.stdout?.destroy();
+    const { code, stderr } = await finished(child);
+
+    expect(stderr).not.toMatch(/EPIPE|Error:|at .*\.m?js:\d+/);
+    expect(code).toBe(EXIT.ok);
+    const list = await cli(['list', '--json', '--store', store]);
+    expect(JSON.parse(list.stdout).length).toBe(_what === 'backup' ? 2 : 1);
+  });
+});
+
+describe('Ctrl-C or SIGTERM during a backup', () => {
+  it.each([
+    ['SIGINT', EXIT.sigint],
+    ['SIGTERM', EXIT.sigterm],
+  ] as const)(
+    '%s aborts cleanly: partial removed, lock released, FAILED recorded, exit %i',
+    async (signal, exitCode) => {
+      await makeMediaTree(media, { files: 2 });
+      // A sparse 64 GiB file: reads as zeros at memory speed but takes minutes to gzip, so the run is
+      // still uploading when the signal arrives, however fast the machine.
+      await execFileAsync('truncate', ['-s', '64G', path.join(media, 'huge.bin')]);
+      const child = spawnCli(['backup', 'full', '--source', media, '--store', store]);
+      const done = finished(child);
+
+      // Signal once the archive upload has started (its partial file exists), not after a sleep.
+      const partials = async () =>
+        (await readdir(path.join(store, 'full')).catch(() => [] as string[])).filter((n) =>
+          n.includes('.partial-'),
+        );
+      await vi.waitFor(
+        async () => {
+          expect(await partials()).not.toEqual([]);
+        },
+        { timeout: 30_000, interval: 25 },
+      );
+      expect(existsSync(path.join(store, 'locks', 'backup.lock'))).toBe(true);
+      child.kill(signal);
+      const { code, stderr } = await done;
+
+      expect(code).toBe(exitCode);
+      expect(stderr.trim().split('\n')).toEqual([
+        `media-backup: interrupted by ${signal}: stopped; nothing was committed, the partial upload was removed and the lock released`,
+      ]);
+      expect(await partials()).toEqual([]);
+      expect(await readdir(path.join(store, 'full'))).toEqual([]);
+      expect(existsSync(path.join(store, 'locks', 'backup.lock'))).toBe(false);
+      const lastRun = JSON.parse(await readFile(path.join(store, 'status', 'last-run.json'), 'utf8'));
+      expect(lastRun).toMatchObject({ status: 'FAILED' });
+      const status = await cli(['status', '--store', store]);
+      expect(status.code).toBe(EXIT.failed);
+      expect(status.stdout).toMatch(/Last run: FAILED/);
+    },
+  );
+});
