@@ -7,6 +7,7 @@
  *   npm run bench                          # ~1 GiB tree under /tmp/media-backup-bench
  *   BENCH_BYTES=100000000 npm run bench    # quick run on ~100 MB
  *   BENCH_PEERS=0 npm run bench            # skip pigz/restic/borg
+ *   BENCH_FILE_COUNT=200000 npm run bench  # only the file-count section (bench/file-count.ts)
  *
  * Environment: BENCH_DIR (work folder), BENCH_BYTES (tree size), BENCH_RUNS (repetitions, median
  * reported), BENCH_SEED (tree seed), BENCH_PEERS=0 (skip the pigz/restic/borg peers), BENCH_S3=0
@@ -37,6 +38,7 @@ import path from 'node:path';
 import { DEFAULT_LEVEL } from '../lambda/core/parallel-gzip.js';
 import { documentBytes, seededRandom } from '../test/fixtures/media-tree.js';
 import { startS3rver } from '../test/fixtures/s3rver.js';
+import { runFileCountBench } from './file-count.js';
 import {
   buildVariantRunner,
   ensurePeerTools,
@@ -70,6 +72,8 @@ import {
 /** Bump when the tree layout or content rules change, so cached trees are rebuilt. */
 const GENERATOR = 'media-backup-bench/1';
 const WRITE_CHUNK = 1024 * 1024;
+/** BENCH_FILE_COUNT below this is not worth a per-100k figure. */
+const FILE_COUNT_MIN = 1000;
 /** Share of files the incremental finds changed. */
 const CHANGED_SHARE = 0.01;
 
@@ -384,6 +388,18 @@ function warmPageCache(root: string, files: readonly TreeFile[]): number {
 
 async function main(): Promise<void> {
   const config = readConfig();
+  const fileCount = process.env.BENCH_FILE_COUNT;
+  if (fileCount) {
+    // Alone: the file-count section does not need the byte tree, the peers or the variants.
+    const count = Number(fileCount);
+    if (!Number.isSafeInteger(count) || count < FILE_COUNT_MIN) {
+      throw new Error(
+        `BENCH_FILE_COUNT must be a whole number >= ${FILE_COUNT_MIN} (got ${JSON.stringify(fileCount)})`,
+      );
+    }
+    await runFileCountBench(config.dir, count);
+    return;
+  }
   const root = treeRoot(config);
   const scratch = path.join(config.dir, 'out');
   mkdirSync(config.dir, { recursive: true });

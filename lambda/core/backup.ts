@@ -24,8 +24,14 @@ import {
   totalsOf,
 } from './manifest.js';
 import { DEFAULT_LEVEL, type ParallelGzipOptions } from './parallel-gzip.js';
-import { chooseBackupType, diffManifests, type RequestedType, type TypeDecision } from './plan.js';
-import { resolveSourceRoot, type ScannedEntry, type SkippedPath, scanTree } from './scan.js';
+import {
+  chooseBackupType,
+  diffManifests,
+  entriesToPack,
+  type RequestedType,
+  type TypeDecision,
+} from './plan.js';
+import { resolveSourceRoot, type SkippedPath, scanTree } from './scan.js';
 import { TOOL_VERSION } from './version.js';
 
 export interface BackupDeps {
@@ -160,11 +166,7 @@ async function backupLocked(
     store: store.url,
   });
 
-  // Every folder and symlink goes into every archive (they are tiny), so full + incrementals
-  // extracted with plain tar also recreate empty folders and links.
-  const toPack: ScannedEntry[] = scan.entries.filter((e) => e.type !== 'file');
-  toPack.push(...plan.toArchive);
-  toPack.sort((a, b) => comparePaths(a.path, b.path));
+  const toPack = entriesToPack(scan.entries, plan.toArchive);
   const changedBytesPlanned = plan.toArchive.reduce((sum, f) => sum + f.size, 0);
   // Upper bound of the archive size: content + a header and padding per entry (+ PAX) + gzip framing.
   const maxBytes = Math.ceil((changedBytesPlanned + toPack.length * 3 * 512 + 1024 * 1024) * 1.01);

@@ -393,7 +393,7 @@ async function checkIntegrity(
   }
   if (o.hashLatest && problems.length === 0) {
     const result = await runVerify(deps, { backup: latest.backupId });
-    for (const b of result.backups) problems.push(...b.problems);
+    for (const b of result.backups) for (const problem of b.problems) problems.push(problem);
   }
   if (problems.length > 0) {
     return {

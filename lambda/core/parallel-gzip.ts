@@ -126,7 +126,8 @@ class GzipPool {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     // The least busy worker; ties go to the lowest index.
-    const worker = this.load.indexOf(Math.min(...this.load));
+    let worker = 0;
+    for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[worker]) worker = i;
     this.load[worker] += 1;
     const result = new Promise<MemberResult>((resolve, reject) => {
       this.waiters.set(id, { worker, slot, resolve, reject });

@@ -1,6 +1,6 @@
 import type { CatalogEntry } from './catalog.js';
 import { backupIdTime } from './layout.js';
-import type { BackupType, FileEntry, Manifest } from './manifest.js';
+import { type BackupType, comparePaths, type FileEntry, type Manifest } from './manifest.js';
 import type { ScannedEntry, ScannedFile } from './scan.js';
 
 export type RequestedType = BackupType | 'auto';
@@ -52,6 +52,21 @@ export interface BackupPlan {
   readonly unchanged: Map<string, FileEntry>;
   /** Files in the base that are gone now. */
   readonly deleted: string[];
+}
+
+/**
+ * What goes into this backup's archive, in path order: every folder and symlink (they are tiny, so
+ * full + incrementals extracted with plain tar also recreate empty folders and links) and the files
+ * to archive. Built without `push(...array)`: spreading 200,000 entries as call arguments overflowed
+ * the stack ("Maximum call stack size exceeded", issue 10 item 0).
+ */
+export function entriesToPack(
+  scanned: readonly ScannedEntry[],
+  toArchive: readonly ScannedFile[],
+): ScannedEntry[] {
+  const out: ScannedEntry[] = scanned.filter((e) => e.type !== 'file');
+  for (const file of toArchive) out.push(file);
+  return out.sort((a, b) => comparePaths(a.path, b.path));
 }
 
 /**

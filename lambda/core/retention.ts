@@ -97,14 +97,14 @@ export function retentionReport(
   const backups: BackupRetention[] = [];
   for (const [backupId, group] of [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
     const expiries = group.map((o) => expiryOf.get(o.key)?.getTime() ?? Number.POSITIVE_INFINITY);
-    const expiresAt = new Date(Math.min(...expiries));
+    const expiresAt = new Date(minOf(expiries));
     const manifest = group.find((o) => o.category === 'manifests');
     let restorableUntil: Date | null = null;
     const refs = references.get(backupId);
     if (manifest && refs) {
       // A referenced archive that is already gone makes the backup unrestorable now.
       const needed = [manifest.key, ...refs].map((key) => expiryOf.get(key)?.getTime() ?? now.getTime());
-      restorableUntil = new Date(Math.min(...needed));
+      restorableUntil = new Date(minOf(needed));
     }
     backups.push({
       backupId,
@@ -133,6 +133,13 @@ export function retentionReport(
     },
     kept: { objects: keptObjects, bytes: keptBytes },
   };
+}
+
+/** The smallest number; a loop, not Math.min(...values), which overflows the stack on large arrays. */
+function minOf(values: readonly number[]): number {
+  let min = Number.POSITIVE_INFINITY;
+  for (const v of values) if (v < min) min = v;
+  return min;
 }
 
 /** Lists the store, reads every committed manifest for its references, and reports retention. */

@@ -153,7 +153,8 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
         visit(abs, rel).then(
           (subdirs) => {
             active -= 1;
-            pending.push(...subdirs);
+            // A loop, not push(...subdirs): a folder can hold more subfolders than a call takes arguments.
+            for (const subdir of subdirs) pending.push(subdir);
             pump();
           },
           (error) => {
