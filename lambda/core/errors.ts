@@ -31,6 +31,14 @@ export class UsageError extends MediaBackupError {
   override readonly name: string = 'UsageError';
 }
 
+/**
+ * A restore could not write to its target (disk full, quota, read-only, permission): a local
+ * problem, not a fault of the backup, which stays good.
+ */
+export class RestoreTargetError extends MediaBackupError {
+  override readonly name = 'RestoreTargetError';
+}
+
 /** The archive written to the store does not match what was produced. */
 export class ArchiveVerificationError extends MediaBackupError {
   override readonly name = 'ArchiveVerificationError';

@@ -25,6 +25,8 @@ export interface SymlinkEntry {
   readonly path: string;
   readonly type: 'symlink';
   readonly target: string;
+  /** The link's own mtime (lstat); absent in manifests written before it was recorded. */
+  readonly mtimeMs?: number;
 }
 
 export interface DirEntry {
@@ -120,7 +122,7 @@ export async function decodeManifest(data: Buffer, label: string): Promise<Manif
   const notFolders = new Map<string, string>();
   for (let i = 1; i < lines.length; i++) {
     const where = `manifest ${label} line ${i + 1}`;
-    const entry = validateEntry(parseLine(lines[i], label, i + 1), where);
+    const entry = validateEntry(parseLine(lines[i], label, i + 1), where, header.backupId);
     if (previous !== undefined && comparePaths(previous, entry.path) >= 0) {
       throw new ManifestError(`${where}: path ${JSON.stringify(entry.path)} is out of order or duplicated`);
     }
@@ -170,24 +172,41 @@ function parseLine(line: string, label: string, lineNo: number): Record<string, 
   throw new ManifestError(`manifest ${label} line ${lineNo} is not a JSON object`);
 }
 
-function validateEntry(raw: Record<string, unknown>, where: string): ManifestEntry {
+/** Permission bits a scan records (`st_mode & 0o7777`): anything else is not a mode we wrote. */
+const MAX_MODE = 0o7777;
+/** The JavaScript Date range (±100,000,000 days from 1970): any real file time fits. */
+const MAX_TIME_MS = 8.64e15;
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isMode = (v: unknown): v is number => isCount(v) && v <= MAX_MODE;
+const isTime = (v: unknown): v is number =>
+  typeof v === 'number' && Number.isFinite(v) && Math.abs(v) <= MAX_TIME_MS;
+
+/**
+ * Checks one entry field by field, so a bad value is reported as the manifest's fault (naming the
+ * backup, the path and the field) before a restore passes it to chmod/utimes, whose errors would
+ * otherwise look like a damaged archive.
+ */
+function validateEntry(raw: Record<string, unknown>, where: string, backupId: string): ManifestEntry {
   assertSafeRelativePath(raw.path, where);
-  const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  const invalid = (field: string, expected: string) =>
+    new ManifestError(
+      `${where}: manifest field invalid${where.includes(backupId) ? '' : ` in backup ${backupId}`}: ${String(raw.type)} ${JSON.stringify(raw.path)} has \`${field}\` = ${JSON.stringify(raw[field]) ?? 'missing'}, expected ${expected}. The manifest is damaged or was altered (the archive itself may be fine): restore another backup, or extract this backup's archive with GNU tar.`,
+    );
+  const check = (field: string, ok: (v: unknown) => boolean, expected: string, optional = false) => {
+    if (optional && raw[field] === undefined) return;
+    if (!ok(raw[field])) throw invalid(field, expected);
+  };
+  const MODE = 'a permission mode from 0 to 0o7777 (4095)';
+  const TIME = 'a time in milliseconds since 1970 (a finite number within ±8.64e15)';
   switch (raw.type) {
     case 'file':
-      if (
-        !isCount(raw.size) ||
-        typeof raw.mtimeMs !== 'number' ||
-        !isCount(raw.mode) ||
-        typeof raw.sha256 !== 'string' ||
-        !/^[0-9a-f]{64}$/.test(raw.sha256) ||
-        typeof raw.archive !== 'string'
-      ) {
-        throw new ManifestError(
-          `${where}: file entry ${JSON.stringify(raw.path)} has missing or invalid fields`,
-        );
-      }
-      if (!ARCHIVE_KEY.test(raw.archive)) {
+      check('size', isCount, 'a byte count (a non-negative integer)');
+      check('mtimeMs', isTime, TIME);
+      check('mode', isMode, MODE);
+      check('sha256', (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v), '64 lowercase hex digits');
+      check('archive', (v) => typeof v === 'string', 'an archive key');
+      if (!ARCHIVE_KEY.test(raw.archive as string)) {
         throw new UnsafePathError(
           `${where}: file entry ${JSON.stringify(raw.path)} names archive ${JSON.stringify(raw.archive)}, which is not a media-backup archive key`,
         );
@@ -197,10 +216,11 @@ function validateEntry(raw: Record<string, unknown>, where: string): ManifestEnt
       if (typeof raw.target !== 'string' || raw.target.length === 0 || raw.target.includes('\0')) {
         throw new ManifestError(`${where}: symlink ${JSON.stringify(raw.path)} has an invalid target`);
       }
+      check('mtimeMs', isTime, TIME, true);
       return raw as unknown as SymlinkEntry;
     case 'dir':
-      if (!isCount(raw.mode))
-        throw new ManifestError(`${where}: dir ${JSON.stringify(raw.path)} has no valid mode`);
+      check('mode', isMode, MODE);
+      check('mtimeMs', isTime, TIME, true);
       return raw as unknown as DirEntry;
     default:
       throw new ManifestError(`${where}: unknown entry type ${JSON.stringify(raw.type)}`);

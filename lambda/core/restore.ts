@@ -30,7 +30,13 @@ import type { ObjectStore } from '../store/types.js';
 import { ArchiveIntegrityError, readTarGz, type TarEntry } from './archive-reader.js';
 import { readManifest } from './catalog.js';
 import type { Clock, Logger } from './deps.js';
-import { BackupStateError, errorMessage, UsageError } from './errors.js';
+import {
+  BackupStateError,
+  errorMessage,
+  MediaBackupError,
+  RestoreTargetError,
+  UsageError,
+} from './errors.js';
 import { backupIdFor } from './layout.js';
 import {
   comparePaths,
@@ -132,14 +138,18 @@ export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Pr
   const target = options.target ? path.resolve(options.target) : null;
   if (target && !dryRun && mode === 'new-folder') await assertEmptyOrMissing(target);
   const staging = target && !dryRun ? `${target}.restore-staging-${randomBytes(4).toString('hex')}` : null;
-  const writer = new TreeWriter(staging, plan.label);
+  const writer = new TreeWriter(staging, plan.label, target);
   deps.logger.info('restore started', { backup: plan.label, target, mode, dryRun, staging });
 
   let previousTree: string | null = null;
   try {
     if (staging) {
-      await mkdir(path.dirname(staging), { recursive: true });
-      await mkdir(staging, { recursive: false, mode: 0o700 });
+      try {
+        await mkdir(path.dirname(staging), { recursive: true });
+        await mkdir(staging, { recursive: false, mode: 0o700 });
+      } catch (error) {
+        throw targetError(error, target!, 'creating the staging folder', staging);
+      }
     }
     const extracted = await extractAll(plan, openArchive, writer);
     if (staging) {
@@ -152,6 +162,8 @@ export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Pr
         target!,
         mode,
         backupIdFor(deps.clock.now()).slice('backup_'.length),
+      ).catch((error) =>
+        Promise.reject(targetError(error, target!, 'moving the restored tree into', target!)),
       );
     }
     const files = [...extracted.files.values()];
@@ -402,6 +414,29 @@ function sizeMismatch(label: string, rel: string, actual: number, declared: numb
   );
 }
 
+const TARGET_FAILURES: Record<string, string> = {
+  ENOSPC: 'no space left on the device (the disk is full)',
+  EDQUOT: 'the disk quota is exceeded',
+  EROFS: 'the file system is read-only',
+  EACCES: 'permission denied (the target is not writable)',
+  EPERM: 'operation not permitted (the target is not writable)',
+  EIO: "an I/O error on the target's disk",
+};
+
+/**
+ * Turns the error of a file system call on the restore target into a {@link RestoreTargetError}
+ * that names the target and says the backup is not at fault. Other errors are returned as they are.
+ */
+function targetError(error: unknown, target: string, action: string, where: string): unknown {
+  const errno = error as NodeJS.ErrnoException;
+  if (error instanceof MediaBackupError || typeof errno?.code !== 'string' || !errno.syscall) return error;
+  const what = TARGET_FAILURES[errno.code] ?? `${errno.code} (${errno.message})`;
+  return new RestoreTargetError(
+    `restore target ${target}: ${action} ${where} failed: ${what}. The backup is not at fault and stays good: free space (or fix the permissions) at the target, or restore into a folder on another disk. Nothing was restored; the target was left as it was.`,
+    { cause: error },
+  );
+}
+
 /** Writes a tree under `root`, or only hashes when `root` is null (dry run). */
 class TreeWriter {
   /** Folders below root that we created or checked: real folders, not links. */
@@ -410,7 +445,14 @@ class TreeWriter {
   constructor(
     private readonly root: string | null,
     private readonly label: string,
+    /** The restore target the operator named (the root is a staging folder beside it). */
+    private readonly target: string | null = root,
   ) {}
+
+  /** A failed file system call on the target: the target's fault, never the archive's. */
+  private failed(error: unknown, action: string, rel: string): unknown {
+    return targetError(error, this.target ?? '', action, rel ? `${this.target}/${rel}` : (this.target ?? ''));
+  }
 
   private pathOf(rel: string): string {
     // Paths were validated (no `..`, not absolute); join keeps them under root.
@@ -426,9 +468,14 @@ class TreeWriter {
     const slash = rel.lastIndexOf('/');
     await this.ensureFolder(slash < 0 ? '' : rel.slice(0, slash));
     const abs = this.pathOf(rel);
-    const st = lstatSync(abs, { throwIfNoEntry: false });
-    if (!st) mkdirSync(abs, { mode: 0o700 });
-    else if (!st.isDirectory()) {
+    let st: ReturnType<typeof lstatSync>;
+    try {
+      st = lstatSync(abs, { throwIfNoEntry: false });
+      if (!st) mkdirSync(abs, { mode: 0o700 });
+    } catch (error) {
+      throw this.failed(error, 'creating folder', rel);
+    }
+    if (st && !st.isDirectory()) {
       throw new ArchiveIntegrityError(
         `${this.label}: ${JSON.stringify(rel)} must be a folder but is a ${st.isSymbolicLink() ? 'symlink' : 'file'}; refusing to write below it`,
       );
@@ -474,7 +521,7 @@ class TreeWriter {
       if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
         throw new ArchiveIntegrityError(`${this.label}: ${JSON.stringify(rel)} would be written twice`);
       }
-      throw error;
+      throw this.failed(error, 'creating file', rel);
     }
     try {
       for await (const chunk of body) {
@@ -483,11 +530,19 @@ class TreeWriter {
           throw sizeMismatch(this.label, rel, size + buffer.length, maxBytes);
         hash.update(buffer);
         size += buffer.length;
-        for (let at = 0; at < buffer.length; ) at += writeSync(fd, buffer, at);
+        try {
+          for (let at = 0; at < buffer.length; ) at += writeSync(fd, buffer, at);
+        } catch (error) {
+          throw this.failed(error, 'writing', rel);
+        }
       }
       if (meta) {
-        fchmodSync(fd, meta.mode);
-        futimesSync(fd, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
+        try {
+          fchmodSync(fd, meta.mode);
+          futimesSync(fd, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
+        } catch (error) {
+          throw this.failed(error, 'setting mode and time of', rel);
+        }
       }
     } finally {
       closeSync(fd);
@@ -503,6 +558,8 @@ class TreeWriter {
       try {
         await symlink(l.target, this.pathOf(l.path));
       } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
+          throw this.failed(error, 'creating symlink', l.path);
         throw new ArchiveIntegrityError(
           `${this.label}: symlink ${JSON.stringify(l.path)} cannot be created (${(error as NodeJS.ErrnoException).code}): a file or folder already has that path`,
           { cause: error },
@@ -512,10 +569,17 @@ class TreeWriter {
     // Deepest first, so restoring a read-only folder's mode does not block its children.
     for (const d of [...dirs].sort((a, b) => comparePaths(b.path, a.path))) {
       const p = this.pathOf(d.path);
-      await chmod(p, d.mode);
-      if (d.mtimeMs !== undefined) await utimes(p, d.mtimeMs / 1000, d.mtimeMs / 1000);
+      try {
+        await chmod(p, d.mode);
+        if (d.mtimeMs !== undefined) await utimes(p, d.mtimeMs / 1000, d.mtimeMs / 1000);
+      } catch (error) {
+        throw this.failed(error, 'setting mode and time of', d.path);
+      }
     }
-    if (this.root) await chmod(this.root, 0o755);
+    if (this.root)
+      await chmod(this.root, 0o755).catch((error) =>
+        Promise.reject(this.failed(error, 'setting mode of', '')),
+      );
   }
 }
 

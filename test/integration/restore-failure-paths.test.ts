@@ -1,6 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, readdirSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync } from 'node:fs';
+import { mkdir, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -130,6 +132,123 @@ describe('item 6: restore enforces the manifest sizes while writing', () => {
     });
     await expect(runRestore(deps(), { backup: ID, dryRun: true })).rejects.toThrow(
       /"a\.txt" is 65536 bytes in the archive but the manifest declares \d+ bytes/,
+    );
+  });
+});
+
+/** Whether this process may mount a tmpfs (root in a container that allows it). */
+function probeMount(): string | null {
+  const probe = mkdtempSync(path.join(tmpdir(), 'mount-probe-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', probe], { stdio: 'pipe' });
+    execFileSync('umount', [probe], { stdio: 'pipe' });
+    return null;
+  } catch (error) {
+    return (error as Error).message.split('\n')[0];
+  } finally {
+    rmdirSync(probe);
+  }
+}
+const mountRefused = probeMount();
+if (mountRefused) {
+  console.warn(
+    `restore-failure-paths: the disk-full and read-only tests need 'mount -t tmpfs' (root) and are skipped here: ${mountRefused}`,
+  );
+}
+
+describe.skipIf(mountRefused !== null)('item 11: a full or read-only target is blamed on the target', () => {
+  let disk: string;
+
+  beforeEach(() => {
+    disk = path.join(sandbox, 'disk');
+    mkdirSync(disk);
+  });
+  afterEach(() => {
+    execFileSync('umount', [disk], { stdio: 'pipe' });
+  });
+
+  const mountDisk = (options: string) => execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', disk]);
+
+  it.each(MODES)(
+    'ENOSPC while writing says the target disk is full, naming the target, not a damaged archive (%s)',
+    async (mode) => {
+      mountDisk('size=1m');
+      target = path.join(disk, 'target');
+      const video = randomBytes(3 * 1024 * 1024);
+      await craftBackup(storeDir, {
+        tar: [tarFile('a.txt', A), tarFile('video.mp4', video)],
+        manifest: [fileLine('a.txt', A, ARCHIVE), fileLine('video.mp4', video, ARCHIVE)],
+      });
+      if (mode === 'replace') {
+        await mkdir(target);
+        await makeMediaTree(target, { files: 3, seed: 3, maxFileBytes: 2048 });
+      }
+      const liveBefore = mode === 'replace' ? await snapshotTree(target, SNAPSHOT) : undefined;
+
+      const restoring = runRestore(deps(), { backup: ID, target, mode });
+      await restoring.catch(() => undefined);
+
+      expect(readdirSync(disk)).toEqual(mode === 'replace' ? ['target'] : []);
+      if (liveBefore) expect(await snapshotTree(target, SNAPSHOT)).toEqual(liveBefore);
+      await expect(restoring).rejects.toMatchObject({ name: 'RestoreTargetError' });
+      await expect(restoring).rejects.toThrow(
+        new RegExp(
+          `^restore target ${target}: writing ${target}/video\\.mp4 failed: no space left on the device \\(the disk is full\\)\\. The backup is not at fault`,
+        ),
+      );
+    },
+  );
+
+  it('a read-only target file system says so, naming the target', async () => {
+    mountDisk('size=1m,ro');
+    target = path.join(disk, 'target');
+    await craftBackup(storeDir, { tar: [tarFile('a.txt', A)], manifest: [fileLine('a.txt', A, ARCHIVE)] });
+
+    await expect(runRestore(deps(), { backup: ID, target })).rejects.toThrow(
+      new RegExp(
+        `^restore target ${target}: creating the staging folder ${target}\\.restore-staging-[0-9a-f]+ failed: the file system is read-only\\.`,
+      ),
+    );
+  });
+});
+
+describe('item 11: a manifest with an invalid field is blamed on the manifest, not the archive', () => {
+  it.each([
+    ['file', 'mode', 2 ** 40],
+    ['file', 'mode', 0o170000],
+    ['file', 'mtimeMs', 1e20],
+    ['file', 'mtimeMs', '2025-01-01'],
+    ['file', 'size', -1],
+    ['dir', 'mode', 2 ** 40],
+    ['dir', 'mtimeMs', 'yesterday'],
+    ['symlink', 'mtimeMs', 1e300],
+  ])('a %s entry with %s = %j is refused as "manifest field invalid"', async (type, field, value) => {
+    const line =
+      type === 'file'
+        ? fileLine('docs/a.txt', A, ARCHIVE, { [field]: value })
+        : type === 'dir'
+          ? { path: 'docs', type, mode: 0o755, mtimeMs: MTIME_MS, [field]: value }
+          : { path: 'docs/link', type, target: 'a.txt', mtimeMs: MTIME_MS, [field]: value };
+    const manifest = [
+      ...(type === 'dir' ? [] : [{ path: 'docs', type: 'dir', mode: 0o755, mtimeMs: MTIME_MS }]),
+      ...(type === 'file' ? [] : [fileLine('docs/a.txt', A, ARCHIVE)]),
+      line,
+    ];
+    await craftBackup(storeDir, {
+      tar: [{ header: { name: 'docs/', type: 'directory', mode: 0o755 } }, tarFile('docs/a.txt', A)],
+      manifest,
+      totals: { files: 1, bytes: A.length },
+    });
+    const assertUntouched = await armTarget('replace');
+
+    const restoring = runRestore(deps(), { backup: ID, target, mode: 'replace' });
+    await restoring.catch(() => undefined);
+
+    await assertUntouched();
+    await expect(restoring).rejects.toThrow(
+      new RegExp(
+        `^manifest full/${ID}\\.manifest\\.jsonl\\.gz \\(backup ${ID}\\) line \\d+: manifest field invalid: ${type} "${line.path}" has \`${field}\` = `,
+      ),
     );
   });
 });

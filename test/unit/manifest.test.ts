@@ -142,6 +142,53 @@ describe('manifest', () => {
     },
   );
 
+  it.each([
+    ['file', 'mode', 0o10000, 'a permission mode from 0 to 0o7777'],
+    ['file', 'mode', 1.5, 'a permission mode'],
+    ['file', 'mtimeMs', 1e20, 'a time in milliseconds since 1970'],
+    ['file', 'mtimeMs', null, 'a time in milliseconds'],
+    ['file', 'size', 2 ** 53, 'a byte count'],
+    ['dir', 'mode', -1, 'a permission mode'],
+    ['dir', 'mtimeMs', '1', 'a time in milliseconds'],
+    ['symlink', 'mtimeMs', -1e16, 'a time in milliseconds'],
+  ])(
+    'names the backup, path and field of a %s entry with an invalid %s (%j)',
+    async (type, field, value, expected) => {
+      const base =
+        type === 'file'
+          ? {
+              path: 'p',
+              type,
+              size: 1,
+              mtimeMs: 1,
+              mode: 420,
+              sha256: SHA,
+              archive: 'full/backup_20251227_020000.tar.gz',
+            }
+          : type === 'dir'
+            ? { path: 'p', type, mode: 493, mtimeMs: 1 }
+            : { path: 'p', type, target: 'x', mtimeMs: 1 };
+      const files = type === 'file' ? 1 : 0;
+      const data = rawManifest([
+        { ...manifestOf([]).header, totals: { files, bytes: files } },
+        { ...base, [field]: value },
+      ]);
+      await expect(decodeManifest(data, 'fields')).rejects.toThrow(
+        `manifest fields line 2: manifest field invalid in backup backup_20251227_020000: ${type} "p" has \`${field}\` = ${JSON.stringify(value)}, expected ${expected}`,
+      );
+    },
+  );
+
+  it('accepts negative (pre-1970) times, a missing folder or link time, and fractional milliseconds', async () => {
+    const entries: ManifestEntry[] = [
+      { path: 'a', type: 'dir', mode: 0o7777, mtimeMs: -86_400_000.25 },
+      { path: 'b', type: 'dir', mode: 0 },
+      { path: 'c', type: 'symlink', target: 'a', mtimeMs: 1735264800000.5 },
+    ];
+    const decoded = await decodeManifest(await encodeManifest(manifestOf(entries)), 'ok');
+    expect(decoded.entries).toEqual(entries);
+  });
+
   it('rejects header totals that disagree with the entries', async () => {
     const header = { ...manifestOf([]).header, totals: { files: 5, bytes: 10 } };
     await expect(decodeManifest(rawManifest([header]), 'tot')).rejects.toThrow(/totals .* do not match/);
@@ -166,7 +213,7 @@ describe('manifest', () => {
         { ...manifestOf([]).header, totals: { files: 1, bytes: 1 } },
         { path: 'x', type: 'file', size: 1, mtimeMs: 1, mode: 420, sha256: 'zz', archive: 'a' },
       ]),
-      /file entry "x" has missing or invalid fields/,
+      /line 2: manifest field invalid in backup backup_20251227_020000: file "x" has `sha256` = "zz", expected 64 lowercase hex digits/,
     ],
     [
       'unknown type',
