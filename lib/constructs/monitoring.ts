@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { Duration, Stack } from 'aws-cdk-lib';
+import { ArnFormat, Duration, Stack } from 'aws-cdk-lib';
 import {
   Alarm,
   AlarmStatusWidget,
@@ -11,6 +11,7 @@ import {
 } from 'aws-cdk-lib/aws-cloudwatch';
 import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
 import type { IFileSystem } from 'aws-cdk-lib/aws-efs';
+import { PolicyStatement, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import type { IKey } from 'aws-cdk-lib/aws-kms';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
@@ -230,11 +231,14 @@ export class Monitoring extends Construct {
       target: props.scheduler.invokeTarget(this.monitorFunction.function, {}),
     });
 
+    // Every alarm of this construct is named `<stack>-<key>`, so one ARN pattern covers them all.
+    const alarmNamePrefix = `${stackName}-`;
+    this.allowAlarmsToPublish(props.alarmTopic, alarmNamePrefix);
     const action = new SnsAction(props.alarmTopic);
     const alarms: Record<string, Alarm> = {};
     const alarm = (key: string, spec: AlarmSpec): Alarm => {
       const created = new Alarm(this, `${pascal(key)}Alarm`, {
-        alarmName: `${stackName}-${key}`,
+        alarmName: `${alarmNamePrefix}${key}`,
         alarmDescription: spec.description,
         metric: spec.metric,
         threshold: spec.threshold,
@@ -333,6 +337,37 @@ export class Monitoring extends Construct {
     this.alarms = alarms;
 
     this.dashboard = this.createDashboard(stackName, maxBackupAgeHours, props.backupFunction, functions);
+  }
+
+  /**
+   * A topic policy replaces SNS's default policy (the topic's `enforceSSL` writes one holding only
+   * the deny-non-TLS statement), and then nothing lets CloudWatch publish: every alarm action fails
+   * with "not authorized to perform: SNS:Publish". Allow exactly this account's alarms named
+   * `<alarmNamePrefix>*` (confused-deputy conditions on both the account and the alarm ARN).
+   * A KMS-encrypted topic would also need its key policy to let `cloudwatch.amazonaws.com` use the
+   * key (the AWS-managed SNS key cannot be used by CloudWatch at all); the alarm topic is unencrypted.
+   */
+  private allowAlarmsToPublish(topic: ITopic, alarmNamePrefix: string): void {
+    const stack = Stack.of(this);
+    topic.addToResourcePolicy(
+      new PolicyStatement({
+        sid: 'AllowThisStacksAlarmsToPublish',
+        principals: [new ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [topic.topicArn],
+        conditions: {
+          StringEquals: { 'aws:SourceAccount': stack.account },
+          ArnLike: {
+            'aws:SourceArn': stack.formatArn({
+              service: 'cloudwatch',
+              resource: 'alarm',
+              resourceName: `${alarmNamePrefix}*`,
+              arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+            }),
+          },
+        },
+      }),
+    );
   }
 
   private createDashboard(
