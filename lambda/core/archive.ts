@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
 import { ParallelGzip, type ParallelGzipOptions, type ParallelGzipStats } from './parallel-gzip.js';
 import type { ScannedEntry, ScannedFile, SkippedPath } from './scan.js';
-import { describeFsError } from './scan.js';
+import { describeFileType, describeFsError } from './scan.js';
 
 type TarHeader = Parameters<tarStream.Pack['entry']>[0];
 type TarSink = ReturnType<tarStream.Pack['entry']>;
@@ -108,7 +108,13 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
           mtime: new Date(entry.mtimeMs),
         });
       } else if (entry.type === 'symlink') {
-        await addEntry(pack, { name: entry.path, type: 'symlink', linkname: entry.target, mode: 0o777 });
+        await addEntry(pack, {
+          name: entry.path,
+          type: 'symlink',
+          linkname: entry.target,
+          mode: 0o777,
+          mtime: new Date(entry.mtimeMs),
+        });
       } else {
         const outcome = await packFile(pack, readBuffers, options.root, entry, abort.signal);
         if ('reason' in outcome) skipped.push(outcome);
@@ -223,13 +229,23 @@ async function packFile(
   let fd: number;
   try {
     // O_NOFOLLOW: a file swapped for a symlink after the scan is never followed out of the tree.
-    fd = openSync(path.join(root, scanned.path), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO swapped in after the scan would block open() until a writer came (forever);
+    // it opens at once and fstat below skips it. On a regular file the flag changes nothing.
+    fd = openSync(
+      path.join(root, scanned.path),
+      fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK,
+    );
   } catch (error) {
     return { path: scanned.path, reason: describeFsError(error) };
   }
   try {
     const before = fstatSync(fd);
-    if (!before.isFile()) return { path: scanned.path, reason: 'no longer a regular file' };
+    if (!before.isFile()) {
+      return {
+        path: scanned.path,
+        reason: `became a ${describeFileType(before)} after the scan: not a regular file, skipped`,
+      };
+    }
     // The header is written from this fstat (not the scan), so a change between scan and open is fine.
     const size = before.size;
     const mode = before.mode & 0o7777;
@@ -260,7 +276,16 @@ async function packFile(
     }
     await done;
     const after = fstatSync(fd);
-    if (read !== size || after.size !== size || after.mtimeMs !== before.mtimeMs) {
+    // ctime too: a rewrite in place that puts size and mtime back (cp -p, rsync --inplace -t) leaves
+    // only ctime changed, and the bytes we hashed may never have existed together.
+    if (
+      read !== size ||
+      after.size !== size ||
+      after.mtimeMs !== before.mtimeMs ||
+      after.ctimeMs !== before.ctimeMs ||
+      after.ino !== before.ino ||
+      after.dev !== before.dev
+    ) {
       return { path: scanned.path, reason: 'changed while being read' };
     }
     return { path: scanned.path, size, mtimeMs: before.mtimeMs, mode, sha256: hash.digest('hex') };

@@ -22,6 +22,8 @@ export interface ScannedSymlink {
   readonly path: string;
   readonly type: 'symlink';
   readonly target: string;
+  /** The link's own mtime (lstat), restored with lutimes. */
+  readonly mtimeMs: number;
 }
 export type ScannedEntry = ScannedFile | ScannedDir | ScannedSymlink;
 
@@ -33,6 +35,8 @@ export interface SkippedPath {
 export interface ScanResult {
   /** Absolute, symlink-free path of the scanned root. */
   readonly root: string;
+  /** The root folder's own mode and mtime, read before the walk (a restore gives them to its target). */
+  readonly rootMeta?: { readonly mode: number; readonly mtimeMs: number };
   /** Sorted by path (code unit order), as the manifest requires. */
   readonly entries: ScannedEntry[];
   readonly skipped: SkippedPath[];
@@ -89,6 +93,8 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
   const entries: ScannedEntry[] = [];
   const skipped: SkippedPath[] = [];
   let excluded = 0;
+  const rootStat = await io.lstat(root);
+  const rootMeta = { mode: rootStat.mode & 0o7777, mtimeMs: rootStat.mtimeMs };
 
   /** Lists one folder and stats its entries; returns its subfolders. */
   const visit = async (absDir: string, relDir: string): Promise<[string, string][]> => {
@@ -168,7 +174,7 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
   });
   entries.sort((a, b) => comparePaths(a.path, b.path));
   skipped.sort((a, b) => comparePaths(a.path, b.path));
-  return { root, entries, skipped, excluded };
+  return { root, rootMeta, entries, skipped, excluded };
 }
 
 async function toEntry(rel: string, abs: string, st: Stats, io: FsOps): Promise<ScannedEntry | SkippedPath> {
@@ -178,21 +184,24 @@ async function toEntry(rel: string, abs: string, st: Stats, io: FsOps): Promise<
   if (st.isDirectory()) return { path: rel, type: 'dir', mode: st.mode & 0o7777, mtimeMs: st.mtimeMs };
   if (st.isSymbolicLink()) {
     try {
-      return { path: rel, type: 'symlink', target: await io.readlink(abs) };
+      return { path: rel, type: 'symlink', target: await io.readlink(abs), mtimeMs: st.mtimeMs };
     } catch (error) {
       return { path: rel, reason: describeFsError(error) };
     }
   }
-  const kind = st.isFIFO()
-    ? 'FIFO'
-    : st.isSocket()
-      ? 'socket'
-      : st.isBlockDevice()
-        ? 'block device'
-        : st.isCharacterDevice()
-          ? 'character device'
-          : 'special file';
-  return { path: rel, reason: `${kind}: not a regular file, skipped` };
+  return { path: rel, reason: `${describeFileType(st)}: not a regular file, skipped` };
+}
+
+/** What a non-regular file is, in words (the skip reasons name it). */
+export function describeFileType(st: Stats): string {
+  if (st.isFile()) return 'regular file';
+  if (st.isDirectory()) return 'folder';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isFIFO()) return 'FIFO';
+  if (st.isSocket()) return 'socket';
+  if (st.isBlockDevice()) return 'block device';
+  if (st.isCharacterDevice()) return 'character device';
+  return 'special file';
 }
 
 /** The source's real path; throws {@link SourceError} when it is missing, not a folder or unreadable. */
