@@ -204,7 +204,8 @@ async function backupLocked(
   const entries: ManifestEntry[] = [];
   for (const e of scan.entries) {
     if (e.type === 'dir') entries.push({ path: e.path, type: 'dir', mode: e.mode, mtimeMs: e.mtimeMs });
-    else if (e.type === 'symlink') entries.push({ path: e.path, type: 'symlink', target: e.target });
+    else if (e.type === 'symlink')
+      entries.push({ path: e.path, type: 'symlink', target: e.target, mtimeMs: e.mtimeMs });
     else {
       const f = fileEntries.get(e.path);
       if (f) entries.push(f);
@@ -224,6 +225,7 @@ async function backupLocked(
       createdAt,
       baseBackupId: decision.base?.backupId ?? null,
       source: { path: scan.root, host: hostname() },
+      root: scan.rootMeta,
       totals,
     },
     entries,

@@ -46,6 +46,8 @@ export interface ManifestHeader {
   readonly createdAt: string;
   readonly baseBackupId: string | null;
   readonly source: { readonly path: string; readonly host?: string };
+  /** The source folder's own mode and mtime; absent in manifests written before it was recorded. */
+  readonly root?: { readonly mode: number; readonly mtimeMs: number };
   readonly totals: { readonly files: number; readonly bytes: number };
 }
 
@@ -116,6 +118,11 @@ export async function decodeManifest(data: Buffer, label: string): Promise<Manif
   }
   if (typeof header.backupId !== 'string' || (header.type !== 'full' && header.type !== 'incremental')) {
     throw new ManifestError(`manifest ${label} header lacks a valid backupId or type`);
+  }
+  if (header.root !== undefined && (!isMode(header.root?.mode) || !isTime(header.root?.mtimeMs))) {
+    throw new ManifestError(
+      `manifest ${label} line 1: manifest field invalid in backup ${header.backupId}: header \`root\` = ${JSON.stringify(header.root)}, expected { mode: 0..0o7777, mtimeMs: a finite time }. The manifest is damaged or was altered (the archive itself may be fine).`,
+    );
   }
   const entries: ManifestEntry[] = [];
   let previous: string | undefined;

@@ -13,6 +13,7 @@ import {
 import {
   chmod,
   lstat,
+  lutimes,
   mkdir,
   readdir,
   readFile,
@@ -103,6 +104,8 @@ interface RestorePlan {
   readonly filesByArchive: Map<string, Map<string, FileEntry | null>>;
   readonly dirs: DirEntry[];
   readonly symlinks: SymlinkEntry[];
+  /** The backed-up folder's own mode and mtime, given to the target (absent in older manifests). */
+  readonly root?: { readonly mode: number; readonly mtimeMs: number };
   readonly verified: boolean;
   /** With no manifest, folders and links come from the archive itself. */
   readonly takeTreeFromArchive: boolean;
@@ -156,6 +159,7 @@ export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Pr
       await writer.finish(
         plan.takeTreeFromArchive ? extracted.dirs : plan.dirs,
         plan.takeTreeFromArchive ? extracted.symlinks : plan.symlinks,
+        plan.root,
       );
       previousTree = await swapInto(
         staging,
@@ -216,6 +220,7 @@ async function planFromStore(store: ObjectStore, options: RestoreOptions): Promi
     backupId: entry.backupId,
     filesByArchive,
     ...selected,
+    root: manifest.header.root,
     verified: true,
     takeTreeFromArchive: false,
     notes: [],
@@ -252,6 +257,7 @@ async function planFromLocalArchive(file: string, options: RestoreOptions): Prom
     filesByArchive: new Map([[file, new Map(here.map((f) => [f.path, f]))]]),
     dirs: selected.dirs,
     symlinks: selected.symlinks,
+    root: manifest.header.root,
     verified: true,
     takeTreeFromArchive: false,
     notes:
@@ -362,7 +368,12 @@ async function extractAll(
             mtimeMs: entry.mtime.getTime(),
           });
         else if (entry.type === 'symlink')
-          symlinks.push({ path: entry.path, type: 'symlink', target: entry.linkname ?? '' });
+          symlinks.push({
+            path: entry.path,
+            type: 'symlink',
+            target: entry.linkname ?? '',
+            mtimeMs: entry.mtime.getTime(),
+          });
         else {
           const meta = { mode: entry.mode & 0o7777, mtimeMs: entry.mtime.getTime() };
           const written = await writer.writeFile(entry.path, entry.body, meta);
@@ -551,12 +562,17 @@ class TreeWriter {
   }
 
   /** Folders, then modes and times, then links last (so no file is ever written through one). */
-  async finish(dirs: readonly DirEntry[], symlinks: readonly SymlinkEntry[]) {
+  async finish(
+    dirs: readonly DirEntry[],
+    symlinks: readonly SymlinkEntry[],
+    root?: { readonly mode: number; readonly mtimeMs: number },
+  ) {
     for (const d of dirs) await this.ensureFolder(d.path);
     for (const l of symlinks) {
       await this.ensureFolder(this.parentOf(l.path));
       try {
         await symlink(l.target, this.pathOf(l.path));
+        if (l.mtimeMs !== undefined) await lutimes(this.pathOf(l.path), l.mtimeMs / 1000, l.mtimeMs / 1000);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
           throw this.failed(error, 'creating symlink', l.path);
@@ -576,10 +592,15 @@ class TreeWriter {
         throw this.failed(error, 'setting mode and time of', d.path);
       }
     }
-    if (this.root)
-      await chmod(this.root, 0o755).catch((error) =>
-        Promise.reject(this.failed(error, 'setting mode of', '')),
-      );
+    // The root last: creating anything inside it changes its mtime.
+    if (this.root) {
+      try {
+        await chmod(this.root, root?.mode ?? 0o755);
+        if (root) await utimes(this.root, root.mtimeMs / 1000, root.mtimeMs / 1000);
+      } catch (error) {
+        throw this.failed(error, 'setting mode and time of', '');
+      }
+    }
   }
 }
 

@@ -1,8 +1,11 @@
 import {
   chmod,
   copyFile,
+  lstat,
+  lutimes,
   mkdir,
   readdir,
+  readlink,
   rename,
   symlink,
   unlink,
@@ -182,6 +185,31 @@ describe('restore modes (folder store)', () => {
     expect(await snap(live)).toEqual(before);
     expect(await readdir(path.dirname(live))).toEqual(['media']); // no staging, no .pre-restore copy
   });
+
+  it.each(['new-folder', 'replace'] as const)(
+    "restores the target folder's own mode and mtime and every symlink's mtime (%s)",
+    async (mode) => {
+      const linkTime = new Date(Date.UTC(2024, 2, 3, 4, 5, 6));
+      await symlink('lecture.mp4', path.join(source, 'latest-lecture'));
+      await symlink('/nowhere', path.join(source, 'avatars/dangling'));
+      await lutimes(path.join(source, 'latest-lecture'), linkTime, linkTime);
+      await lutimes(path.join(source, 'avatars/dangling'), linkTime, new Date(linkTime.getTime() + 7000));
+      const rootTime = new Date(Date.UTC(2023, 10, 12, 13, 14, 15));
+      await chmod(source, 0o750);
+      await utimes(source, rootTime, rootTime);
+      await runBackup({ store, clock, logger: silentLogger }, { source });
+      if (mode === 'replace') await makeMediaTree(live, { files: 2, seed: 1 });
+
+      await runRestore({ store, clock, logger: silentLogger }, { target: live, mode });
+
+      const root = await lstat(live);
+      expect(root.mtimeMs).toBe(rootTime.getTime());
+      expect(root.mode & 0o7777).toBe(0o750);
+      expect((await lstat(path.join(live, 'latest-lecture'))).mtimeMs).toBe(linkTime.getTime());
+      expect((await lstat(path.join(live, 'avatars/dangling'))).mtimeMs).toBe(linkTime.getTime() + 7000);
+      expect(await readlink(path.join(live, 'avatars/dangling'))).toBe('/nowhere');
+    },
+  );
 
   it('refuses a non-empty target in new-folder mode, naming it', async () => {
     await runBackup({ store, clock, logger: silentLogger }, { source });

@@ -45,6 +45,7 @@ describe('scanTree', () => {
       path: 'avatars/sub/outside',
       type: 'symlink',
       target: '/etc/passwd',
+      mtimeMs: expect.any(Number),
     });
     expect(result.skipped).toEqual([]);
   });
