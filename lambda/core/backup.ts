@@ -1,4 +1,6 @@
+import { realpath } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import path from 'node:path';
 import type { LockHandle, ObjectStore } from '../store/types.js';
 import { LockHeldError } from '../store/types.js';
 import { type ArchiveProgress, writeArchive } from './archive.js';
@@ -10,7 +12,7 @@ import {
   readManifest,
 } from './catalog.js';
 import type { Clock, Logger } from './deps.js';
-import { ArchiveVerificationError, BackupStateError, errorMessage } from './errors.js';
+import { ArchiveVerificationError, BackupStateError, errorMessage, UsageError } from './errors.js';
 import { BACKUP_LOCK, backupIdFor, keysFor, STATUS_KEY } from './layout.js';
 import {
   type BackupType,
@@ -98,14 +100,18 @@ const DEFAULT_LOCK_TTL_MS = 10 * 60 * 1000;
 export async function runBackup(deps: BackupDeps, options: BackupOptions): Promise<BackupSucceeded> {
   const { store, clock, logger } = deps;
   const startedAt = clock.now();
-  // A missing or unreadable source fails before anything (lock, status) is written.
-  await resolveSourceRoot(options.source);
+  // Refused before anything is written: a store that overlaps the source would be archived into
+  // itself, and its objects restored into the media tree.
+  await assertSourceAndStoreApart(options.source, store);
   let lock: LockHandle | undefined;
   try {
     lock = await store.acquireLock(BACKUP_LOCK, {
       owner: deps.owner ?? `${hostname()}:${process.pid}`,
       ttlMs: options.lockTtlMs ?? DEFAULT_LOCK_TTL_MS,
     });
+    // After the lock, so that a missing or unmounted source (the classic silent backup failure) is
+    // recorded as FAILED in the status object below, not left behind a green previous run.
+    await resolveSourceRoot(options.source);
     const result = await backupLocked(deps, options, startedAt);
     await writeStatus(store, {
       ...result,
@@ -318,6 +324,53 @@ async function resolveChain(
     const reason = `chain of ${decision.base.backupId} cannot be read (${errorMessage(error)}); taking a full backup`;
     logger.warn(reason);
     return { type: 'full', reason };
+  }
+}
+
+/**
+ * Throws {@link UsageError} when the source and a folder store are the same folder or one lies
+ * inside the other (compared by real path). A missing source is left to the source check.
+ */
+export async function assertSourceAndStoreApart(source: string, store: ObjectStore): Promise<void> {
+  if (!store.localPath) return;
+  let sourceReal: string;
+  try {
+    sourceReal = await realpath(source);
+  } catch {
+    return;
+  }
+  const storeReal = await realpathOfNearest(store.localPath);
+  const inside = (inner: string, outer: string) =>
+    inner.startsWith(outer.endsWith(path.sep) ? outer : `${outer}${path.sep}`);
+  const how =
+    sourceReal === storeReal
+      ? 'are the same folder'
+      : inside(storeReal, sourceReal)
+        ? 'overlap: the store lies inside the source'
+        : inside(sourceReal, storeReal)
+          ? 'overlap: the source lies inside the store'
+          : undefined;
+  if (how) {
+    throw new UsageError(
+      `source ${source} (${sourceReal}) and store ${store.url} (${storeReal}) ${how}. Each archive would contain the store, and a restore would write the store's full/, status/ and locks/ into the media tree. Put the store outside the source folder.`,
+    );
+  }
+}
+
+/** The real path of `p`, or of its nearest existing ancestor joined with the rest (a new store). */
+async function realpathOfNearest(p: string): Promise<string> {
+  const absolute = path.resolve(p);
+  let existing = absolute;
+  const rest: string[] = [];
+  for (;;) {
+    try {
+      return path.join(await realpath(existing), ...rest.reverse());
+    } catch (error) {
+      const parent = path.dirname(existing);
+      if (parent === existing || (error as NodeJS.ErrnoException).code !== 'ENOENT') return absolute;
+      rest.push(path.basename(existing));
+      existing = parent;
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdir, open, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -7,8 +7,10 @@ import { REPO_ROOT } from '../../bench/timing.js';
 import { runBackup } from '../../lambda/core/backup.js';
 import { listCommittedBackups, readManifest } from '../../lambda/core/catalog.js';
 import { silentLogger } from '../../lambda/core/deps.js';
+import { UsageError } from '../../lambda/core/errors.js';
 import type { FileEntry } from '../../lambda/core/manifest.js';
 import { runRestore } from '../../lambda/core/restore.js';
+import { readStoreStatus } from '../../lambda/core/status.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
 import { faultyStore } from '../fixtures/faulty-store.js';
@@ -119,4 +121,75 @@ describe('a FIFO swapped in after the scan (issue 10 item 5)', () => {
       { path: 'zz-swapped.jpg', reason: 'became a FIFO after the scan: not a regular file, skipped' },
     ]);
   }, 30_000);
+});
+
+describe('a missing or unmounted source (issue 10 item 9)', () => {
+  it('records FAILED with the error in the status object, then throws', async () => {
+    const deps = { store, clock: tickingClock(), logger: silentLogger };
+    await runBackup(deps, { source });
+    expect((await readStoreStatus(store, new Date())).lastRun?.status).toBe('SUCCEEDED');
+    const unmounted = path.join(source, 'not-mounted');
+
+    await expect(runBackup(deps, { source: unmounted })).rejects.toThrow(
+      /source folder .*not-mounted does not exist/,
+    );
+
+    const status = await readStoreStatus(store, new Date());
+    expect(status.lastRun).toMatchObject({
+      status: 'FAILED',
+      error: { name: 'SourceError', message: expect.stringMatching(/not-mounted does not exist/) },
+    });
+    expect(status.healthy).toBe(false);
+  });
+});
+
+describe('a source and a folder store that overlap (issue 10 item 7)', () => {
+  it.each([
+    ['the same folder', async () => [source, source], /are the same folder/],
+    [
+      'a store inside the source',
+      async () => [source, path.join(source, 'backups')],
+      /the store lies inside the source/,
+    ],
+    [
+      'a source inside the store',
+      async () => {
+        const inner = path.join(storeDir, 'media');
+        await mkdir(inner);
+        await writeFile(path.join(inner, 'a.jpg'), 'a');
+        return [inner, storeDir];
+      },
+      /the source lies inside the store/,
+    ],
+  ] as const)(
+    '%s is refused with a UsageError naming both paths; nothing is written',
+    async (_label, layout, how) => {
+      const [from, storeAt] = await layout();
+      const overlapping = new FsObjectStore(storeAt);
+      const before = [(await readdir(from)).sort(), (await readdir(storeAt).catch(() => [])).sort()];
+
+      const run = runBackup(
+        { store: overlapping, clock: tickingClock(), logger: silentLogger },
+        { source: from },
+      );
+
+      await expect(run).rejects.toThrow(UsageError);
+      await expect(run).rejects.toThrow(how);
+      await expect(run).rejects.toThrow(`source ${from}`);
+      await expect(run).rejects.toThrow(`store ${overlapping.url}`);
+      expect([(await readdir(from)).sort(), (await readdir(storeAt).catch(() => [])).sort()]).toEqual(before);
+    },
+  );
+
+  it('compares real paths: a symlink to the source as the store is refused', async () => {
+    const link = path.join(await dirs.make('link-'), 'store-link');
+    await symlink(source, link);
+
+    const run = runBackup(
+      { store: new FsObjectStore(link), clock: tickingClock(), logger: silentLogger },
+      { source },
+    );
+
+    await expect(run).rejects.toThrow(/are the same folder/);
+  });
 });
