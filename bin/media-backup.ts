@@ -93,7 +93,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
       writeErr: (s) => (err.closed ? undefined : io.stderr.write(s)),
     })
     .showHelpAfterError('(run with --help for usage)')
-    .addHelpText('after', EXIT_CODES_HELP);
+    .addHelpText('afterAll', EXIT_CODES_HELP);
 
   const storeOption = () =>
     new Option('--store <url>', `where backups live: folder, file:///path or s3://bucket/prefix`)
@@ -315,19 +315,16 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           ? await open(opts.store)
           : await openExisting(opts.store);
         const progress = startProgress(io.stderr, opts.dryRun ? 'restore (dry run)' : 'restore');
-        interruption = onStopSignals();
-        // signal and onProgress come with the engine's abort and progress support; passed either way.
-        const options: RestoreOptions & {
-          signal?: AbortSignal;
-          onProgress?: (p: TransferProgress) => void;
-        } = {
+        // onProgress comes with the engine's restore progress; passed either way. Ctrl-C keeps Node's
+        // default (exit at once) until runRestore takes an AbortSignal: catching the signal without
+        // an engine that stops on it would make Ctrl-C do nothing.
+        const options: RestoreOptions & { onProgress?: (p: TransferProgress) => void } = {
           backup,
           at,
           paths: opts.path,
           target: opts.target,
           mode: opts.replace ? 'replace' : 'new-folder',
           dryRun: opts.dryRun,
-          signal: interruption.signal,
           onProgress: progress.update,
         };
         let result: Awaited<ReturnType<typeof runRestore>>;
@@ -338,7 +335,6 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           );
         } finally {
           progress.stop();
-          interruption.dispose();
         }
         if (opts.json) {
           out(JSON.stringify(result, null, 2));

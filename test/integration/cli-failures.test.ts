@@ -184,6 +184,20 @@ describe('--json on failure prints one FAILED object on stdout', () => {
   });
 });
 
+describe('--help', () => {
+  it.each([[['--help']], [['backup', '--help']], [['restore', '--help']]])(
+    '%j documents every exit code and says that times are UTC',
+    async (args) => {
+      const run = await cli(args);
+      expect(run.code).toBe(EXIT.ok);
+      for (const code of ['0', '1', '2', '3', '130', '143'])
+        expect(run.stdout).toMatch(new RegExp(`^  ${code} +\\S`, 'm'));
+      expect(run.stdout).toMatch(/backup ids \(backup_YYYYMMDD_HHMMSS\) and --at are UTC/);
+      expect(run.stdout).toMatch(/"status":"FAILED"/);
+    },
+  );
+});
+
 describe('verify BACKUP --all', () => {
   it('are exclusive: exit 2 naming both', async () => {
     const run = await cli(['verify', 'backup_20251227_020000', '--all', '--store', work]);
