@@ -48,6 +48,9 @@ import {
   type SymlinkEntry,
 } from './manifest.js';
 import { resolveRestorePoint } from './resolve.js';
+import { findRestoreLeftovers, type RestoreLeftover } from './restore-leftovers.js';
+
+export { findRestoreLeftovers, type RestoreLeftover } from './restore-leftovers.js';
 
 export interface RestoreDeps {
   readonly store: ObjectStore;
@@ -88,6 +91,11 @@ export interface RestoreResult {
   readonly verified: boolean;
   /** `--replace`: where the tree that was live before the restore now is. */
   readonly previousTree: string | null;
+  /**
+   * Folders earlier restores left beside the target (killed mid-way, or `--replace` copies), found
+   * before this restore started; each is also named in `notes`.
+   */
+  readonly leftovers: readonly RestoreLeftover[];
   readonly notes: readonly string[];
   readonly durationMs: number;
 }
@@ -143,6 +151,21 @@ export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Pr
   const staging = target && !dryRun ? `${target}.restore-staging-${randomBytes(4).toString('hex')}` : null;
   const writer = new TreeWriter(staging, plan.label, target);
   deps.logger.info('restore started', { backup: plan.label, target, mode, dryRun, staging });
+  const leftovers = staging ? await findRestoreLeftovers(target!, deps.clock.now()) : [];
+  for (const l of leftovers) {
+    deps.logger.warn('an earlier restore left a folder beside the target', {
+      path: l.path,
+      kind: l.kind,
+      createdAt: l.createdAt.toISOString(),
+      bytes: l.bytes,
+      files: l.files,
+      advice: l.advice,
+    });
+  }
+  const leftoverNotes = leftovers.map(
+    (l) =>
+      `left by an earlier restore: ${l.path} (${l.files ?? '?'} files, ${l.bytes ?? '?'} bytes, ${Math.round(l.ageMs / 3_600_000)} h old): ${l.advice}`,
+  );
 
   let previousTree: string | null = null;
   try {
@@ -185,7 +208,8 @@ export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Pr
       archivesRead: [...plan.filesByArchive.keys()],
       verified: plan.verified,
       previousTree,
-      notes: plan.notes,
+      leftovers,
+      notes: [...plan.notes, ...leftoverNotes],
       durationMs: deps.clock.now().getTime() - started.getTime(),
     };
     deps.logger.info('restore finished', { ...result, notes: undefined });
