@@ -132,16 +132,21 @@ describe('read-only commands on a store that does not exist (a mistyped --store)
         vi.stubEnv(name, value);
     });
 
-    it.each([[['list']], [['verify', '--all']], [['usage']]])(
-      '%j on a bucket that does not exist exits 1 naming the bucket (NoSuchBucket)',
-      async (args) => {
-        const run = await cli([...args, '--store', 's3://no-such-bucket-h4/media-backups/']);
-        expect(run.code).toBe(EXIT.failed);
-        expect(run.stderr).toMatch(
-          /no backup store at s3:\/\/no-such-bucket-h4\/: the bucket does not exist \(NoSuchBucket\); check --store/,
-        );
-      },
-    );
+    it.each([
+      [['list']],
+      [['status']],
+      [['verify', '--all']],
+      [['usage']],
+      [['health']],
+      [['retention']],
+      [['restore', '--dry-run']],
+    ])('%j on a bucket that does not exist exits 1 naming the bucket (NoSuchBucket)', async (args) => {
+      const run = await cli([...args, '--store', 's3://no-such-bucket-h4/media-backups/']);
+      expect(run.code).toBe(EXIT.failed);
+      expect(run.stderr).toMatch(
+        /no backup store at s3:\/\/no-such-bucket-h4\/: the bucket does not exist \(NoSuchBucket\); check --store/,
+      );
+    });
 
     it('an existing bucket with nothing under the prefix is an empty store', async () => {
       const run = await cli(['list', '--store', `s3://${s3.bucket}/empty-prefix/`]);
