@@ -74,7 +74,8 @@ export async function readTarGz(
     body.destroy();
     // The visitor's own verdict first; a torn-down pipeline only reports "premature close".
     const cause = visitError ?? feedError ?? error;
-    if (cause instanceof MediaBackupError) throw cause;
+    // A stop the caller asked for (Ctrl-C) is not damage either.
+    if (cause instanceof MediaBackupError || (cause as Error)?.name === 'AbortError') throw cause;
     throw new ArchiveIntegrityError(
       `${label} is damaged or truncated (${(cause as Error)?.message ?? String(cause)}). Use another backup, or check the object in the store.`,
       { cause },

@@ -72,6 +72,21 @@ export interface RestoreOptions {
   readonly mode?: RestoreMode;
   /** Download, decompress and verify everything; write nothing. */
   readonly dryRun?: boolean;
+  /**
+   * Called as bytes are restored (or, in a dry run / `verify --deep`, verified): after every chunk
+   * and every file. Totals come from the manifest; both are 0 for an archive without one.
+   */
+  readonly onProgress?: (progress: RestoreProgress) => void;
+  /** Stops the restore (Ctrl-C): the staging folder is removed and the target left as it was. */
+  readonly signal?: AbortSignal;
+}
+
+/** Restore progress, in the shape the CLI's progress bar takes (`TransferProgress`). */
+export interface RestoreProgress {
+  readonly bytes: number;
+  readonly totalBytes: number;
+  readonly files: number;
+  readonly totalFiles: number;
 }
 
 export interface RestoreResult {
@@ -149,7 +164,11 @@ export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Pr
   const target = options.target ? path.resolve(options.target) : null;
   if (target && !dryRun && mode === 'new-folder') await assertEmptyOrMissing(target);
   const staging = target && !dryRun ? `${target}.restore-staging-${randomBytes(4).toString('hex')}` : null;
-  const writer = new TreeWriter(staging, plan.label, target);
+  const progress = progressTracker(plan, options.onProgress);
+  const writer = new TreeWriter(staging, plan.label, target, {
+    onBytes: progress.bytes,
+    signal: options.signal,
+  });
   deps.logger.info('restore started', { backup: plan.label, target, mode, dryRun, staging });
   const leftovers = staging ? await findRestoreLeftovers(target!, deps.clock.now()) : [];
   for (const l of leftovers) {
@@ -177,13 +196,14 @@ export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Pr
         throw targetError(error, target!, 'creating the staging folder', staging);
       }
     }
-    const extracted = await extractAll(plan, openArchive, writer);
+    const extracted = await extractAll(plan, openArchive, writer, progress.file, options.signal);
     if (staging) {
       await writer.finish(
         plan.takeTreeFromArchive ? extracted.dirs : plan.dirs,
         plan.takeTreeFromArchive ? extracted.symlinks : plan.symlinks,
         plan.root,
       );
+      options.signal?.throwIfAborted();
       previousTree = await swapInto(
         staging,
         target!,
@@ -365,10 +385,39 @@ interface RestoredFile {
   readonly mtimeMs: number;
 }
 
+/** Counts restored bytes and files against the plan's totals and reports them to `onProgress`. */
+function progressTracker(plan: RestorePlan, onProgress: RestoreOptions['onProgress']) {
+  let totalBytes = 0;
+  let totalFiles = 0;
+  for (const group of plan.filesByArchive.values()) {
+    for (const f of group.values()) {
+      if (!f) continue;
+      totalBytes += f.size;
+      totalFiles += 1;
+    }
+  }
+  const state = { bytes: 0, totalBytes, files: 0, totalFiles };
+  const report = () => onProgress?.({ ...state });
+  return {
+    bytes: onProgress
+      ? (n: number) => {
+          state.bytes += n;
+          report();
+        }
+      : undefined,
+    file: () => {
+      state.files += 1;
+      report();
+    },
+  };
+}
+
 async function extractAll(
   plan: RestorePlan,
   openArchive: (key: string) => Promise<Readable>,
   writer: TreeWriter,
+  fileDone: () => void,
+  signal?: AbortSignal,
 ): Promise<{ files: Map<string, RestoredFile>; dirs: DirEntry[]; symlinks: SymlinkEntry[] }> {
   const files = new Map<string, RestoredFile>();
   const dirs: DirEntry[] = [];
@@ -376,7 +425,9 @@ async function extractAll(
   for (const [key, wanted] of plan.filesByArchive) {
     const label = `${plan.label} archive ${key}`;
     const seen = new Set<string>();
+    signal?.throwIfAborted();
     await readTarGz(await openArchive(key), label, async (entry: TarEntry) => {
+      signal?.throwIfAborted();
       if (plan.takeTreeFromArchive) {
         if (seen.has(entry.path)) {
           throw new ArchiveIntegrityError(`${label}: entry ${JSON.stringify(entry.path)} appears twice`);
@@ -402,6 +453,7 @@ async function extractAll(
           const meta = { mode: entry.mode & 0o7777, mtimeMs: entry.mtime.getTime() };
           const written = await writer.writeFile(entry.path, entry.body, meta);
           files.set(entry.path, { ...written, ...meta });
+          fileDone();
         }
         return;
       }
@@ -425,6 +477,7 @@ async function extractAll(
         );
       }
       files.set(entry.path, { ...written, mode: expected.mode, mtimeMs: expected.mtimeMs });
+      fileDone();
     });
     if (plan.select) {
       if (files.size + symlinks.length === 0) throw new UsageError(`--path matches nothing in ${plan.label}`);
@@ -482,6 +535,7 @@ class TreeWriter {
     private readonly label: string,
     /** The restore target the operator named (the root is a staging folder beside it). */
     private readonly target: string | null = root,
+    private readonly hooks: { onBytes?: (n: number) => void; signal?: AbortSignal } = {},
   ) {}
 
   /** A failed file system call on the target: the target's fault, never the archive's. */
@@ -542,8 +596,10 @@ class TreeWriter {
         if (size + (chunk as Buffer).length > maxBytes) {
           throw sizeMismatch(this.label, rel, size + (chunk as Buffer).length, maxBytes);
         }
+        this.hooks.signal?.throwIfAborted();
         hash.update(chunk as Buffer);
         size += (chunk as Buffer).length;
+        this.hooks.onBytes?.((chunk as Buffer).length);
       }
       return { path: rel, size, sha256: hash.digest('hex') };
     }
@@ -563,6 +619,7 @@ class TreeWriter {
         const buffer = chunk as Buffer;
         if (size + buffer.length > maxBytes)
           throw sizeMismatch(this.label, rel, size + buffer.length, maxBytes);
+        this.hooks.signal?.throwIfAborted();
         hash.update(buffer);
         size += buffer.length;
         try {
@@ -570,6 +627,7 @@ class TreeWriter {
         } catch (error) {
           throw this.failed(error, 'writing', rel);
         }
+        this.hooks.onBytes?.(buffer.length);
       }
       if (meta) {
         try {
