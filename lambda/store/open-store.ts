@@ -15,6 +15,10 @@ export interface OpenStoreOptions {
   readonly kmsKeyId?: string;
   /** @default `AWS_REGION`, else the SDK's region chain */
   readonly region?: string;
+  /** Connection timeout per attempt. @default `S3_CONNECT_TIMEOUT_MS`, else 5000 */
+  readonly connectTimeoutMs?: number;
+  /** No-progress (idle) timeout per attempt, also while a body streams. @default `S3_IDLE_TIMEOUT_MS`, else 60000 */
+  readonly idleTimeoutMs?: number;
 }
 
 const USAGE = 'use s3://bucket/prefix, file:///absolute/path or a folder path';
@@ -28,6 +32,8 @@ const USAGE = 'use s3://bucket/prefix, file:///absolute/path or a folder path';
  * is loaded only for `s3://` stores: it costs ~0.4 s and tens of MB that a folder store never needs.
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<ObjectStore> {
+  if (url.includes('\0'))
+    throw new StoreConfigError(`store URL ${JSON.stringify(url)} contains a NUL byte: ${USAGE}`);
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]+):/.exec(url)?.[1]?.toLowerCase();
   if (scheme === undefined) {
     if (url.trim() === '') throw new StoreConfigError(`empty store URL: ${USAGE}`);
@@ -74,6 +80,8 @@ async function openS3Store(url: string, options: OpenStoreOptions): Promise<S3Ob
       checksums: options.checksums ?? envChecksums(),
       kmsKeyId: options.kmsKeyId ?? env('S3_KMS_KEY_ID'),
       region: options.region ?? env('AWS_REGION'),
+      connectTimeoutMs: options.connectTimeoutMs ?? envMilliseconds('S3_CONNECT_TIMEOUT_MS'),
+      idleTimeoutMs: options.idleTimeoutMs ?? envMilliseconds('S3_IDLE_TIMEOUT_MS'),
     });
   } catch (error) {
     if (!(error instanceof StoreConfigError)) throw error;
@@ -94,6 +102,18 @@ function envBoolean(name: string): boolean | undefined {
   if (value === 'true') return true;
   if (value === 'false') return false;
   throw new StoreConfigError(`${name} must be 'true' or 'false', got ${JSON.stringify(value)}`);
+}
+
+function envMilliseconds(name: string): number | undefined {
+  const value = env(name);
+  if (value === undefined) return undefined;
+  const ms = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(ms) || ms < 1) {
+    throw new StoreConfigError(
+      `${name} must be a positive whole number of milliseconds, got ${JSON.stringify(value)}`,
+    );
+  }
+  return ms;
 }
 
 function envChecksums(): 'on' | 'off' | undefined {

@@ -1,8 +1,12 @@
-import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { PassThrough, Readable } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  ListPartsCommand,
   PutObjectCommand,
   type PutObjectCommandInput,
   S3Client,
@@ -12,6 +16,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import {
   assertSafeKey,
+  type Leftover,
   type LockHandle,
   LockHeldError,
   type LockInfo,
@@ -21,6 +26,7 @@ import {
   type StorageTier,
   StoreConfigError,
   type StoredObject,
+  StoreRequestError,
   type UploadOptions,
   type UploadResult,
 } from './types.js';
@@ -96,29 +102,43 @@ export interface S3ObjectStoreOptions {
   readonly credentials?: S3ClientConfig['credentials'];
   /** Parts uploaded in parallel by `upload`; each buffers one part in memory. @default 4 */
   readonly queueSize?: number;
+  /**
+   * How long opening a TCP connection may take before the attempt fails (and is retried).
+   * @default {@link DEFAULT_CONNECT_TIMEOUT_MS}
+   */
+  readonly connectTimeoutMs?: number;
+  /**
+   * How long a request may go without a single byte moving either way (sending a part, waiting for
+   * the answer, reading a GET body) before it fails. This is what ends a stalled request.
+   * @default {@link DEFAULT_IDLE_TIMEOUT_MS}
+   */
+  readonly idleTimeoutMs?: number;
+  /** Attempts per request, including the first (the SDK's standard retry mode). @default 3 */
+  readonly maxAttempts?: number;
 }
 
-/** An S3 request failed; `cause` is the SDK's error. */
-export class S3StoreError extends Error {
-  override readonly name = 'S3StoreError';
-  constructor(
-    /** S3 operation, e.g. `PutObject`. */
-    readonly operation: string,
-    /** `s3://bucket/key` the request was about. */
-    readonly location: string,
-    cause: unknown,
-    /** Appended to the message, e.g. what else went wrong while cleaning up. */
-    note?: string,
-  ) {
-    super(`S3 ${operation} failed for ${location}: ${describeAwsError(cause)}${note ? `; ${note}` : ''}`, {
-      cause,
-    });
-  }
-}
+/**
+ * A TCP (and TLS) handshake to S3 takes milliseconds; 5 s is generous even on a poor link, and a
+ * refused or black-holed connection is retried quickly instead of waiting minutes for the kernel.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * An idle timeout, not a total one: an 8 MiB part on a 1 Mbit/s uplink takes ~70 s to send, so a
+ * total limit would fail healthy slow uploads, while a connection where no byte moves for 60 s is
+ * dead (S3 itself closes connections idle for ~20 s between requests). A stalled request thus fails
+ * within about `maxAttempts` x 60 s plus backoff.
+ */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
 /** Body of `locks/<name>.lock`. */
 interface S3LockRecord extends LockInfo {
   readonly state: 'held' | 'released';
+  /**
+   * Random per acquisition. A conditional PUT whose answer was lost (the connection dropped after
+   * S3 wrote it) is retried by the SDK and fails with 412 against our own write; the nonce tells us
+   * the object is ours, so we neither lock ourselves out nor give up a lock we hold.
+   */
+  readonly nonce?: string;
 }
 
 const DEFAULT_PREFIX = 'media-backups/';
@@ -136,6 +156,8 @@ export class S3ObjectStore implements ObjectStore {
   readonly client: S3Client;
   private readonly kmsKeyId: string | undefined;
   private readonly queueSize: number;
+  /** Timeouts of each request attempt (they also go into error hints). */
+  readonly timeouts: { readonly connectMs: number; readonly idleMs: number };
 
   constructor(options: S3ObjectStoreOptions) {
     if (!BUCKET_NAME.test(options.bucket)) {
@@ -151,6 +173,14 @@ export class S3ObjectStore implements ObjectStore {
     if (!Number.isInteger(this.queueSize) || this.queueSize < 1) {
       throw new StoreConfigError(`\`queueSize\` must be a positive integer, got ${options.queueSize}`);
     }
+    const connectMs = positiveInteger(
+      'connectTimeoutMs',
+      options.connectTimeoutMs,
+      DEFAULT_CONNECT_TIMEOUT_MS,
+    );
+    const idleMs = positiveInteger('idleTimeoutMs', options.idleTimeoutMs, DEFAULT_IDLE_TIMEOUT_MS);
+    const maxAttempts = positiveInteger('maxAttempts', options.maxAttempts, 3);
+    this.timeouts = { connectMs, idleMs };
     this.client =
       options.client ??
       new S3Client({
@@ -159,6 +189,11 @@ export class S3ObjectStore implements ObjectStore {
         endpoint: options.endpoint,
         forcePathStyle: options.forcePathStyle,
         credentials: options.credentials,
+        maxAttempts,
+        // Without these the SDK waits for ever on a request S3 (or the network) never answers. The
+        // socket timeout stays armed while a GET body is read, so a body that stalls mid-stream
+        // fails too. Options (not a NodeHttpHandler instance) so the SDK builds its own handler.
+        requestHandler: { connectionTimeout: connectMs, socketTimeout: idleMs },
         ...(options.checksums === 'off'
           ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' }
           : {}),
@@ -245,13 +280,13 @@ export class S3ObjectStore implements ObjectStore {
       // AbortIncompleteMultipartUpload lifecycle rule removes them.
       if (bodyError !== undefined && original === bodyError) throw original;
       const abortFailed = error !== original && failedOperation.get(error) === 'AbortMultipartUpload';
-      throw new S3StoreError(
+      throw this.requestError(
         failedOperation.get(original) ?? 'multipart upload',
-        this.location(objectKey),
+        objectKey,
         original,
         abortFailed
-          ? `aborting the multipart upload failed too (${describeAwsError(error)}); its parts stay billed until the bucket's lifecycle rule removes them`
-          : undefined,
+          ? `aborting the multipart upload failed too (${this.describe(error)}); its parts stay billed until the next backup or the bucket's lifecycle rule removes them`
+          : 'nothing was stored under this key',
       );
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -264,7 +299,7 @@ export class S3ObjectStore implements ObjectStore {
       this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: objectKey })),
     );
     if (head.ContentLength === undefined) {
-      throw new S3StoreError('HeadObject', this.location(objectKey), new Error('no Content-Length returned'));
+      throw this.requestError('HeadObject', objectKey, new Error('no Content-Length returned'));
     }
     return { key, bytes: head.ContentLength };
   }
@@ -297,13 +332,25 @@ export class S3ObjectStore implements ObjectStore {
     const response = await this.getObject(objectKey);
     if (!response) throw new ObjectNotFoundError(this.url, key);
     if (!(response.Body instanceof Readable)) {
-      throw new S3StoreError(
-        'GetObject',
-        this.location(objectKey),
-        new Error('response body is not a stream'),
-      );
+      throw this.requestError('GetObject', objectKey, new Error('response body is not a stream'));
     }
-    return response.Body;
+    return this.namedBodyErrors(response.Body, objectKey);
+  }
+
+  /**
+   * The body with its errors (a reset, or the idle timeout when it stalls mid-stream) turned into a
+   * {@link StoreRequestError} naming GetObject and the key: the raw `aborted` / `socket timed out`
+   * says nothing about which of many reads failed.
+   */
+  private namedBodyErrors(body: Readable, objectKey: string): Readable {
+    const out = new PassThrough({ highWaterMark: body.readableHighWaterMark });
+    body.on('error', (error) => {
+      out.destroy(this.requestError('GetObject', objectKey, error, 'the download was cut off mid-body'));
+    });
+    // A consumer that stops early (destroys the stream) must not leave the connection open.
+    out.on('close', () => body.destroy());
+    body.pipe(out);
+    return out;
   }
 
   async head(key: string): Promise<StoredObject | undefined> {
@@ -313,7 +360,7 @@ export class S3ObjectStore implements ObjectStore {
       return { key, size: response.ContentLength ?? 0, lastModified: response.LastModified ?? new Date(0) };
     } catch (error) {
       if (isMissingObject(error)) return undefined;
-      throw new S3StoreError('HeadObject', this.location(objectKey), error);
+      throw this.requestError('HeadObject', objectKey, error);
     }
   }
 
@@ -347,17 +394,102 @@ export class S3ObjectStore implements ObjectStore {
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
+  /** Multipart uploads under the prefix that were never completed nor aborted (a killed run's). */
+  async listLeftovers(): Promise<Leftover[]> {
+    const out: Leftover[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const page = await this.call('ListMultipartUploads', this.prefix, () =>
+        this.client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.bucket,
+            Prefix: this.prefix,
+            KeyMarker: keyMarker,
+            UploadIdMarker: uploadIdMarker,
+          }),
+        ),
+      );
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.Key?.startsWith(this.prefix) || !upload.UploadId) continue;
+        out.push({
+          key: upload.Key.slice(this.prefix.length),
+          kind: 'multipart-upload',
+          since: upload.Initiated ?? new Date(0),
+          bytes: await this.uploadedBytes(upload.Key, upload.UploadId),
+          id: upload.UploadId,
+        });
+      }
+      const more = page.IsTruncated === true;
+      keyMarker = more ? page.NextKeyMarker : undefined;
+      uploadIdMarker = more ? page.NextUploadIdMarker : undefined;
+    } while (keyMarker);
+    return out.sort((a, b) => a.since.getTime() - b.since.getTime());
+  }
+
+  async removeLeftovers(options: { olderThanMs: number; now?: Date }): Promise<Leftover[]> {
+    const now = (options.now ?? new Date()).getTime();
+    const removed: Leftover[] = [];
+    for (const leftover of await this.listLeftovers()) {
+      if (now - leftover.since.getTime() <= options.olderThanMs) continue;
+      const objectKey = this.prefix + leftover.key;
+      try {
+        await this.client.send(
+          new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: leftover.id }),
+        );
+      } catch (error) {
+        // Gone meanwhile (another cleanup, the lifecycle rule): nothing left to remove.
+        if (errorName(error) === 'NoSuchUpload' || httpStatus(error) === 404) continue;
+        throw this.requestError('AbortMultipartUpload', objectKey, error);
+      }
+      removed.push(leftover);
+    }
+    return removed;
+  }
+
+  private async uploadedBytes(objectKey: string, uploadId: string): Promise<number> {
+    let bytes = 0;
+    let marker: string | undefined;
+    do {
+      const page = await this.call('ListParts', objectKey, () =>
+        this.client.send(
+          new ListPartsCommand({
+            Bucket: this.bucket,
+            Key: objectKey,
+            UploadId: uploadId,
+            PartNumberMarker: marker,
+          }),
+        ),
+      ).catch((error: unknown) => {
+        // Completed or aborted since it was listed.
+        if (errorName((error as Error).cause) === 'NoSuchUpload') return undefined;
+        throw error;
+      });
+      if (!page) return bytes;
+      for (const part of page.Parts ?? []) bytes += part.Size ?? 0;
+      marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
+    } while (marker);
+    return bytes;
+  }
+
   async acquireLock(name: string, options: { owner: string; ttlMs: number }): Promise<LockHandle> {
     const lockKey = this.objectKey(`locks/${name}.lock`);
+    const nonce = randomBytes(8).toString('hex');
     const acquiredAt = new Date().toISOString();
     const heldRecord = (): S3LockRecord => ({
       owner: options.owner,
       acquiredAt,
       expiresAt: new Date(Date.now() + options.ttlMs).toISOString(),
       state: 'held',
+      nonce,
     });
 
-    let etag = await this.takeLock(lockKey, heldRecord);
+    let etag = await this.takeLock(lockKey, heldRecord, nonce);
+    /** After a 412 on our own conditional write: the current ETag if the object is still ours. */
+    const stillOurs = async (state: S3LockRecord['state']): Promise<string | undefined> => {
+      const current = await this.readLock(lockKey);
+      return current?.record?.nonce === nonce && current.record.state === state ? current.etag : undefined;
+    };
 
     // Renew while we run so a long backup is not mistaken for a crashed one. Each write is
     // conditional on our last ETag: if it fails with 412 someone took the lock over (we were too
@@ -372,7 +504,11 @@ export class S3ObjectStore implements ObjectStore {
             etag = await this.writeLock(lockKey, heldRecord(), { IfMatch: etag });
           } catch (error) {
             // Anything else is retried at the next tick; the lock stays valid until it expires.
-            if (isConditionFailure(error)) lost = true;
+            if (!isConditionFailure(error)) return;
+            // 412 against our own renewal whose answer was lost (the SDK retried it), or a takeover.
+            const ours = await stillOurs('held').catch(() => undefined);
+            if (ours) etag = ours;
+            else lost = true;
           }
         });
       },
@@ -395,9 +531,11 @@ export class S3ObjectStore implements ObjectStore {
       try {
         await this.writeLock(lockKey, released, { IfMatch: etag });
       } catch (error) {
-        // 412: the lock was taken over after it expired; it is not ours to release any more.
-        if (isConditionFailure(error)) return;
-        throw new S3StoreError('PutObject', this.location(lockKey), error);
+        if (!isConditionFailure(error)) throw this.requestError('PutObject', lockKey, error);
+        // 412: our release landed but its answer was lost (done), or the lock was taken over after
+        // it expired (not ours to release any more), or a renewal's answer was lost (retry once).
+        const held = await stillOurs('held');
+        if (held) await this.writeLock(lockKey, released, { IfMatch: held }).catch(() => undefined);
       }
     };
     return {
@@ -409,24 +547,27 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   /** Creates the lock object, or takes over a released or expired one; returns the new ETag. */
-  private async takeLock(lockKey: string, record: () => S3LockRecord): Promise<string> {
+  private async takeLock(lockKey: string, record: () => S3LockRecord, nonce: string): Promise<string> {
     // A few rounds only for the rare case where the lock vanished between our create and read.
     for (let attempt = 0; attempt < 3; attempt += 1) {
       try {
         return await this.writeLock(lockKey, record(), { IfNoneMatch: '*' });
       } catch (error) {
-        if (!isConditionFailure(error)) throw new S3StoreError('PutObject', this.location(lockKey), error);
+        if (!isConditionFailure(error)) throw this.requestError('PutObject', lockKey, error);
       }
       const current = await this.readLock(lockKey);
       if (!current) continue;
+      // Our own create landed and only its answer was lost: the SDK's retry got 412 from our write.
+      if (current.record?.nonce === nonce) return current.etag;
       if (current.record && isLive(current.record))
         throw new LockHeldError(this.url, lockInfo(current.record));
       try {
         return await this.writeLock(lockKey, record(), { IfMatch: current.etag });
       } catch (error) {
-        if (!isConditionFailure(error)) throw new S3StoreError('PutObject', this.location(lockKey), error);
-        // Another run took it over between our read and write.
+        if (!isConditionFailure(error)) throw this.requestError('PutObject', lockKey, error);
+        // Another run took it over between our read and write (or we did, and the answer was lost).
         const winner = await this.readLock(lockKey);
+        if (winner?.record?.nonce === nonce) return winner.etag;
         throw new LockHeldError(this.url, winner?.record ? lockInfo(winner.record) : undefined);
       }
     }
@@ -459,8 +600,7 @@ export class S3ObjectStore implements ObjectStore {
       lockKey,
       async () => (await response.Body?.transformToString()) ?? '',
     );
-    if (!response.ETag)
-      throw new S3StoreError('GetObject', this.location(lockKey), new Error('no ETag returned'));
+    if (!response.ETag) throw this.requestError('GetObject', lockKey, new Error('no ETag returned'));
     return { etag: response.ETag, record: parseLockRecord(text) };
   }
 
@@ -469,7 +609,7 @@ export class S3ObjectStore implements ObjectStore {
       return await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey }));
     } catch (error) {
       if (isMissingObject(error)) return undefined;
-      throw new S3StoreError('GetObject', this.location(objectKey), error);
+      throw this.requestError('GetObject', objectKey, error);
     }
   }
 
@@ -498,13 +638,35 @@ export class S3ObjectStore implements ObjectStore {
     return `s3://${this.bucket}/${objectKey}`;
   }
 
+  private requestError(
+    operation: string,
+    objectKey: string,
+    cause: unknown,
+    note?: string,
+  ): StoreRequestError {
+    return new StoreRequestError(operation, this.location(objectKey), this.describe(cause), { cause, note });
+  }
+
+  /** The SDK's error in one line, with what to check. */
+  private describe(error: unknown): string {
+    return describeAwsError(error, this.timeouts);
+  }
+
   private async call<T>(operation: string, objectKey: string, request: () => Promise<T>): Promise<T> {
     try {
       return await request();
     } catch (error) {
-      throw new S3StoreError(operation, this.location(objectKey), error);
+      throw this.requestError(operation, objectKey, error);
     }
   }
+}
+
+function positiveInteger(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) {
+    throw new StoreConfigError(`\`${name}\` must be a positive integer, got ${value}`);
+  }
+  return value;
 }
 
 function normalisePrefix(prefix: string): string {
@@ -555,13 +717,43 @@ const HINTS: Record<string, string> = {
   NoSuchBucket: 'check the bucket name and region',
   InvalidAccessKeyId: 'check the credentials in use',
   SignatureDoesNotMatch: 'check the secret key and region',
+  PreconditionFailed: 'another run changed the object at the same time (a conditional write lost)',
+  NoSuchUpload: 'the multipart upload was aborted or completed by someone else (another run, or a cleanup)',
 };
 
-function describeAwsError(error: unknown): string {
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ECONNABORTED',
+]);
+
+/** The error in one line (`name: message (HTTP n, after n attempts)`) with a hint about what to check. */
+function describeAwsError(error: unknown, timeouts: { connectMs: number; idleMs: number }): string {
   if (!(error instanceof Error)) return String(error);
   const status = httpStatus(error);
-  const hint = HINTS[error.name];
-  return `${error.name}: ${error.message}${status ? ` (HTTP ${status})` : ''}${hint ? `; ${hint}` : ''}`;
+  const attempts = (error as { $metadata?: { attempts?: number } }).$metadata?.attempts;
+  const code = (error as NodeJS.ErrnoException).code;
+  const facts = [status ? `HTTP ${status}` : '', attempts && attempts > 1 ? `after ${attempts} attempts` : '']
+    .filter(Boolean)
+    .join(', ');
+  let hint = HINTS[error.name];
+  if (!hint && (error.name === 'TimeoutError' || code === 'ETIMEDOUT')) {
+    hint = /establish a connection/.test(error.message)
+      ? `no connection within ${timeouts.connectMs} ms: check the endpoint and the network path to S3 (S3_CONNECT_TIMEOUT_MS sets the limit)`
+      : `no data moved for ${timeouts.idleMs} ms: the network or S3 stalled; check connectivity, or raise S3_IDLE_TIMEOUT_MS on a very slow link`;
+  } else if (!hint && ((code && NETWORK_CODES.has(code)) || /socket hang up|aborted/i.test(error.message))) {
+    hint = 'the connection failed or was cut: check the network path (proxy, VPC endpoint, NAT) to S3';
+  } else if (!hint && status === 403) {
+    hint = HINTS.AccessDenied;
+  } else if (!hint && status === 412) {
+    hint = HINTS.PreconditionFailed;
+  } else if (!hint && status !== undefined && status >= 500) {
+    hint = 'S3 kept failing after the retries: try again later (a short outage or throttling)';
+  }
+  return `${error.name}: ${error.message}${facts ? ` (${facts})` : ''}${hint ? `; ${hint}` : ''}`;
 }
 
 function commandName(command: unknown): string {
@@ -578,6 +770,7 @@ function parseLockRecord(text: string): S3LockRecord | undefined {
       acquiredAt: typeof value.acquiredAt === 'string' ? value.acquiredAt : '',
       expiresAt: value.expiresAt,
       state: value.state === 'released' ? 'released' : 'held',
+      ...(typeof value.nonce === 'string' ? { nonce: value.nonce } : {}),
     };
   } catch {
     // Not ours or hand-edited: treat as no valid holder so backups are not blocked for ever

@@ -33,6 +33,23 @@ export interface UploadResult {
   readonly bytes: number;
 }
 
+/**
+ * Something a killed run left behind (kill -9, power loss): a folder store's `*.partial-*` file, or
+ * an S3 multipart upload that was never completed nor aborted. Invisible to listings; billed or
+ * taking disk space until removed.
+ */
+export interface Leftover {
+  /** The key the run was writing, e.g. `full/backup_20251227_020000.tar.gz`. */
+  readonly key: string;
+  readonly kind: 'partial-file' | 'multipart-upload';
+  /** When it was last written (file mtime) or started (multipart upload initiation). */
+  readonly since: Date;
+  /** Bytes it holds (the file's size, or the sum of the uploaded parts). */
+  readonly bytes: number;
+  /** Store-specific identity (the file name, or the upload id). */
+  readonly id: string;
+}
+
 /** A held lock; `release` is idempotent. */
 export interface LockHandle {
   release(): Promise<void>;
@@ -74,6 +91,13 @@ export interface ObjectStore {
    * (crashed) expires after `ttlMs` and can be taken over.
    */
   acquireLock(name: string, options: { owner: string; ttlMs: number }): Promise<LockHandle>;
+  /** Leftovers of killed runs ({@link Leftover}), oldest first. */
+  listLeftovers?(): Promise<Leftover[]>;
+  /**
+   * Removes the leftovers last written more than `olderThanMs` before `now` (use at least the lock
+   * TTL, so a run that is still writing is never touched) and returns what it removed.
+   */
+  removeLeftovers?(options: { olderThanMs: number; now?: Date }): Promise<Leftover[]>;
 }
 
 export class ObjectNotFoundError extends Error {
@@ -98,6 +122,31 @@ export class LockHeldError extends Error {
           ? ` (started ${holder.acquiredAt} by ${holder.owner}; the lock expires at ${holder.expiresAt} if that run died)`
           : '') +
         '. Wait for it to finish, then run again.',
+    );
+  }
+}
+
+/**
+ * A request to the store failed (after the SDK's retries): names the operation, the key and the
+ * store, with a hint about what to check. `cause` is the underlying error.
+ */
+export class StoreRequestError extends Error {
+  override readonly name = 'StoreRequestError';
+  constructor(
+    /** e.g. `UploadPart`, `PutObject`, `GetObject`. */
+    readonly operation: string,
+    /** Full location, e.g. `s3://bucket/media-backups/full/backup_20251227_020000.tar.gz`. */
+    readonly location: string,
+    /** What went wrong, with a hint (see the store's error descriptions). */
+    readonly reason: string,
+    options: { cause?: unknown; note?: string } = {},
+  ) {
+    const service = location.startsWith('s3://') ? 'S3 ' : '';
+    super(
+      `${service}${operation} failed for ${location}: ${reason}${options.note ? `; ${options.note}` : ''}`,
+      {
+        cause: options.cause,
+      },
     );
   }
 }

@@ -217,9 +217,30 @@ describe('openStore', () => {
     await expect(store.client.config.requestChecksumCalculation()).resolves.toBe('WHEN_SUPPORTED');
   });
 
+  it('bounds every request with a connect and an idle timeout, from the environment or options', async () => {
+    const defaults = (await openStore('s3://my-bucket/x')) as S3ObjectStore;
+    expect(defaults.timeouts).toEqual({ connectMs: 5_000, idleMs: 60_000 });
+    await expect(defaults.client.config.maxAttempts()).resolves.toBe(3);
+
+    vi.stubEnv('S3_CONNECT_TIMEOUT_MS', '1500');
+    vi.stubEnv('S3_IDLE_TIMEOUT_MS', '20000');
+    expect(((await openStore('s3://my-bucket/x')) as S3ObjectStore).timeouts).toEqual({
+      connectMs: 1_500,
+      idleMs: 20_000,
+    });
+    const explicit = (await openStore('s3://my-bucket/x', { idleTimeoutMs: 700 })) as S3ObjectStore;
+    expect(explicit.timeouts).toEqual({ connectMs: 1_500, idleMs: 700 });
+  });
+
   it.each([
     ['S3_CHECKSUMS', 'maybe', /S3_CHECKSUMS must be 'on' or 'off', got "maybe"/],
     ['S3_FORCE_PATH_STYLE', 'yes', /S3_FORCE_PATH_STYLE must be 'true' or 'false', got "yes"/],
+    [
+      'S3_IDLE_TIMEOUT_MS',
+      '60s',
+      /S3_IDLE_TIMEOUT_MS must be a positive whole number of milliseconds, got "60s"/,
+    ],
+    ['S3_CONNECT_TIMEOUT_MS', '0', /S3_CONNECT_TIMEOUT_MS must be a positive whole number/],
   ])('rejects %s=%s', async (name, value, message) => {
     vi.stubEnv(name, value);
 

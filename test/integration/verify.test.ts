@@ -6,9 +6,11 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type BackupSucceeded, runBackup } from '../../lambda/core/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
+import { VERIFY_STATUS_KEY } from '../../lambda/core/layout.js';
 import { runVerify } from '../../lambda/core/verify.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
+import { faultyStore } from '../fixtures/faulty-store.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';
 
 const execFileAsync = promisify(execFile);
@@ -112,6 +114,69 @@ describe('verify', () => {
     expect(result.backups[0].problems).toContain(
       `backup ${inc.backupId}: metadata ${inc.archiveKey}.metadata.json is missing or unreadable`,
     );
+  });
+
+  it('--all: a read failure on one backup is reported for it and the others are still checked', async () => {
+    const flaky = faultyStore(store, {
+      downloadFailsAfterBytes: 10,
+      downloadFailsFor: new RegExp(`^${full.archiveKey.replace(/[.]/g, '\\.')}$`),
+    });
+    const result = await runVerify({ store: flaky, clock, logger: silentLogger }, { all: true });
+    expect(result.status).toBe('FAILED');
+    expect(result.backups.map((b) => [b.backupId, b.ok])).toEqual([
+      [full.backupId, false],
+      [inc.backupId, true],
+    ]);
+    expect(result.backups[0].problems).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `backup ${full.backupId}: could not be checked: injected download failure .* of ${full.archiveKey}`,
+        ),
+      ),
+    ]);
+  });
+
+  it('records each backup outcome in status/last-verify.json, merged with earlier runs', async () => {
+    await flipByte(full.archiveKey, 100);
+    const all = await runVerify(deps(), { all: true });
+    expect(all.recorded).toBe(true);
+    const first = JSON.parse((await store.get(VERIFY_STATUS_KEY))!.toString());
+    expect(first).toMatchObject({
+      status: 'FAILED',
+      deep: false,
+      checkedAt: expect.any(String),
+      results: [
+        {
+          backupId: full.backupId,
+          ok: false,
+          error: expect.stringMatching(/has sha256 .* the metadata recorded/),
+        },
+        { backupId: inc.backupId, ok: true },
+      ],
+    });
+    expect(first.results[1]).not.toHaveProperty('error');
+
+    // Checking only the incremental keeps what is known about the full.
+    await runVerify(deps(), { backup: inc.backupId });
+    const second = JSON.parse((await store.get(VERIFY_STATUS_KEY))!.toString());
+    expect(second).toMatchObject({
+      status: 'FAILED',
+      deep: false,
+      results: [
+        { backupId: full.backupId, ok: false },
+        { backupId: inc.backupId, ok: true },
+      ],
+    });
+    expect(second.checkedAt > first.checkedAt).toBe(true);
+  });
+
+  it('a store that refuses the record still gets its verify result; record: false writes nothing', async () => {
+    const readOnly = faultyStore(store, { putFails: /^status\// });
+    const result = await runVerify({ store: readOnly, clock, logger: silentLogger }, { all: true });
+    expect(result).toMatchObject({ status: 'SUCCEEDED', recorded: false });
+    expect(await store.get(VERIFY_STATUS_KEY)).toBeUndefined();
+    await runVerify(deps(), { all: true, record: false });
+    expect(await store.get(VERIFY_STATUS_KEY)).toBeUndefined();
   });
 
   it('CLI: exit 0 when all is well, 1 with a report when anything fails', async () => {

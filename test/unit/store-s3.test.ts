@@ -25,9 +25,13 @@ import {
   S3_MAX_PARTS,
   S3_MIN_PART_SIZE,
   S3ObjectStore,
-  S3StoreError,
 } from '../../lambda/store/s3.js';
-import { LockHeldError, ObjectNotFoundError, StoreConfigError } from '../../lambda/store/types.js';
+import {
+  LockHeldError,
+  ObjectNotFoundError,
+  StoreConfigError,
+  StoreRequestError,
+} from '../../lambda/store/types.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -241,7 +245,7 @@ describe('S3ObjectStore.upload', () => {
     await expect(upload).rejects.toThrow(
       /S3 UploadPart failed for s3:\/\/backup-bucket\/media-backups\/full\/a\.tar\.gz: InternalError/,
     );
-    await expect(upload).rejects.toMatchObject({ name: 'S3StoreError', cause: partError });
+    await expect(upload).rejects.toMatchObject({ name: 'StoreRequestError', cause: partError });
     expect(s3Mock.commandCalls(AbortMultipartUploadCommand)[0]?.args[0].input).toEqual({
       Bucket: BUCKET,
       Key: 'media-backups/full/a.tar.gz',
@@ -259,7 +263,7 @@ describe('S3ObjectStore.upload', () => {
     body.write(Buffer.alloc(17 * MiB));
 
     await expect(makeStore().upload('full/a.tar.gz', body, { maxBytes: 20 * MiB })).rejects.toBeInstanceOf(
-      S3StoreError,
+      StoreRequestError,
     );
     expect(body.destroyed).toBe(true);
     expect(s3Mock.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
@@ -540,6 +544,7 @@ describe('S3ObjectStore.acquireLock', () => {
           acquiredAt: NOW.toISOString(),
           expiresAt: new Date(NOW.getTime() + 60_000).toISOString(),
           state: 'held',
+          nonce: expect.stringMatching(/^[0-9a-f]{16}$/),
         },
       },
     ]);
