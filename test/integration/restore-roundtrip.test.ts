@@ -13,6 +13,7 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type BackupSucceeded, runBackup } from '../../lambda/core/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
@@ -176,11 +177,25 @@ describe('restore modes (folder store)', () => {
     await runBackup({ store, clock, logger: silentLogger }, { source });
     await makeMediaTree(live, { files: 8, seed: 99 });
     const before = await snap(live);
-    const flaky = faultyStore(store, { downloadFailsAfterBytes: 2 * 1024 * 1024 });
+    const opened: Readable[] = [];
+    const tracking: ObjectStore = Object.create(store, {
+      getStream: {
+        value: async (key: string) => {
+          const body = await store.getStream(key);
+          opened.push(body);
+          return body;
+        },
+      },
+    });
+    const flaky = faultyStore(tracking, { downloadFailsAfterBytes: 2 * 1024 * 1024 });
 
     await expect(
       runRestore({ store: flaky, clock, logger: silentLogger }, { target: live, mode: 'replace' }),
     ).rejects.toThrow(/injected download failure/);
+
+    // Every archive stream the store opened was closed, not left to the garbage collector (DEP0137).
+    expect(opened.length).toBeGreaterThan(0);
+    expect(opened.map((s) => s.destroyed)).toEqual(opened.map(() => true));
 
     expect(await snap(live)).toEqual(before);
     expect(await readdir(path.dirname(live))).toEqual(['media']); // no staging, no .pre-restore copy
