@@ -174,7 +174,9 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
         const maxShrinkPercent = percent('--max-shrink-percent', opts.maxShrinkPercent);
         const store = await open(opts.store);
         const progress = startProgress(io.stderr, 'backup');
-        interruption = onStopSignals();
+        interruption = onStopSignals(
+          'backup stopped; nothing was committed, the partial upload was removed and the lock released',
+        );
         // maxShrinkPercent and the result's warnings come with the engine's shrink check; the CLI
         // passes and reads them whether or not this engine version knows them.
         const options: BackupOptions & { maxShrinkPercent?: number } = {
@@ -315,16 +317,19 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           ? await open(opts.store)
           : await openExisting(opts.store);
         const progress = startProgress(io.stderr, opts.dryRun ? 'restore (dry run)' : 'restore');
-        // onProgress comes with the engine's restore progress; passed either way. Ctrl-C keeps Node's
-        // default (exit at once) until runRestore takes an AbortSignal: catching the signal without
-        // an engine that stops on it would make Ctrl-C do nothing.
-        const options: RestoreOptions & { onProgress?: (p: TransferProgress) => void } = {
+        interruption = onStopSignals(
+          opts.dryRun
+            ? 'restore dry run stopped'
+            : 'restore stopped; the staging folder was removed and the target left as it was',
+        );
+        const options: RestoreOptions = {
           backup,
           at,
           paths: opts.path,
           target: opts.target,
           mode: opts.replace ? 'replace' : 'new-folder',
           dryRun: opts.dryRun,
+          signal: interruption.signal,
           onProgress: progress.update,
         };
         let result: Awaited<ReturnType<typeof runRestore>>;
@@ -335,6 +340,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           );
         } finally {
           progress.stop();
+          interruption.dispose();
         }
         if (opts.json) {
           out(JSON.stringify(result, null, 2));
@@ -573,7 +579,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
   } catch (error) {
     // Help and version exit 0.
     if (error instanceof CommanderError && error.exitCode === 0) return EXIT.ok;
-    const failure = describeFailure(error, interruption?.received);
+    const failure = describeFailure(error, interruption);
     // Commander printed its own complaint (and the --help hint) already.
     if (!(error instanceof CommanderError)) err(`media-backup: ${failure.message}`);
     if (json) {
@@ -592,15 +598,16 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
 /** How a thrown error is reported: exit code, stable name and message. */
 function describeFailure(
   error: unknown,
-  signal: keyof typeof SIGNAL_EXIT | undefined,
+  interruption: Interruption | undefined,
 ): { exitCode: number; name: string; message: string } {
+  const signal = interruption?.received;
   if (signal) {
     // The engine aborted on the signal: whatever it threw (AbortError, a stream error) is the abort.
     const what = new InterruptedError(signal);
     return {
       exitCode: SIGNAL_EXIT[signal],
       name: what.name,
-      message: `${what.message}: stopped; nothing was committed, the partial upload was removed and the lock released`,
+      message: `${what.message}: ${interruption.aftermath}`,
     };
   }
   if (error instanceof CommanderError) {

@@ -17,6 +17,8 @@ export interface Interruption {
   readonly signal: AbortSignal;
   /** The signal that arrived, if any. */
   readonly received: StopSignal | undefined;
+  /** What an abort leaves behind, for the one line printed at exit. */
+  readonly aftermath: string;
   /** Removes the handlers: signals go back to Node's default (exit at once). */
   dispose(): void;
 }
@@ -27,7 +29,7 @@ export interface Interruption {
  * Without this, Ctrl-C kills the process mid-upload and leaves a partial archive and a lock behind.
  * A second signal exits at once (the operator insists; the lock expires on its own).
  */
-export function onStopSignals(): Interruption {
+export function onStopSignals(aftermath: string): Interruption {
   const controller = new AbortController();
   let received: StopSignal | undefined;
   const handler = (signal: StopSignal) => {
@@ -39,6 +41,7 @@ export function onStopSignals(): Interruption {
   for (const s of signals) process.on(s, handler);
   return {
     signal: controller.signal,
+    aftermath,
     get received() {
       return received;
     },

@@ -1,11 +1,14 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { EXIT, main } from '../../bin/media-backup.js';
+import { keysFor } from '../../lambda/core/layout.js';
+import { manifestBytes } from '../fixtures/crafted-backup.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';
 import { type S3rverFixture, startS3rver } from '../fixtures/s3rver.js';
@@ -241,9 +244,15 @@ function finished(child: ReturnType<typeof spawnCli>): Promise<{ code: number | 
   child.stderr?.on('data', (c: Buffer) => {
     stderr += c.toString('utf8');
   });
+  // A guard, not a wait: a run that ignores its signal would otherwise write gigabytes until the
+  // test times out. Killed, it exits with no code and the test fails on that.
+  const guard = setTimeout(() => child.kill('SIGKILL'), 20_000);
   return new Promise((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stderr }));
+    child.on('close', (code) => {
+      clearTimeout(guard);
+      resolve({ code, stderr });
+    });
   });
 }
 
@@ -299,7 +308,7 @@ describe('Ctrl-C or SIGTERM during a backup', () => {
 
       expect(code).toBe(exitCode);
       expect(stderr.trim().split('\n')).toEqual([
-        `media-backup: interrupted by ${signal}: stopped; nothing was committed, the partial upload was removed and the lock released`,
+        `media-backup: interrupted by ${signal}: backup stopped; nothing was committed, the partial upload was removed and the lock released`,
       ]);
       expect(await partials()).toEqual([]);
       expect(await readdir(path.join(store, 'full'))).toEqual([]);
@@ -311,4 +320,77 @@ describe('Ctrl-C or SIGTERM during a backup', () => {
       expect(status.stdout).toMatch(/Last run: FAILED/);
     },
   );
+});
+
+/** A ustar header for a regular file of `size` bytes (octal fields, checksum over the header). */
+function ustarHeader(name: string, size: number): Buffer {
+  const header = Buffer.alloc(512);
+  const field = (offset: number, length: number, value: string) =>
+    header.write(value, offset, length, 'ascii');
+  const octal = (value: number, length: number) => `${value.toString(8).padStart(length - 1, '0')}\0`;
+  field(0, 100, name);
+  field(100, 8, octal(0o644, 8));
+  field(108, 8, octal(0, 8));
+  field(116, 8, octal(0, 8));
+  field(124, 12, octal(size, 12));
+  field(136, 12, octal(1_735_264_800, 12));
+  field(148, 8, '        ');
+  field(156, 1, '0');
+  field(257, 6, 'ustar\0');
+  field(263, 2, '00');
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  field(148, 8, `${sum.toString(8).padStart(6, '0')}\0 `);
+  return header;
+}
+
+/**
+ * A committed full backup holding one file of `gib` GiB of zeros, written by hand in a moment: the
+ * archive is one gzip member per MiB of zeros, the same ~1 KB member repeated (a series of gzip
+ * members is one gzip stream). Restoring it takes far longer than any test waits.
+ */
+async function craftHugeBackup(storeDir: string, gib: number): Promise<void> {
+  const backupId = 'backup_20251227_020000';
+  const keys = keysFor('full', backupId);
+  const size = gib * 1024 * 1024 * 1024;
+  const zeros = gzipSync(Buffer.alloc(1024 * 1024), { level: 9 });
+  const members = [gzipSync(ustarHeader('huge.bin', size))];
+  for (let i = 0; i < gib * 1024; i += 1) members.push(zeros);
+  members.push(gzipSync(Buffer.alloc(1024)));
+  const archive = Buffer.concat(members);
+  const file = (key: string) => path.join(storeDir, ...key.split('/'));
+  await mkdir(path.dirname(file(keys.archive)), { recursive: true });
+  await writeFile(file(keys.archive), archive);
+  const line = { path: 'huge.bin', type: 'file', size, mtimeMs: 1_735_264_800_000, mode: 0o644 };
+  await writeFile(
+    file(keys.manifest),
+    manifestBytes(backupId, [{ ...line, sha256: '0'.repeat(64), archive: keys.archive }]),
+  );
+}
+
+describe('Ctrl-C during a restore', () => {
+  it('aborts it: the staging folder is removed, the target is not created, exit 130', async () => {
+    await craftHugeBackup(store, 16);
+    const target = path.join(work, 'restored');
+    const child = spawnCli(['restore', '--target', target, '--store', store]);
+    const done = finished(child);
+
+    const staging = async () =>
+      (await readdir(work)).filter((n) => n.startsWith('restored.restore-staging-'));
+    await vi.waitFor(
+      async () => {
+        expect(await staging()).not.toEqual([]);
+      },
+      { timeout: 30_000, interval: 25 },
+    );
+    child.kill('SIGINT');
+    const { code, stderr } = await done;
+
+    expect(code).toBe(EXIT.sigint);
+    expect(stderr.trim().split('\n').at(-1)).toBe(
+      'media-backup: interrupted by SIGINT: restore stopped; the staging folder was removed and the target left as it was',
+    );
+    expect(await staging()).toEqual([]);
+    expect(existsSync(target)).toBe(false);
+  });
 });
