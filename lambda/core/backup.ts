@@ -5,11 +5,13 @@ import type { LockHandle, ObjectStore } from '../store/types.js';
 import { LockHeldError } from '../store/types.js';
 import { type ArchiveProgress, writeArchive } from './archive.js';
 import {
-  archivesReferenced,
   type BackupMetadata,
   type CatalogEntry,
+  chainProblems,
   listCommittedBackups,
   readManifest,
+  readMetadata,
+  readVerifiedDamage,
 } from './catalog.js';
 import type { Clock, Logger } from './deps.js';
 import { ArchiveVerificationError, BackupStateError, errorMessage, UsageError } from './errors.js';
@@ -302,8 +304,9 @@ async function backupLocked(
 
 /**
  * Picks full or incremental and loads the base manifest. An incremental whose chain cannot be read
- * (manifest unreadable, a referenced archive missing) becomes a full: a backup must not depend on
- * bytes that are gone.
+ * (manifest unreadable) or is damaged (an archive it needs missing or not the size its metadata
+ * recorded, or a backup of it found damaged by verify) becomes a full: a backup must not depend on
+ * bytes that are gone or wrong.
  */
 async function resolveChain(
   store: ObjectStore,
@@ -314,17 +317,32 @@ async function resolveChain(
 ): Promise<TypeDecision & { baseManifest?: Manifest }> {
   const decision = chooseBackupType(options.type ?? 'auto', committed, now, options.fullIntervalDays ?? 7);
   if (decision.type === 'full' || !decision.base) return decision;
+  let baseManifest: Manifest;
+  let problems: string[];
   try {
-    const baseManifest = await readManifest(store, decision.base);
-    const missing: string[] = [];
-    for (const key of archivesReferenced(baseManifest)) if (!(await store.head(key))) missing.push(key);
-    if (missing.length > 0) throw new Error(`archive ${missing.join(', ')} is missing`);
-    return { ...decision, baseManifest };
+    baseManifest = await readManifest(store, decision.base);
+    problems = await chainProblems(
+      decision.base,
+      baseManifest,
+      committed,
+      {
+        size: async (key) => (await store.head(key))?.size,
+        metadata: (entry) => readMetadata(store, entry),
+      },
+      await readVerifiedDamage(store),
+    );
   } catch (error) {
     const reason = `chain of ${decision.base.backupId} cannot be read (${errorMessage(error)}); taking a full backup`;
     logger.warn(reason);
     return { type: 'full', reason };
   }
+  if (problems.length > 0) {
+    const state = problems.some((p) => p.endsWith(' is missing')) ? 'cannot be read' : 'is damaged';
+    const reason = `chain of ${decision.base.backupId} ${state} (${problems.join('; ')}); taking a full backup`;
+    logger.warn(reason);
+    return { type: 'full', reason };
+  }
+  return { ...decision, baseManifest };
 }
 
 /**

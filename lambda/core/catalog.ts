@@ -1,6 +1,6 @@
 import type { ObjectStore } from '../store/types.js';
 import { ManifestError } from './errors.js';
-import { keysFor, parseManifestKey } from './layout.js';
+import { keysFor, parseManifestKey, VERIFY_STATUS_KEY } from './layout.js';
 import { type BackupType, decodeManifest, type Manifest } from './manifest.js';
 
 /** `.metadata.json`: everything `list` and `status` need without reading manifests (DESIGN.md 4). */
@@ -92,4 +92,83 @@ export function archivesReferenced(manifest: Manifest): string[] {
   const keys = new Set<string>();
   for (const entry of manifest.entries) if (entry.type === 'file') keys.add(entry.archive);
   return [...keys].sort();
+}
+
+/**
+ * Backups that the latest verify of each found damaged (`status/last-verify.json`, written by
+ * verify): backup id -> what was wrong. A check that could not read the store (`inconclusive`) says
+ * nothing about the content and is not damage. Reads both shapes verify writes: `backups` entries
+ * with `problems`, and `results` entries with `error`.
+ */
+export async function readVerifiedDamage(store: ObjectStore): Promise<Map<string, string>> {
+  const damaged = new Map<string, string>();
+  const raw = await store.get(VERIFY_STATUS_KEY);
+  if (!raw) return damaged;
+  let record: { backups?: unknown; results?: unknown };
+  try {
+    record = JSON.parse(raw.toString('utf8')) as typeof record;
+  } catch {
+    return damaged;
+  }
+  const entries = Array.isArray(record.backups)
+    ? record.backups
+    : Array.isArray(record.results)
+      ? record.results
+      : [];
+  // Later entries for the same backup win: the latest verify of it decides.
+  for (const e of entries as Record<string, unknown>[]) {
+    if (!e || typeof e.backupId !== 'string') continue;
+    if (e.ok !== false || e.inconclusive === true) {
+      damaged.delete(e.backupId);
+      continue;
+    }
+    const problems = Array.isArray(e.problems) ? (e.problems as unknown[]).map(String) : [];
+    const why =
+      problems.length > 0 ? problems.join('; ') : typeof e.error === 'string' ? e.error : 'no details';
+    damaged.set(e.backupId, why);
+  }
+  return damaged;
+}
+
+/** How a chain check reads sizes and metadata (the store directly, or a listing already made). */
+export interface ChainLookup {
+  /** Stored size of an object; undefined when it does not exist. */
+  size(key: string): Promise<number | undefined>;
+  metadata(entry: CatalogEntry): Promise<BackupMetadata | undefined>;
+}
+
+/**
+ * What can be checked cheaply before trusting a restore point (no archive is read): every archive its
+ * manifest references, and its own, exists with the size recorded in its backup's metadata, and no
+ * backup holding one of them was found damaged by verify. One sentence per problem; empty = sound.
+ */
+export async function chainProblems(
+  backup: CatalogEntry,
+  manifest: Manifest,
+  committed: readonly CatalogEntry[],
+  lookup: ChainLookup,
+  damaged: ReadonlyMap<string, string>,
+): Promise<string[]> {
+  const holders = new Map<string, CatalogEntry>();
+  for (const entry of committed) holders.set(entry.archiveKey, entry);
+  const keys = new Set(archivesReferenced(manifest));
+  keys.add(backup.archiveKey);
+  const problems: string[] = [];
+  for (const key of [...keys].sort()) {
+    const holder = holders.get(key);
+    const size = await lookup.size(key);
+    if (size === undefined) {
+      problems.push(`archive ${key} is missing`);
+      continue;
+    }
+    const meta = holder ? await lookup.metadata(holder) : undefined;
+    if (meta && meta.archive.bytes !== size) {
+      problems.push(`archive ${key} is ${size} bytes; its metadata recorded ${meta.archive.bytes}`);
+    }
+    const verdict = holder ? damaged.get(holder.backupId) : undefined;
+    if (holder && verdict !== undefined) {
+      problems.push(`verify found backup ${holder.backupId} damaged (${verdict})`);
+    }
+  }
+  return problems;
 }

@@ -3,13 +3,15 @@ import {
   archivesReferenced,
   type BackupMetadata,
   type CatalogEntry,
+  chainProblems,
   committedBackupsIn,
   readManifest,
   readMetadata,
+  readVerifiedDamage,
 } from './catalog.js';
 import type { Clock, Logger } from './deps.js';
 import { errorMessage } from './errors.js';
-import { backupIdTime, STATUS_KEY } from './layout.js';
+import { backupIdTime, STATUS_KEY, VERIFY_STATUS_KEY } from './layout.js';
 import type { Manifest } from './manifest.js';
 import type { LastRun } from './status.js';
 import { type ClassifiedObject, listStoreObjects, OBJECT_CATEGORIES, usageReport } from './usage.js';
@@ -98,8 +100,8 @@ export interface HealthOptions {
   readonly maxVerifyAgeDays?: number;
 }
 
-/** Where a deep verify's outcome is recorded, when whoever ran it may write to the store. */
-export const VERIFY_STATUS_KEY = 'status/last-verify.json';
+/** Where a verify's outcome is recorded, when whoever ran it may write to the store. */
+export { VERIFY_STATUS_KEY };
 
 /** `status/last-verify.json`. */
 export interface LastVerify {
@@ -391,15 +393,34 @@ async function checkIntegrity(
       problems.push(`archive ${key} is ${stored} bytes; its metadata recorded ${meta.archive.bytes}`);
     }
   }
+  // A backup verify found damaged stays damaged until a verify of it passes.
+  const damaged = await readVerifiedDamage(view.store);
+  const chainIds = new Set([latest.backupId]);
+  for (const key of referenced) {
+    const holder = view.committed.find((c) => c.archiveKey === key);
+    if (holder) chainIds.add(holder.backupId);
+  }
+  for (const id of [...chainIds].sort()) {
+    const verdict = damaged.get(id);
+    if (verdict !== undefined) {
+      problems.push(
+        `verify found backup ${id}${id === latest.backupId ? '' : ', whose archive it needs,'} damaged (${verdict})`,
+      );
+    }
+  }
   if (o.hashLatest && problems.length === 0) {
-    const result = await runVerify(deps, { backup: latest.backupId });
+    const result = await runVerify(deps, { backup: latest.backupId, record: false });
     for (const b of result.backups) for (const problem of b.problems) problems.push(problem);
   }
   if (problems.length > 0) {
+    const good = await newestRestorable(view, latest, damaged);
+    const fallback = good
+      ? `The newest backup that looks restorable is ${good}: restore from it if needed.`
+      : 'No earlier backup looks restorable either.';
     return {
       name: 'integrity',
       status: 'critical',
-      message: `The latest backup ${latest.backupId} cannot be fully restored: ${problems.join('; ')}. Take a new full backup and find out what removed or changed the objects.`,
+      message: `The latest backup ${latest.backupId} cannot be fully restored: ${problems.join('; ')}. ${fallback} Take a new full backup and find out what removed or changed the objects.`,
       value: problems.length,
     };
   }
@@ -417,6 +438,31 @@ async function checkIntegrity(
     message: `The latest backup ${latest.backupId} and the ${referenced.length} archive(s) it needs are present with their recorded sizes${o.hashLatest ? ' and sha256' : ''}.`,
     value: 0,
   };
+}
+
+/**
+ * The newest committed backup before `latest` whose chain passes the cheap checks (archives present
+ * with their recorded sizes, nothing verify found damaged); undefined when none does.
+ */
+async function newestRestorable(
+  view: StoreView,
+  latest: CatalogEntry,
+  damaged: ReadonlyMap<string, string>,
+): Promise<string | undefined> {
+  const lookup = { size: async (key: string) => view.size(key), metadata: (e: CatalogEntry) => view.meta(e) };
+  for (let i = view.committed.length - 1; i >= 0; i--) {
+    const entry = view.committed[i];
+    if (entry.backupId >= latest.backupId) continue;
+    try {
+      const manifest = await view.manifest(entry);
+      if ((await chainProblems(entry, manifest, view.committed, lookup, damaged)).length === 0) {
+        return entry.backupId;
+      }
+    } catch {
+      // An unreadable manifest: not restorable; look further back.
+    }
+  }
+  return undefined;
 }
 
 async function checkDeepVerify(view: StoreView, now: Date, maxAgeDays: number): Promise<HealthCheck> {
