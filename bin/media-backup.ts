@@ -6,6 +6,7 @@ import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { type BackupOptions, type BackupSucceeded, runBackup } from '../lambda/core/backup.js';
+import { listCommittedBackups } from '../lambda/core/catalog.js';
 import { type Logger, systemClock } from '../lambda/core/deps.js';
 import { errorMessage, MediaBackupError, UsageError } from '../lambda/core/errors.js';
 import { formatBytes as formatByteCount, runHealthChecks } from '../lambda/core/health.js';
@@ -22,7 +23,7 @@ import { openStore } from '../lambda/store/open-store.js';
 import { type ObjectStore, StoreConfigError } from '../lambda/store/types.js';
 import { InterruptedError, type Interruption, onStopSignals, SIGNAL_EXIT } from './cli/interrupt.js';
 import { lineWriter, type OutputStream } from './cli/output.js';
-import { noProgress, startProgress, type TransferProgress } from './cli/progress.js';
+import { noProgress, startProgress } from './cli/progress.js';
 import { assertStoreExists, storeNotFoundFrom } from './cli/store-presence.js';
 
 const DEFAULT_STORE = './backups/media';
@@ -379,9 +380,15 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
         );
       }
       const store = await openExisting(opts.store);
+      // Checked before the run, which would record a vacuous pass in status/last-verify.json.
+      if (opts.all && (await listCommittedBackups(store)).length === 0) {
+        throw new NothingToVerifyError(
+          `nothing to verify: ${store.url} holds no committed backup. Run a backup first, or check --store.`,
+        );
+      }
       // A quick verify reads manifests and object sizes only: no bar.
       const progress = opts.deep ? startProgress(io.stderr, 'verify --deep') : noProgress;
-      const options: VerifyOptions & { onProgress?: (p: TransferProgress) => void } = {
+      const options: VerifyOptions = {
         backup: backup ?? 'latest',
         all: opts.all,
         deep: opts.deep,

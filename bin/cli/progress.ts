@@ -71,7 +71,11 @@ export function startProgress(stream: OutputStream, label: string): ProgressDisp
         clearPhase();
         bar.start(total, Math.min(p.bytes, total), payload);
         running = true;
-      } else bar.update(Math.min(p.bytes, total), payload);
+        return;
+      }
+      // `verify --all --deep` checks one backup after another, each with its own totals.
+      if (bar.getTotal() !== total) bar.setTotal(total);
+      bar.update(Math.min(p.bytes, total), payload);
     },
     stop() {
       clearPhase();

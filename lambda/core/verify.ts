@@ -11,7 +11,7 @@ import type { Clock, Logger } from './deps.js';
 import { errorMessage } from './errors.js';
 import { VERIFY_STATUS_KEY } from './layout.js';
 import { resolveRestorePoint } from './resolve.js';
-import { runRestore } from './restore.js';
+import { type RestoreOptions, runRestore } from './restore.js';
 
 export interface VerifyOptions {
   /** `latest` (default), a backup id or archive name; ignored with `all`. */
@@ -20,6 +20,8 @@ export interface VerifyOptions {
   readonly all?: boolean;
   /** Also download, decompress and re-hash every file against the manifest (a restore drill). */
   readonly deep?: boolean;
+  /** Deep only: the dry-run restore's progress, per backup (the CLI's progress bar). */
+  readonly onProgress?: RestoreOptions['onProgress'];
   /**
    * Record the outcome in `status/last-verify.json` (best effort: a read-only store only logs a
    * warning). Checks that merely look (health) pass `false`. @default true
@@ -97,7 +99,7 @@ export async function runVerify(
   // One backup's failure (even a network error) never stops the others from being checked.
   for (const entry of targets) {
     try {
-      backups.push(await verifyOne(deps, entry, deep));
+      backups.push(await verifyOne(deps, entry, deep, options.onProgress));
     } catch (error) {
       backups.push({
         backupId: entry.backupId,
@@ -190,6 +192,7 @@ async function verifyOne(
   deps: { store: ObjectStore; clock: Clock; logger: Logger },
   entry: CatalogEntry,
   deep: boolean,
+  onProgress?: RestoreOptions['onProgress'],
 ): Promise<BackupVerification> {
   const { store } = deps;
   const problems: string[] = [];
@@ -243,7 +246,7 @@ async function verifyOne(
   }
   if (deep && problems.length === 0) {
     try {
-      const drill = await runRestore(deps, { backup: entry.backupId, dryRun: true });
+      const drill = await runRestore(deps, { backup: entry.backupId, dryRun: true, onProgress });
       filesVerified = drill.files;
     } catch (error) {
       if (isStoreFailure(error)) throw error;
