@@ -192,15 +192,11 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           onProgress: progress.update,
         };
         let result: BackupSucceeded & { warnings?: readonly BackupWarning[] };
+        const logger = cliLogger(err, opts.verbose);
         try {
           progress.phase(`scanning ${opts.source} (folders and file sizes)...`);
           result = await runBackup(
-            {
-              store,
-              clock: systemClock,
-              logger: cliLogger(err, opts.verbose),
-              owner: `${hostname()}:${process.pid}`,
-            },
+            { store, clock: systemClock, logger, owner: `${hostname()}:${process.pid}` },
             options,
           );
         } finally {
@@ -213,7 +209,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
         } else {
           printBackupSummary(out, store, result);
         }
-        for (const w of warnings) err(`warning: ${w.message}`);
+        for (const w of warnings) if (!logger.warned.has(w.message)) err(`warning: ${w.message}`);
         if (result.skipped.length > 0 && !opts.json) {
           err(
             `warning: ${result.skipped.length} path(s) skipped; backup ${result.backupId} does not hold them as they are now (exit 3)`,
@@ -683,13 +679,19 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-function cliLogger(err: (line: string) => void, verbose = false): Logger {
+/** A logger on stderr; `warned` holds every warning printed, so a result's warnings are not repeated. */
+function cliLogger(err: (line: string) => void, verbose = false): Logger & { warned: Set<string> } {
   const line = (level: string, message: string, extra: object[]) =>
     err(`${level} ${message}${extra.length ? ` ${extra.map((e) => JSON.stringify(e)).join(' ')}` : ''}`);
+  const warned = new Set<string>();
   return {
+    warned,
     debug: () => undefined,
     info: (m, ...e) => verbose && line('info', m, e),
-    warn: (m, ...e) => line('warning:', m, e),
+    warn: (m, ...e) => {
+      warned.add(m);
+      line('warning:', m, e);
+    },
     // The failure itself is printed once by main(); repeat it only when asked for detail.
     error: (m, ...e) => verbose && line('error:', m, e),
   };
