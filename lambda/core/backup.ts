@@ -63,12 +63,25 @@ export interface BackupOptions {
   readonly concurrentIo?: boolean;
   /** How long a lock survives a crashed run. @default 10 minutes */
   readonly lockTtlMs?: number;
+  /**
+   * Warn (the backup still commits: it is the truth) when the tree's file count or bytes dropped by
+   * more than this percent against the previous committed backup: a wiped or unmounted media folder
+   * looks like this. @default 50
+   */
+  readonly maxShrinkPercent?: number;
   readonly onProgress?: (progress: BackupProgress) => void;
 }
 
 export interface BackupProgress extends ArchiveProgress {
   readonly totalFiles: number;
   readonly totalBytes: number;
+}
+
+/** Something an operator should look at in a backup that committed. */
+export interface BackupWarning {
+  /** Stable, for scripts and metrics: `SOURCE_SHRANK`. */
+  readonly code: string;
+  readonly message: string;
 }
 
 export interface BackupSucceeded {
@@ -89,10 +102,13 @@ export interface BackupSucceeded {
   readonly changedBytes: number;
   readonly deletedFiles: number;
   readonly skipped: readonly SkippedPath[];
+  /** Empty normally; also recorded in the status object. */
+  readonly warnings: readonly BackupWarning[];
   readonly durationMs: number;
 }
 
 const DEFAULT_LOCK_TTL_MS = 10 * 60 * 1000;
+const DEFAULT_MAX_SHRINK_PERCENT = 50;
 
 /**
  * One backup run: lock, decide full/incremental, scan, diff, stream the archive, then commit by
@@ -102,6 +118,10 @@ const DEFAULT_LOCK_TTL_MS = 10 * 60 * 1000;
 export async function runBackup(deps: BackupDeps, options: BackupOptions): Promise<BackupSucceeded> {
   const { store, clock, logger } = deps;
   const startedAt = clock.now();
+  const maxShrink = options.maxShrinkPercent;
+  if (maxShrink !== undefined && !(Number.isFinite(maxShrink) && maxShrink >= 0 && maxShrink <= 100)) {
+    throw new UsageError(`maxShrinkPercent must be a number from 0 to 100 (got ${maxShrink})`);
+  }
   // Refused before anything is written: a store that overlaps the source would be archived into
   // itself, and its objects restored into the media tree.
   await assertSourceAndStoreApart(options.source, store);
@@ -115,6 +135,7 @@ export async function runBackup(deps: BackupDeps, options: BackupOptions): Promi
     // recorded as FAILED in the status object below, not left behind a green previous run.
     await resolveSourceRoot(options.source);
     const result = await backupLocked(deps, options, startedAt);
+    // Warnings stay whole (the shrink message is what an operator reads); skipped paths are counted.
     await writeStatus(store, {
       ...result,
       startedAt: startedAt.toISOString(),
@@ -221,6 +242,13 @@ async function backupLocked(
   }
   skipped.sort((a, b) => comparePaths(a.path, b.path));
   const totals = totalsOf(entries);
+  const warnings = await shrinkWarnings(
+    store,
+    committed.at(-1),
+    totals,
+    options.maxShrinkPercent ?? DEFAULT_MAX_SHRINK_PERCENT,
+  );
+  for (const w of warnings) logger.warn(w.message, { code: w.code });
   const changedFiles = archive.files.length;
   const changedBytes = archive.files.reduce((sum, f) => sum + f.size, 0);
   const createdAt = startedAt.toISOString();
@@ -298,8 +326,33 @@ async function backupLocked(
     changedBytes,
     deletedFiles: plan.deleted.length,
     skipped,
+    warnings,
     durationMs,
   };
+}
+
+/**
+ * A warning when the tree shrank by more than `maxPercent` (files or bytes) against the previous
+ * committed backup, per its metadata. The backup still commits; the previous one keeps the files.
+ */
+async function shrinkWarnings(
+  store: ObjectStore,
+  previous: CatalogEntry | undefined,
+  now: { files: number; bytes: number },
+  maxPercent: number,
+): Promise<BackupWarning[]> {
+  if (!previous) return [];
+  const before = (await readMetadata(store, previous).catch(() => undefined))?.totals;
+  if (!before) return [];
+  const drop = (was: number, is: number) => (was > 0 ? ((was - is) / was) * 100 : 0);
+  const percent = Math.max(drop(before.files, now.files), drop(before.bytes, now.bytes));
+  if (!(percent > maxPercent)) return [];
+  return [
+    {
+      code: 'SOURCE_SHRANK',
+      message: `the source shrank by ${percent.toFixed(1)}% since ${previous.backupId} (${now.files} files, ${now.bytes} bytes now; ${before.files} files, ${before.bytes} bytes then), more than the ${maxPercent}% allowed (--max-shrink-percent). A wiped or unmounted media folder looks like this: check the folder; ${previous.backupId} still holds the files.`,
+    },
+  ];
 }
 
 /**

@@ -570,9 +570,11 @@ async function checkShrink(
     (c) => c.backupId < latest.backupId && backupIdTime(c.backupId).getTime() >= since,
   );
   let worst: { backupId: string; percent: number; what: string } | undefined;
+  const totals = new Map<string, { files: number; bytes: number }>();
   for (const entry of earlier) {
     const meta = await view.meta(entry);
     if (!meta) continue;
+    totals.set(entry.backupId, meta.totals);
     for (const [before, after, show] of [
       [meta.totals.files, latestMeta.totals.files, (n: number) => `${n} file${n === 1 ? '' : 's'}`],
       [meta.totals.bytes, latestMeta.totals.bytes, formatBytes],
@@ -597,10 +599,20 @@ async function checkShrink(
   }
   const percent = Number(Math.max(0, worst.percent).toFixed(1));
   if (worst.percent > o.maxShrinkPercent) {
+    // Restore from the newest backup taken before the shrink, not the largest (often the oldest) one:
+    // the newest whose files and bytes are both within the allowed shrink of the largest.
+    const largest = totals.get(worst.backupId);
+    const within = (after: number, before: number) =>
+      before <= 0 || ((before - after) / before) * 100 <= o.maxShrinkPercent;
+    const newestGood =
+      [...earlier].reverse().find((e) => {
+        const t = totals.get(e.backupId);
+        return t && largest && within(t.files, largest.files) && within(t.bytes, largest.bytes);
+      })?.backupId ?? worst.backupId;
     return {
       name: 'shrink',
       status: 'critical',
-      message: `The media tree shrank by ${percent}% (${worst.what}), more than the ${o.maxShrinkPercent}% allowed: a wiped or unmounted media folder looks like this. Check the folder; restore from ${worst.backupId} if the files were lost.`,
+      message: `The media tree shrank by ${percent}% (${worst.what}), more than the ${o.maxShrinkPercent}% allowed: a wiped or unmounted media folder looks like this. Check the folder; restore from ${newestGood}, the newest backup before the shrink, if the files were lost.`,
       value: percent,
     };
   }
