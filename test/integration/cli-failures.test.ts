@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
@@ -213,6 +213,31 @@ describe('verify BACKUP --all', () => {
     const run = await cli(['verify', 'backup_20251227_020000', '--all', '--store', work]);
     expect(run.code).toBe(EXIT.usage);
     expect(run.stderr).toMatch(/give either BACKUP \("backup_20251227_020000"\) or --all, not both/);
+  });
+});
+
+describe('engine refusals and failed runs, as the CLI reports them', () => {
+  it('a store inside the source is bad usage: exit 2 naming both paths, nothing written', async () => {
+    await makeMediaTree(media, { files: 2 });
+    const inside = path.join(media, 'backups');
+    const run = await cli(['backup', '--source', media, '--store', inside]);
+    expect(run.code).toBe(EXIT.usage);
+    expect(run.stderr).toContain(`source ${media}`);
+    expect(run.stderr).toContain(`store file://${inside}`);
+    expect(existsSync(inside)).toBe(false);
+  });
+
+  it('status exits 1 after a failed run, even with an older good backup (an unmounted source)', async () => {
+    await makeMediaTree(media, { files: 2 });
+    expect((await cli(['backup', '--source', media, '--store', store])).code).toBe(EXIT.ok);
+    await rm(media, { recursive: true });
+
+    const failed = await cli(['backup', '--source', media, '--store', store]);
+    expect(failed.code).toBe(EXIT.failed);
+
+    const status = await cli(['status', '--store', store]);
+    expect(status.code).toBe(EXIT.failed);
+    expect(status.stdout).toMatch(/Last run: FAILED at .*source folder .* does not exist/);
   });
 });
 
