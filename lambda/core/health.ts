@@ -335,6 +335,17 @@ async function checkLastRun(view: StoreView): Promise<HealthCheck> {
       message: `The last backup run failed (started ${run.startedAt}, ended ${run.finishedAt}): ${error}`,
     };
   }
+  const warnings = Array.isArray(run.warnings)
+    ? (run.warnings as { message?: unknown }[]).map((w) => String(w?.message ?? w))
+    : [];
+  if (run.status === 'SUCCEEDED' && warnings.length > 0) {
+    return {
+      name: 'last-run',
+      status: 'warning',
+      message: `The last backup run committed at ${run.finishedAt}${run.backupId ? ` (${run.backupId})` : ''} with ${warnings.length} warning(s): ${warnings.join('; ')}`,
+      value: warnings.length,
+    };
+  }
   if (run.status === 'SUCCEEDED') {
     return {
       name: 'last-run',

@@ -59,6 +59,17 @@ describe('a source that shrank against the previous backup', () => {
       backupId: next.backupId,
       warnings: next.warnings,
     });
+    const report = await runHealthChecks({
+      store,
+      clock: { now: () => new Date('2025-12-28T03:00:00Z') },
+      logger: silentLogger,
+    });
+    expect(report.checks.find((c) => c.name === 'last-run')).toMatchObject({
+      status: 'warning',
+      message: expect.stringContaining(
+        `with 1 warning(s): the source shrank by 80.0% since ${full.backupId}`,
+      ),
+    });
   });
 
   it('respects maxShrinkPercent', async () => {
