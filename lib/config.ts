@@ -12,7 +12,13 @@ export interface MediaBackupConfig {
   readonly fullIntervalDays: number;
   /** Key prefix of all backup objects in the bucket: empty, or ending in `/`. */
   readonly backupPrefix: string;
-  /** ARN of an existing KMS key for bucket encryption; absent means S3-managed keys (SSE-S3). */
+  /**
+   * ARN of an existing KMS key for bucket encryption; absent means S3-managed keys (SSE-S3). The
+   * stack grants the functions' roles on this key through IAM only, which works only when the key's
+   * policy delegates to IAM in this account (the default key policy's "Enable IAM User Permissions"
+   * statement, `arn:aws:iam::<account>:root` with `kms:*`); otherwise every read and write fails at
+   * run time with AccessDenied.
+   */
   readonly kmsKeyArn?: string;
   /** Create the bucket with S3 Object Lock (governance mode) so backups cannot be deleted early. */
   readonly objectLock: boolean;
@@ -32,6 +38,16 @@ export interface MediaBackupConfig {
    * address to verify, which also satisfies the SES sandbox); only valid with `notificationEmail`.
    */
   readonly senderEmail?: string;
+  /**
+   * The sender address is already an SES identity in this account and region (you verified it
+   * before): use it instead of creating `AWS::SES::EmailIdentity`, which fails with AlreadyExists.
+   */
+  readonly useExistingSesIdentity: boolean;
+  /**
+   * Also subscribe `notificationEmail` to the alarm topic directly (raw SNS alarm text, which still
+   * arrives when SES or the notify function fails, at the price of a second mail per alarm).
+   */
+  readonly rawAlarmEmail: boolean;
   /** The backup-age alarm fires when the newest committed backup is older than this many hours. */
   readonly maxBackupAgeHours: number;
   /** The monitor reports a backup whose archive is smaller than this many bytes as critical. */
@@ -46,6 +62,12 @@ export interface MediaBackupConfig {
   readonly monitorMemoryMb: number;
   /** The existing EFS file system and network to back up; absent means a demo VPC and EFS are created. */
   readonly existingFileSystem?: ExistingFileSystemConfig;
+  /**
+   * Availability zones of the demo VPC (two or more, e.g. `eu-west-1a,eu-west-1b`); absent means the
+   * region's first two zones as CloudFormation lists them (`Fn::GetAZs`), never a lookup. Set it when
+   * Lambda is not offered in one of those zones. Demo VPC only.
+   */
+  readonly demoAvailabilityZones?: readonly string[];
   /** POSIX user id the created access point runs file operations as (demo EFS only). */
   readonly posixUid: number;
   /** POSIX group id the created access point runs file operations as (demo EFS only). */
@@ -58,6 +80,12 @@ export interface MediaBackupConfig {
   readonly backupExclude: readonly string[];
   /** Memory of the backup function in MB; Lambda allots vCPUs in proportion, and gzip is CPU-bound. */
   readonly backupMemoryMb: number;
+  /**
+   * Reserve concurrency 1 for the backup function (a second concurrent run is throttled). Off by
+   * default: reserving fails the deploy in accounts whose concurrency quota is low (new accounts
+   * often have 10, and Lambda keeps 10 unreserved), and the store's lock already refuses a second run.
+   */
+  readonly reserveBackupConcurrency: boolean;
   /** gzip level 0-9 of compressible data (`COMPRESSION_LEVEL`); media is stored either way. */
   readonly compressionLevel: number;
   /** Memory of the restore function in MB. */
@@ -130,8 +158,12 @@ export const DEFAULT_CONFIG = {
   maxShrinkPercent: 50,
   weeklyDigest: true,
   monitorMemoryMb: 512,
+  reserveBackupConcurrency: false,
+  useExistingSesIdentity: false,
+  rawAlarmEmail: false,
 } as const satisfies Omit<
   MediaBackupConfig,
+  | 'demoAvailabilityZones'
   | 'kmsKeyArn'
   | 'notificationEmail'
   | 'senderEmail'
@@ -162,6 +194,8 @@ export const CONFIG_KEYS = [
   'timeZone',
   'notificationEmail',
   'senderEmail',
+  'useExistingSesIdentity',
+  'rawAlarmEmail',
   'maxBackupAgeHours',
   'minBackupBytes',
   'maxShrinkPercent',
@@ -170,12 +204,14 @@ export const CONFIG_KEYS = [
   'monitorMemoryMb',
   ...EXISTING_FILE_SYSTEM_KEYS,
   'privateSubnetRouteTableIds',
+  'demoAvailabilityZones',
   'posixUid',
   'posixGid',
   'mediaPath',
   'restoresPath',
   'backupExclude',
   'backupMemoryMb',
+  'reserveBackupConcurrency',
   'compressionLevel',
   'restoreMemoryMb',
   'verifyMemoryMb',
@@ -241,6 +277,26 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
       '`senderEmail` needs `notificationEmail`: without a recipient no email is sent (set both, or neither)',
     );
   }
+  const useExistingSesIdentity = parseBoolean(
+    'useExistingSesIdentity',
+    raw.useExistingSesIdentity,
+    DEFAULT_CONFIG.useExistingSesIdentity,
+    problems,
+  );
+  const rawAlarmEmail = parseBoolean(
+    'rawAlarmEmail',
+    raw.rawAlarmEmail,
+    DEFAULT_CONFIG.rawAlarmEmail,
+    problems,
+  );
+  for (const [key, value] of [
+    ['useExistingSesIdentity', useExistingSesIdentity],
+    ['rawAlarmEmail', rawAlarmEmail],
+  ] as const) {
+    if (value === true && isBlank(raw.notificationEmail)) {
+      problems.push(`\`${key}\` needs \`notificationEmail\`: without a recipient no email is sent`);
+    }
+  }
   // Backups run once a day, so a limit of a day or less would alarm between any two of them.
   const maxBackupAgeHours = parseInteger(
     'maxBackupAgeHours',
@@ -277,6 +333,26 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     problems,
   );
   const existingFileSystem = parseExistingFileSystem(raw, problems);
+  const demoAvailabilityZones = isBlank(raw.demoAvailabilityZones)
+    ? undefined
+    : parseIdList(
+        'demoAvailabilityZones',
+        raw.demoAvailabilityZones,
+        AVAILABILITY_ZONE,
+        'eu-west-1a',
+        problems,
+      );
+  if (demoAvailabilityZones !== undefined && demoAvailabilityZones.length < 2) {
+    problems.push(
+      `\`demoAvailabilityZones\` must list at least two zones, like eu-west-1a,eu-west-1b (got ${describe(raw.demoAvailabilityZones)}): ` +
+        'EFS mount targets and Lambda need two zones to survive one failing',
+    );
+  }
+  if (demoAvailabilityZones !== undefined && !isBlank(raw.fileSystemId)) {
+    problems.push(
+      '`demoAvailabilityZones` applies only to the demo VPC; an existing file system takes `availabilityZones`',
+    );
+  }
   const posixUid = parseInteger('posixUid', raw.posixUid, DEFAULT_CONFIG.posixUid, 0, 4294967295, problems);
   const posixGid = parseInteger('posixGid', raw.posixGid, DEFAULT_CONFIG.posixGid, 0, 4294967295, problems);
   const mediaPath = parseRelativePath('mediaPath', raw.mediaPath, DEFAULT_CONFIG.mediaPath, problems);
@@ -297,6 +373,12 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     'backupMemoryMb',
     raw.backupMemoryMb,
     DEFAULT_CONFIG.backupMemoryMb,
+    problems,
+  );
+  const reserveBackupConcurrency = parseBoolean(
+    'reserveBackupConcurrency',
+    raw.reserveBackupConcurrency,
+    DEFAULT_CONFIG.reserveBackupConcurrency,
     problems,
   );
   const compressionLevel = parseInteger(
@@ -360,7 +442,10 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     minBackupBytes === undefined ||
     maxShrinkPercent === undefined ||
     weeklyDigest === undefined ||
-    monitorMemoryMb === undefined
+    monitorMemoryMb === undefined ||
+    useExistingSesIdentity === undefined ||
+    rawAlarmEmail === undefined ||
+    reserveBackupConcurrency === undefined
   ) {
     throw new ConfigError(problems);
   }
@@ -375,6 +460,8 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     timeZone,
     ...(notificationEmail === undefined ? {} : { notificationEmail }),
     ...(notificationEmail === undefined ? {} : { senderEmail: senderEmail ?? notificationEmail }),
+    useExistingSesIdentity,
+    rawAlarmEmail,
     maxBackupAgeHours,
     minBackupBytes,
     maxShrinkPercent,
@@ -382,12 +469,14 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     weeklyDigest,
     monitorMemoryMb,
     ...(existingFileSystem === undefined ? {} : { existingFileSystem }),
+    ...(demoAvailabilityZones === undefined ? {} : { demoAvailabilityZones }),
     posixUid,
     posixGid,
     mediaPath,
     restoresPath,
     backupExclude,
     backupMemoryMb,
+    reserveBackupConcurrency,
     compressionLevel,
     restoreMemoryMb,
     verifyMemoryMb,

@@ -42,9 +42,12 @@ export class MediaBackupStack extends Stack {
   /** The hourly monitor, the alarms and the dashboard. */
   public readonly monitoring: Monitoring;
 
+  private readonly demoAvailabilityZones?: readonly string[];
+
   constructor(scope: Construct, id: string, props: MediaBackupStackProps) {
     super(scope, id, props);
     const { config } = props;
+    this.demoAvailabilityZones = config.demoAvailabilityZones;
     const encryptionKey = config.kmsKeyArn ? Key.fromKeyArn(this, 'BackupKey', config.kmsKeyArn) : undefined;
 
     this.backupBucket = new BackupBucket(this, 'BackupBucket', {
@@ -59,6 +62,7 @@ export class MediaBackupStack extends Stack {
 
     this.mediaFileSystem = new MediaFileSystem(this, 'MediaFileSystem', {
       ...(config.existingFileSystem ? { existing: config.existingFileSystem } : {}),
+      ...(config.demoAvailabilityZones ? { availabilityZones: config.demoAvailabilityZones } : {}),
       posixUid: config.posixUid,
       posixGid: config.posixGid,
       createS3GatewayEndpoint: config.createS3GatewayEndpoint,
@@ -87,8 +91,9 @@ export class MediaBackupStack extends Stack {
       timeout: Duration.minutes(15),
       memorySize: config.backupMemoryMb,
       logRetention,
-      // One backup at a time; the store's lock catches a manual run against another deployment.
-      reservedConcurrentExecutions: 1,
+      // Opt-in: reserving fails the deploy where the account's concurrency quota is low, and the
+      // store's lock already refuses a second concurrent backup.
+      ...(config.reserveBackupConcurrency ? { reservedConcurrentExecutions: 1 } : {}),
       fileSystem: { accessPoint: this.mediaFileSystem.accessPoint, access: 'read' },
       ...network,
       environment: {
@@ -157,6 +162,8 @@ export class MediaBackupStack extends Stack {
     this.notifications = new Notifications(this, 'Notifications', {
       ...(config.notificationEmail ? { notificationEmail: config.notificationEmail } : {}),
       ...(config.senderEmail ? { senderEmail: config.senderEmail } : {}),
+      useExistingSesIdentity: config.useExistingSesIdentity,
+      rawAlarmEmail: config.rawAlarmEmail,
       bucket,
       backupPrefix,
       ...(encryptionKey ? { encryptionKey } : {}),
@@ -198,6 +205,18 @@ export class MediaBackupStack extends Stack {
     this.acknowledgeGrantWildcards(encryptionKey !== undefined);
 
     this.addOutputs();
+  }
+
+  /**
+   * The zones the demo VPC uses. Never a lookup: CDK's default looks the zones up (an AWS call at
+   * synth) as soon as the stack has an explicit account and region, e.g. when `CDK_DEFAULT_ACCOUNT`
+   * is set, and then synth fails without credentials. The configured `demoAvailabilityZones`, or the
+   * region's first two zones resolved by CloudFormation (`Fn::GetAZs`), as for a stack without env.
+   */
+  override get availabilityZones(): string[] {
+    if (this.demoAvailabilityZones) return [...this.demoAvailabilityZones];
+    const zones = Fn.getAzs();
+    return [Fn.select(0, zones), Fn.select(1, zones)];
   }
 
   private acknowledgeGrantWildcards(withKey: boolean): void {

@@ -32,6 +32,13 @@ export interface MediaFileSystemProps {
   readonly existing?: ExistingFileSystemConfig;
 
   /**
+   * Availability zones of the created VPC (two or more). Ignored with `existing`.
+   *
+   * @default - the stack's first two availability zones
+   */
+  readonly availabilityZones?: readonly string[];
+
+  /**
    * POSIX user id of the created access point: every file operation through it runs as this
    * user, and its root directory is created owned by it. Ignored with `existing` (the existing
    * access point decides).
@@ -142,8 +149,13 @@ export class MediaFileSystem extends Construct {
         fileSystem: this.fileSystem,
       });
     } else {
+      if (props.availabilityZones !== undefined && props.availabilityZones.length < 2) {
+        throw new Error(
+          `\`availabilityZones\` must list at least two zones (got ${props.availabilityZones.join(',') || 'none'})`,
+        );
+      }
       const vpc = new Vpc(this, 'Vpc', {
-        maxAzs: 2,
+        ...(props.availabilityZones ? { availabilityZones: [...props.availabilityZones] } : { maxAzs: 2 }),
         natGateways: 0,
         subnetConfiguration: [{ name: 'private', subnetType: SubnetType.PRIVATE_ISOLATED, cidrMask: 24 }],
       });

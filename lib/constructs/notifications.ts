@@ -5,7 +5,7 @@ import { LambdaDestination, SqsDestination } from 'aws-cdk-lib/aws-lambda-destin
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import { Schedule, ScheduleExpression } from 'aws-cdk-lib/aws-scheduler';
-import { EmailIdentity, Identity } from 'aws-cdk-lib/aws-ses';
+import { EmailIdentity, Identity, type IEmailIdentity } from 'aws-cdk-lib/aws-ses';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription, LambdaSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
@@ -34,6 +34,22 @@ export interface NotificationsProps {
    * @default - `notificationEmail`
    */
   readonly senderEmail?: string;
+
+  /**
+   * The sender address is already an SES identity in this account and region: grant sending from it
+   * instead of creating an `AWS::SES::EmailIdentity` (whose creation fails with AlreadyExists then).
+   *
+   * @default false
+   */
+  readonly useExistingSesIdentity?: boolean;
+
+  /**
+   * Subscribe `notificationEmail` to the topic directly as well: raw SNS alarm text, a second mail per
+   * alarm that still arrives when SES or the notify function fails.
+   *
+   * @default false
+   */
+  readonly rawAlarmEmail?: boolean;
 
   /** The backup bucket: the notify function reads the store for "last good backup" and the digest. */
   readonly bucket: IBucket;
@@ -129,8 +145,8 @@ export class Notifications extends Construct {
   public readonly topic: Topic;
   /** Sends the emails; absent without `notificationEmail`. */
   public readonly notifyFunction?: BackupFunction;
-  /** The SES identity of the sender address; absent without `notificationEmail`. */
-  public readonly senderIdentity?: EmailIdentity;
+  /** The SES identity of the sender address (created, or imported by name); absent without `notificationEmail`. */
+  public readonly senderIdentity?: IEmailIdentity;
   /** The weekly digest schedule; absent without `notificationEmail` or with `weeklyDigest` false. */
   public readonly weeklyDigest?: Schedule;
 
@@ -174,11 +190,13 @@ export class Notifications extends Construct {
 
     if (notificationEmail === undefined || senderEmail === undefined) return;
 
-    this.topic.addSubscription(new EmailSubscription(notificationEmail));
+    // One failure, one formatted mail (from the notify function); the raw SNS text is opt-in.
+    if (props.rawAlarmEmail ?? false) this.topic.addSubscription(new EmailSubscription(notificationEmail));
 
-    this.senderIdentity = new EmailIdentity(this, 'SenderIdentity', {
-      identity: Identity.email(senderEmail),
-    });
+    this.senderIdentity =
+      (props.useExistingSesIdentity ?? false)
+        ? EmailIdentity.fromEmailIdentityName(this, 'SenderIdentity', senderEmail)
+        : new EmailIdentity(this, 'SenderIdentity', { identity: Identity.email(senderEmail) });
 
     const notify = new BackupFunction(this, 'Notify', {
       entry: props.entry ?? NOTIFY_ENTRY,

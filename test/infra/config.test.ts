@@ -316,3 +316,53 @@ describe('parseConfig: monitoring and email', () => {
     expect(() => parseConfig(raw)).toThrow(message);
   });
 });
+
+describe('parseConfig: deploy traps', () => {
+  it('leaves reserved concurrency, the existing SES identity and the raw alarm email off by default', () => {
+    expect(parseConfig({})).toMatchObject({
+      reserveBackupConcurrency: false,
+      useExistingSesIdentity: false,
+      rawAlarmEmail: false,
+    });
+    expect(parseConfig({}).demoAvailabilityZones).toBeUndefined();
+  });
+
+  it('accepts the switches and demo zones as `-c key=value` strings', () => {
+    expect(
+      parseConfig({
+        reserveBackupConcurrency: 'true',
+        notificationEmail: 'ops@example.com',
+        useExistingSesIdentity: 'true',
+        rawAlarmEmail: 'true',
+        demoAvailabilityZones: 'eu-west-1b,eu-west-1c',
+      }),
+    ).toMatchObject({
+      reserveBackupConcurrency: true,
+      useExistingSesIdentity: true,
+      rawAlarmEmail: true,
+      demoAvailabilityZones: ['eu-west-1b', 'eu-west-1c'],
+    });
+  });
+
+  it.each([
+    [{ reserveBackupConcurrency: 'yes' }, /`reserveBackupConcurrency` must be true or false/],
+    [{ useExistingSesIdentity: true }, /`useExistingSesIdentity` needs `notificationEmail`/],
+    [{ rawAlarmEmail: true }, /`rawAlarmEmail` needs `notificationEmail`/],
+    [{ demoAvailabilityZones: 'eu-west-1a' }, /`demoAvailabilityZones` must list at least two zones/],
+    [{ demoAvailabilityZones: 'west,east' }, /`demoAvailabilityZones` must list ids like eu-west-1a/],
+    [
+      {
+        demoAvailabilityZones: 'eu-west-1a,eu-west-1b',
+        fileSystemId: 'fs-0123456789abcdef0',
+        accessPointId: 'fsap-0123456789abcdef0',
+        securityGroupId: 'sg-0123456789abcdef0',
+        vpcId: 'vpc-0123456789abcdef0',
+        privateSubnetIds: 'subnet-0123456789abcdef0,subnet-0123456789abcdef1',
+        availabilityZones: 'eu-west-1a,eu-west-1b',
+      },
+      /`demoAvailabilityZones` applies only to the demo VPC/,
+    ],
+  ])('refuses %j', (raw, message) => {
+    expect(() => parseConfig(raw)).toThrow(message);
+  });
+});

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { type App, type CfnElement, Duration, Stack, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
@@ -92,6 +93,25 @@ describe('MediaBackupStack functions', () => {
     },
   );
 
+  it('times out as the README says: backup, restore, verify 15 min; monitor 300 s; notify 120 s', () => {
+    const { stack: withEmail, template: t } = synthStack({ notificationEmail: 'ops@example.com' });
+    const timeout = (fn: BackupFunction) =>
+      (t.findResources('AWS::Lambda::Function')[id(fn.function)] as { Properties: { Timeout: number } })
+        .Properties.Timeout;
+
+    expect({
+      backup: timeout(withEmail.backupFunction),
+      restore: timeout(withEmail.restoreFunction),
+      verify: timeout(withEmail.verifyFunction),
+      monitor: timeout(withEmail.monitoring.monitorFunction),
+      notify: timeout(withEmail.notifications.notifyFunction!),
+    }).toEqual({ backup: 900, restore: 900, verify: 900, monitor: 300, notify: 120 });
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8').replace(/\s+/g, ' ');
+    expect(readme).toContain(
+      'timeouts of 15 minutes for `backup`, `restore` and `verify`, 300 s for `monitor` and 120 s for `notify`',
+    );
+  });
+
   it('gives every function its own log group with the configured retention', () => {
     // backup, restore, verify and monitor (notify only with notificationEmail).
     template.resourceCountIs('AWS::Logs::LogGroup', 4);
@@ -100,16 +120,23 @@ describe('MediaBackupStack functions', () => {
     longer.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 365 });
   });
 
-  it('reserves a concurrency of 1 for the backup function only', () => {
-    template.hasResourceProperties('AWS::Lambda::Function', {
+  const reserved = (t: Template) =>
+    Object.values(t.findResources('AWS::Lambda::Function')).filter(
+      (fn) => fn.Properties.ReservedConcurrentExecutions !== undefined,
+    );
+
+  it('reserves no concurrency by default (a low account quota would fail the deploy)', () => {
+    expect(reserved(template)).toEqual([]);
+  });
+
+  it('reserves a concurrency of 1 for the backup function only with reserveBackupConcurrency', () => {
+    const { template: opted } = synthStack({ reserveBackupConcurrency: true });
+
+    opted.hasResourceProperties('AWS::Lambda::Function', {
       Description: Match.stringLikeRegexp('tar.gz backup'),
       ReservedConcurrentExecutions: 1,
     });
-    expect(
-      Object.values(template.findResources('AWS::Lambda::Function')).filter(
-        (fn) => fn.Properties.ReservedConcurrentExecutions !== undefined,
-      ),
-    ).toHaveLength(1);
+    expect(reserved(opted)).toHaveLength(1);
   });
 
   it('mounts the access point at /mnt/efs in the backup and restore functions, not in verify', () => {
@@ -558,7 +585,7 @@ describe('cdk-nag AwsSolutions checks on the whole stack', () => {
 
 describe('failure notification', () => {
   it('emails notificationEmail through an SSL-only topic when a message reaches the dead-letter queue', () => {
-    const { stack, template } = synthStack({ notificationEmail: 'ops@example.com' });
+    const { stack, template } = synthStack({ notificationEmail: 'ops@example.com', rawAlarmEmail: true });
 
     template.hasResourceProperties('AWS::SNS::Subscription', {
       Protocol: 'email',

@@ -29,21 +29,47 @@ describe('Notifications', () => {
   const topic = { Ref: id(stack.notifications.topic) };
   const notifyArn = { 'Fn::GetAtt': [id(notify.function), 'Arn'] };
 
-  it('has one TLS-only topic with an email and a Lambda subscription', () => {
+  it("has one TLS-only topic that this stack's alarms may publish to, with a Lambda subscription only", () => {
     template.resourceCountIs('AWS::SNS::Topic', 1);
     template.hasResourceProperties('AWS::SNS::TopicPolicy', {
       Topics: [topic],
       PolicyDocument: {
         Statement: Match.arrayWith([
           Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          Match.objectLike({
+            Effect: 'Allow',
+            Principal: { Service: 'cloudwatch.amazonaws.com' },
+            Action: 'sns:Publish',
+            Resource: topic,
+            Condition: {
+              StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } },
+              ArnLike: {
+                'aws:SourceArn': {
+                  'Fn::Join': [
+                    '',
+                    [
+                      'arn:',
+                      { Ref: 'AWS::Partition' },
+                      ':cloudwatch:',
+                      { Ref: 'AWS::Region' },
+                      ':',
+                      { Ref: 'AWS::AccountId' },
+                      ':alarm:MediaBackup-*',
+                    ],
+                  ],
+                },
+              },
+            },
+          }),
         ]),
       },
     });
-    template.hasResourceProperties('AWS::SNS::Subscription', {
-      TopicArn: topic,
-      Protocol: 'email',
-      Endpoint: 'ops@example.com',
-    });
+    // One failure, one formatted mail: the raw SNS email is opt-in (rawAlarmEmail).
+    expect(
+      Object.values(template.findResources('AWS::SNS::Subscription')).map(
+        (s) => (s as Resource).Properties.Protocol,
+      ),
+    ).toEqual(['lambda']);
     template.hasResourceProperties('AWS::SNS::Subscription', {
       TopicArn: topic,
       Protocol: 'lambda',
@@ -68,6 +94,27 @@ describe('Notifications', () => {
       BUCKET_NAME: { Ref: id(stack.backupBucket.bucket) },
       BACKUP_PREFIX: 'media-backups/',
     });
+  });
+
+  it('subscribes notificationEmail to the raw alarm text as well with rawAlarmEmail', () => {
+    const { template: raw } = synthStack({ ...EMAIL, rawAlarmEmail: true });
+
+    raw.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
+    raw.resourceCountIs('AWS::SNS::Subscription', 2);
+  });
+
+  it('uses an existing SES identity by name with useExistingSesIdentity (no AWS::SES::EmailIdentity)', () => {
+    const { template: existing } = synthStack({ ...EMAIL, useExistingSesIdentity: true });
+
+    existing.resourceCountIs('AWS::SES::EmailIdentity', 0);
+    const ses = Object.values(existing.findResources('AWS::IAM::Policy'))
+      .flatMap(
+        (p) =>
+          ((p as Resource).Properties.PolicyDocument as { Statement: Record<string, unknown>[] }).Statement,
+      )
+      .filter((s) => JSON.stringify(s.Action).includes('ses:'));
+    expect(ses).toHaveLength(1);
+    expect(JSON.stringify(ses[0]!.Resource)).toContain(':identity/backup@example.com');
   });
 
   it('creates an SES identity for the sender and allows sending only as that identity', () => {
