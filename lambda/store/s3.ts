@@ -740,12 +740,16 @@ function describeAwsError(error: unknown, timeouts: { connectMs: number; idleMs:
     .filter(Boolean)
     .join(', ');
   let hint = HINTS[error.name];
-  if (!hint && (error.name === 'TimeoutError' || code === 'ETIMEDOUT')) {
+  // The SDK names resets "TimeoutError" too (ECONNRESET is in its timeout codes): tell them apart.
+  if (
+    !hint &&
+    ((code && NETWORK_CODES.has(code)) || /socket hang up|ECONNRESET|EPIPE|aborted/i.test(error.message))
+  ) {
+    hint = 'the connection failed or was cut: check the network path (proxy, VPC endpoint, NAT) to S3';
+  } else if (!hint && (error.name === 'TimeoutError' || code === 'ETIMEDOUT')) {
     hint = /establish a connection/.test(error.message)
       ? `no connection within ${timeouts.connectMs} ms: check the endpoint and the network path to S3 (S3_CONNECT_TIMEOUT_MS sets the limit)`
       : `no data moved for ${timeouts.idleMs} ms: the network or S3 stalled; check connectivity, or raise S3_IDLE_TIMEOUT_MS on a very slow link`;
-  } else if (!hint && ((code && NETWORK_CODES.has(code)) || /socket hang up|aborted/i.test(error.message))) {
-    hint = 'the connection failed or was cut: check the network path (proxy, VPC endpoint, NAT) to S3';
   } else if (!hint && status === 403) {
     hint = HINTS.AccessDenied;
   } else if (!hint && status === 412) {

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { openStore } from '../../lambda/store/open-store.js';
@@ -98,6 +99,37 @@ describe('S3ObjectStore against s3rver', () => {
 
     await expect(store.head('full/broken.tar.gz')).resolves.toBeUndefined();
     expect((await store.list('')).map((object) => object.key)).not.toContain('full/broken.tar.gz');
+    // The parts already sent were aborted, not left billed.
+    await expect(store.listLeftovers()).resolves.toEqual([]);
+  });
+
+  it('lists a killed run multipart upload with its age and size, and removes it once old enough', async () => {
+    const store = s3rver.makeStore('killed');
+    const key = 'full/backup_20251227_020000.tar.gz';
+    const { UploadId } = await store.client.send(
+      new CreateMultipartUploadCommand({ Bucket: s3rver.bucket, Key: `killed/${key}` }),
+    );
+    await store.client.send(
+      new UploadPartCommand({
+        Bucket: s3rver.bucket,
+        Key: `killed/${key}`,
+        UploadId,
+        PartNumber: 1,
+        Body: randomBytes(5 * MiB),
+      }),
+    );
+
+    const [leftover, ...more] = await store.listLeftovers();
+    expect(more).toEqual([]);
+    expect(leftover).toMatchObject({ key, kind: 'multipart-upload', bytes: 5 * MiB, id: UploadId });
+    expect(Math.abs(leftover.since.getTime() - Date.now())).toBeLessThan(60_000);
+
+    // Younger than the limit: kept (a run may still be writing it).
+    await expect(store.removeLeftovers({ olderThanMs: 3_600_000 })).resolves.toEqual([]);
+    await expect(store.listLeftovers()).resolves.toHaveLength(1);
+    const later = new Date(Date.now() + 2 * 3_600_000);
+    await expect(store.removeLeftovers({ olderThanMs: 3_600_000, now: later })).resolves.toEqual([leftover]);
+    await expect(store.listLeftovers()).resolves.toEqual([]);
   });
 
   it('leaves nothing behind when the upload is aborted', async () => {
