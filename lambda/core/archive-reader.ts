@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
 import { MediaBackupError } from './errors.js';
+import { decodeFsName } from './fs-names.js';
 import { assertSafeRelativePath } from './manifest.js';
 
 /** An archive is damaged or does not match its manifest: restoring from it would give wrong bytes. */
@@ -25,6 +26,17 @@ export interface TarEntry {
 }
 
 /**
+ * A name as our paths spell it. PAX records are UTF-8 and tar-stream decodes them as such; ustar
+ * fields and GNU long names are raw bytes (media-backup writes a name that is not valid UTF-8 as a
+ * GNU long name, byte-exact, as GNU tar does), read as latin1 and decoded here: UTF-8 when valid,
+ * else with the escapes of fs-names.ts.
+ */
+function entryName(name: string, fromPax: string | undefined): string {
+  if (fromPax !== undefined || !/[\u0080-\uffff]/.test(name)) return name;
+  return decodeFsName(Buffer.from(name, 'latin1'));
+}
+
+/**
  * Reads a tar.gz stream entry by entry, refusing anything media-backup never writes: unsafe paths
  * (`..`, absolute, NUL), hardlinks, devices, FIFOs. `label` names the backup and archive in errors.
  * Damage (truncated or corrupt gzip, broken tar) surfaces as {@link ArchiveIntegrityError}.
@@ -34,7 +46,11 @@ export async function readTarGz(
   label: string,
   visit: (entry: TarEntry) => Promise<void>,
 ): Promise<void> {
-  const extract = tarStream.extract();
+  // latin1: ustar and GNU long-name fields come back byte for byte (see `entryName`).
+  // (A tar-stream option its type declarations do not list.)
+  const extract = tarStream.extract({ filenameEncoding: 'latin1' } as Parameters<
+    typeof tarStream.extract
+  >[0]);
   // Large chunks: each one is a thread-pool hand-off, and 16 KiB ones made gunzip the bottleneck.
   const gunzip = createGunzip({ chunkSize: 1024 * 1024 });
   const feeding = pipeline(body, gunzip, extract as unknown as NodeJS.WritableStream);
@@ -47,7 +63,9 @@ export async function readTarGz(
   try {
     for await (const raw of extract) {
       const header = raw.header;
-      const name = header.type === 'directory' ? header.name.replace(/\/+$/, '') : header.name;
+      const pax = (header.pax ?? {}) as { path?: string; linkpath?: string };
+      const fullName = entryName(header.name, pax.path);
+      const name = header.type === 'directory' ? fullName.replace(/\/+$/, '') : fullName;
       assertSafeRelativePath(name, `${label}: archive entry`);
       if (header.type !== 'file' && header.type !== 'directory' && header.type !== 'symlink') {
         throw new ArchiveIntegrityError(
@@ -60,7 +78,7 @@ export async function readTarGz(
         size: header.size ?? 0,
         mode: header.mode ?? 0o644,
         mtime: header.mtime ?? new Date(0),
-        linkname: header.linkname ?? null,
+        linkname: header.linkname == null ? null : entryName(header.linkname, pax.linkpath),
         body: raw as unknown as Readable,
       }).catch((error) => {
         visitError = error;

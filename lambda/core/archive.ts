@@ -4,6 +4,7 @@ import path from 'node:path';
 import { PassThrough, type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
+import { encodeFsName, fsPath, hasEscapedBytes } from './fs-names.js';
 import { ParallelGzip, type ParallelGzipOptions, type ParallelGzipStats } from './parallel-gzip.js';
 import type { ScannedEntry, ScannedFile, SkippedPath } from './scan.js';
 import { describeFileType, describeFsError } from './scan.js';
@@ -199,6 +200,9 @@ class ReadBuffers {
  * unheard 'error' event would crash the process, so every sink gets a listener here.
  */
 function openEntry(pack: tarStream.Pack, header: TarHeader): { sink: TarSink; done: Promise<void> } {
+  if (hasEscapedBytes(header.name) || (header.linkname && hasEscapedBytes(header.linkname))) {
+    header = withRawNames(pack, header);
+  }
   let sink!: TarSink;
   const done = new Promise<void>((resolve, reject) => {
     sink = pack.entry(header, (error) => (error ? reject(error) : resolve()));
@@ -207,6 +211,53 @@ function openEntry(pack: tarStream.Pack, header: TarHeader): { sink: TarSink; do
   // Observed by whoever awaits it; until then a rejection must not count as unhandled.
   done.catch(() => undefined);
   return { sink, done };
+}
+
+/**
+ * A name that is not valid UTF-8 (escaped in our path strings, see fs-names.ts) must reach the archive
+ * as its original bytes, as GNU tar stores it. tar-stream writes names as UTF-8 only, so the raw
+ * bytes go into a GNU long-name record ('L', and 'K' for a link target) pushed just before the entry,
+ * which GNU tar and our reader apply to the next header; that header carries an ASCII stand-in (no
+ * PAX record, which would override the long name). Entries are packed one at a time, so nothing
+ * else can come between the record and its header.
+ */
+function withRawNames(pack: tarStream.Pack, header: TarHeader): TarHeader {
+  const out: TarHeader = { ...header, pax: undefined };
+  if (hasEscapedBytes(header.name)) {
+    pack.push(gnuLongNameRecord('L', encodeFsName(header.name)));
+    out.name = asciiStandIn(header.name, header.type === 'directory' ? 99 : 100);
+  }
+  if (header.linkname && hasEscapedBytes(header.linkname)) {
+    pack.push(gnuLongNameRecord('K', encodeFsName(header.linkname)));
+    out.linkname = asciiStandIn(header.linkname, 100);
+  }
+  return out;
+}
+
+/** A GNU `././@LongLink` header block (typeflag L or K) and the NUL-terminated name, padded. */
+export function gnuLongNameRecord(typeflag: 'L' | 'K', name: Buffer): Buffer {
+  const dataLength = name.length + 1;
+  const block = Buffer.alloc(512 + Math.ceil(dataLength / 512) * 512);
+  block.write('././@LongLink', 0, 'ascii');
+  block.write('0000644\0', 100, 'ascii');
+  block.write('0000000\0', 108, 'ascii');
+  block.write('0000000\0', 116, 'ascii');
+  block.write(`${dataLength.toString(8).padStart(11, '0')}\0`, 124, 'ascii');
+  block.write('00000000000\0', 136, 'ascii');
+  block.write(typeflag, 156, 'ascii');
+  block.write('ustar  \0', 257, 'ascii'); // GNU magic and version, as GNU tar writes these records
+  block.fill(0x20, 148, 156); // the checksum is computed with its own field as spaces
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += block[i];
+  block.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'ascii');
+  name.copy(block, 512);
+  return block;
+}
+
+/** The ustar name field's stand-in for a name kept in a long-name record: printable ASCII, short. */
+function asciiStandIn(name: string, max: number): string {
+  const ascii = name.replace(/[^\x20-\x7e]/g, '_');
+  return ascii.length <= max ? ascii : ascii.slice(ascii.length - max);
 }
 
 function addEntry(pack: tarStream.Pack, header: TarHeader): Promise<void> {
@@ -232,7 +283,7 @@ async function packFile(
     // O_NONBLOCK: a FIFO swapped in after the scan would block open() until a writer came (forever);
     // it opens at once and fstat below skips it. On a regular file the flag changes nothing.
     fd = openSync(
-      path.join(root, scanned.path),
+      fsPath(path.join(root, scanned.path)),
       fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK,
     );
   } catch (error) {

@@ -51,6 +51,11 @@ export interface ManifestHeader {
   readonly totals: { readonly files: number; readonly bytes: number };
 }
 
+/**
+ * Paths are the file names' bytes as strings: UTF-8, except that a byte which is not part of valid
+ * UTF-8 (a Latin-1 name) is the lone surrogate U+DC80..U+DCFF (PEP 383's surrogateescape, written by
+ * JSON.stringify as `\udce9`); valid UTF-8 names are stored exactly as before. See fs-names.ts.
+ */
 export interface Manifest {
   readonly header: ManifestHeader;
   /** Sorted by path (code unit order), unique. */

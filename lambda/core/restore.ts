@@ -38,6 +38,7 @@ import {
   RestoreTargetError,
   UsageError,
 } from './errors.js';
+import { fsPath } from './fs-names.js';
 import { backupIdFor } from './layout.js';
 import {
   comparePaths,
@@ -543,9 +544,10 @@ class TreeWriter {
     return targetError(error, this.target ?? '', action, rel ? `${this.target}/${rel}` : (this.target ?? ''));
   }
 
-  private pathOf(rel: string): string {
-    // Paths were validated (no `..`, not absolute); join keeps them under root.
-    return path.join(this.root!, ...rel.split('/'));
+  private pathOf(rel: string): string | Buffer {
+    // Paths were validated (no `..`, not absolute); join keeps them under root. A name that is not
+    // valid UTF-8 is escaped in the string and goes to the file system as its original bytes.
+    return fsPath(path.join(this.root!, ...rel.split('/')));
   }
 
   /**
@@ -653,7 +655,7 @@ class TreeWriter {
     for (const l of symlinks) {
       await this.ensureFolder(this.parentOf(l.path));
       try {
-        await symlink(l.target, this.pathOf(l.path));
+        await symlink(fsPath(l.target), this.pathOf(l.path));
         if (l.mtimeMs !== undefined) await lutimes(this.pathOf(l.path), l.mtimeMs / 1000, l.mtimeMs / 1000);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST')

@@ -3,6 +3,7 @@ import { lstat, opendir, readdir, readlink, realpath, stat } from 'node:fs/promi
 import path from 'node:path';
 import picomatch from 'picomatch';
 import { SourceError } from './errors.js';
+import { decodeFsName, fsPath } from './fs-names.js';
 import { comparePaths } from './manifest.js';
 
 export interface ScannedFile {
@@ -66,12 +67,25 @@ interface FsOps {
   lstat(p: string): Promise<Stats>;
   readlink(p: string): Promise<string>;
 }
-const asyncOps: FsOps = { readdir: (d) => readdir(d), lstat: (p) => lstat(p), readlink: (p) => readlink(p) };
-const syncOps: FsOps = {
-  readdir: async (d) => readdirSync(d),
-  lstat: async (p) => lstatSync(p),
-  readlink: async (p) => readlinkSync(p),
+// Paths are strings in which bytes that are not valid UTF-8 are escaped (see fs-names.ts): listed
+// as bytes when a name did not decode, and handed back to the file system as bytes.
+const asyncOps: FsOps = {
+  readdir: async (d) =>
+    decodedNames(await readdir(fsPath(d)), async () => readdir(fsPath(d), { encoding: 'buffer' })),
+  lstat: (p) => lstat(fsPath(p)),
+  readlink: async (p) => decodeFsName(await readlink(fsPath(p), { encoding: 'buffer' })),
 };
+const syncOps: FsOps = {
+  readdir: async (d) =>
+    decodedNames(readdirSync(fsPath(d)), async () => readdirSync(fsPath(d), { encoding: 'buffer' })),
+  lstat: async (p) => lstatSync(fsPath(p)),
+  readlink: async (p) => decodeFsName(readlinkSync(fsPath(p), { encoding: 'buffer' })),
+};
+
+/** Names as listed, or, when one did not decode as UTF-8 (U+FFFD), listed again as bytes and escaped. */
+async function decodedNames(names: string[], asBytes: () => Promise<Buffer[]>): Promise<string[]> {
+  return names.some((n) => n.includes('\uFFFD')) ? (await asBytes()).map(decodeFsName) : names;
+}
 
 /** With `concurrentIo`: folders listed at once, each running up to `statConcurrency` lstat calls. */
 const DIR_CONCURRENCY = 8;
