@@ -56,12 +56,6 @@ Times: backup ids (backup_YYYYMMDD_HHMMSS) and --at are UTC; an --at without an 
 With --json, a failure prints one JSON object on stdout:
   {"status":"FAILED","error":{"name":"...","message":"..."},"exitCode":N}`;
 
-/** A backup result's warning (the source shrank, ...): the backup committed, the operator should look. */
-interface BackupWarning {
-  readonly code: string;
-  readonly message: string;
-}
-
 interface CommonOptions {
   store?: string;
   json?: boolean;
@@ -178,9 +172,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
         interruption = onStopSignals(
           'backup stopped; nothing was committed, the partial upload was removed and the lock released',
         );
-        // maxShrinkPercent and the result's warnings come with the engine's shrink check; the CLI
-        // passes and reads them whether or not this engine version knows them.
-        const options: BackupOptions & { maxShrinkPercent?: number } = {
+        const options: BackupOptions = {
           source: opts.source,
           type: type as RequestedType,
           exclude: opts.exclude,
@@ -191,7 +183,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           signal: interruption.signal,
           onProgress: progress.update,
         };
-        let result: BackupSucceeded & { warnings?: readonly BackupWarning[] };
+        let result: BackupSucceeded;
         const logger = cliLogger(err, opts.verbose);
         try {
           progress.phase(`scanning ${opts.source} (folders and file sizes)...`);
@@ -203,7 +195,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
           progress.stop();
           interruption.dispose();
         }
-        const warnings = result.warnings ?? [];
+        const { warnings } = result;
         if (opts.json) {
           out(JSON.stringify(result, null, 2));
         } else {
