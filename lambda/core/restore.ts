@@ -497,9 +497,16 @@ async function extractAll(
   return { files, dirs, symlinks };
 }
 
-function sizeMismatch(label: string, rel: string, actual: number, declared: number): ArchiveIntegrityError {
+function sizeMismatch(
+  label: string,
+  rel: string,
+  actual: number,
+  declared: number,
+  /** Counted while streaming: the entry holds at least `actual` bytes. */
+  atLeast = false,
+): ArchiveIntegrityError {
   return new ArchiveIntegrityError(
-    `${label}: file ${JSON.stringify(rel)} is ${actual} bytes in the archive but the manifest declares ${declared} bytes; stopped before writing past the declared size. The archive or the manifest is corrupt or was altered; nothing was restored. Try another backup.`,
+    `${label}: file ${JSON.stringify(rel)} is ${atLeast ? 'at least ' : ''}${actual} bytes in the archive but the manifest declares ${declared} bytes; stopped before writing past the declared size. The archive or the manifest is corrupt or was altered; nothing was restored. Try another backup.`,
   );
 }
 
@@ -596,7 +603,7 @@ class TreeWriter {
     if (this.root === null) {
       for await (const chunk of body) {
         if (size + (chunk as Buffer).length > maxBytes) {
-          throw sizeMismatch(this.label, rel, size + (chunk as Buffer).length, maxBytes);
+          throw sizeMismatch(this.label, rel, size + (chunk as Buffer).length, maxBytes, true);
         }
         this.hooks.signal?.throwIfAborted();
         hash.update(chunk as Buffer);
@@ -620,7 +627,7 @@ class TreeWriter {
       for await (const chunk of body) {
         const buffer = chunk as Buffer;
         if (size + buffer.length > maxBytes)
-          throw sizeMismatch(this.label, rel, size + buffer.length, maxBytes);
+          throw sizeMismatch(this.label, rel, size + buffer.length, maxBytes, true);
         this.hooks.signal?.throwIfAborted();
         hash.update(buffer);
         size += buffer.length;
