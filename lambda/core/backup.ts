@@ -131,6 +131,7 @@ export async function runBackup(deps: BackupDeps, options: BackupOptions): Promi
       owner: deps.owner ?? `${hostname()}:${process.pid}`,
       ttlMs: options.lockTtlMs ?? DEFAULT_LOCK_TTL_MS,
     });
+    await removeStoreLeftovers(store, options.lockTtlMs ?? DEFAULT_LOCK_TTL_MS, logger);
     // After the lock, so that a missing or unmounted source (the classic silent backup failure) is
     // recorded as FAILED in the status object below, not left behind a green previous run.
     await resolveSourceRoot(options.source);
@@ -442,6 +443,26 @@ async function realpathOfNearest(p: string): Promise<string> {
       rest.push(path.basename(existing));
       existing = parent;
     }
+  }
+}
+
+/**
+ * Removes what killed runs left in the store (partial files, multipart uploads) once older than the
+ * lock TTL: we hold the lock, so no live run is writing them. Ages compare with the store's own
+ * timestamps, hence real time, not the injected clock. Best effort: never fails the backup.
+ */
+async function removeStoreLeftovers(store: ObjectStore, olderThanMs: number, logger: Logger): Promise<void> {
+  try {
+    const removed = (await store.removeLeftovers?.({ olderThanMs })) ?? [];
+    if (removed.length > 0) {
+      logger.info('removed leftovers of killed runs', {
+        count: removed.length,
+        bytes: removed.reduce((sum, l) => sum + l.bytes, 0),
+        keys: removed.map((l) => l.key),
+      });
+    }
+  } catch (error) {
+    logger.warn('could not remove leftovers of killed runs', { error: errorMessage(error) });
   }
 }
 

@@ -8,6 +8,7 @@ import { acquireFsLock } from './fs-lock.js';
 import { checkStoreRoot, makeDirs } from './fs-paths.js';
 import {
   assertSafeKey,
+  type Leftover,
   type LockHandle,
   ObjectNotFoundError,
   type ObjectStore,
@@ -131,6 +132,47 @@ export class FsObjectStore implements ObjectStore {
     };
     await walk(this.root, '');
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  /** `*.partial-*` files of writes that never finished (the run was killed before it could remove them). */
+  async listLeftovers(): Promise<Leftover[]> {
+    const out: Leftover[] = [];
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (error) {
+        if (isNotFound(error)) return;
+        throw error;
+      }
+      for (const entry of entries) {
+        const id = rel ? `${rel}/${entry.name}` : entry.name;
+        if (entry.isDirectory()) {
+          await walk(path.join(dir, entry.name), id);
+          continue;
+        }
+        const mark = entry.name.indexOf(PARTIAL_MARK);
+        if (!entry.isFile() || mark < 0) continue;
+        const st = await stat(path.join(dir, entry.name)).catch(() => undefined);
+        if (!st) continue; // finished or removed meanwhile
+        const key = rel ? `${rel}/${entry.name.slice(0, mark)}` : entry.name.slice(0, mark);
+        out.push({ key, kind: 'partial-file', since: st.mtime, bytes: st.size, id });
+      }
+    };
+    await walk(this.root, '');
+    return out.sort((a, b) => a.since.getTime() - b.since.getTime());
+  }
+
+  async removeLeftovers(options: { olderThanMs: number; now?: Date }): Promise<Leftover[]> {
+    const now = (options.now ?? new Date()).getTime();
+    const removed: Leftover[] = [];
+    for (const leftover of await this.listLeftovers()) {
+      // A partial file still being written has a fresh mtime: never touched.
+      if (now - leftover.since.getTime() <= options.olderThanMs) continue;
+      await rm(path.join(this.root, ...leftover.id.split('/')), { force: true });
+      removed.push(leftover);
+    }
+    return removed;
   }
 
   async acquireLock(name: string, options: { owner: string; ttlMs: number }): Promise<LockHandle> {
