@@ -208,6 +208,16 @@ describe('--help', () => {
   );
 });
 
+describe('settings from the environment', () => {
+  it('an exported but empty variable counts as unset (COMPRESSION_LEVEL= uses the default level)', async () => {
+    await makeMediaTree(media, { files: 2 });
+    vi.stubEnv('COMPRESSION_LEVEL', '');
+    vi.stubEnv('MAX_SHRINK_PERCENT', ' ');
+    const run = await cli(['backup', '--source', media, '--store', store]);
+    expect(run.code, run.stderr).toBe(EXIT.ok);
+  });
+});
+
 describe('verify BACKUP --all', () => {
   it('are exclusive: exit 2 naming both', async () => {
     const run = await cli(['verify', 'backup_20251227_020000', '--all', '--store', work]);
