@@ -3,7 +3,7 @@ import { ManifestError } from './errors.js';
 import { keysFor, parseManifestKey, VERIFY_STATUS_KEY } from './layout.js';
 import { type BackupType, decodeManifest, type Manifest } from './manifest.js';
 
-/** `.metadata.json`: everything `list` and `status` need without reading manifests (DESIGN.md 4). */
+/** `.metadata.json`: everything `list` and `status` need without reading manifests (docs/ARCHITECTURE.md, Metadata). */
 export interface BackupMetadata {
   readonly backupId: string;
   readonly type: BackupType;
@@ -34,7 +34,7 @@ export interface CatalogEntry {
 
 /**
  * Committed backups in a store, oldest first. An archive without a manifest is an aborted run and is
- * never listed (DESIGN.md principle 3).
+ * never listed (docs/ARCHITECTURE.md, principle 3).
  */
 export async function listCommittedBackups(store: ObjectStore): Promise<CatalogEntry[]> {
   const [full, incremental] = await Promise.all([store.list('full/'), store.list('incremental/')]);

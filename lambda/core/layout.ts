@@ -1,6 +1,6 @@
 import type { BackupType } from './manifest.js';
 
-/** Object layout in a store (DESIGN.md section 4). */
+/** Object layout in a store (docs/ARCHITECTURE.md, Object layout). */
 
 const BACKUP_ID = /^backup_(\d{4})(\d{2})(\d{2})_(\d{2})(\d{2})(\d{2})$/;
 

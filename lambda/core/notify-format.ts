@@ -116,7 +116,7 @@ export function parseFunctionArn(arn: string): { functionName: string; region: s
 /**
  * Which operation a destination record is about. The function's name decides first, checking
  * `restore` and `verify` before `backup` because every function of the stack has "backup" in its
- * name (`MediaBackup-RestoreFunction…`); then the payload's shape (DESIGN.md section 6).
+ * name (`MediaBackup-RestoreFunction…`); then the payload's shape (docs/ARCHITECTURE.md, Lambda events).
  */
 export function inferOperation(functionName: string, payload: unknown): Operation | undefined {
   const name = functionName.toLowerCase();

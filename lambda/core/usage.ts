@@ -1,6 +1,6 @@
 import type { ObjectStore, StoredObject } from '../store/types.js';
 
-/** What an object in a store is, by its key (DESIGN.md section 4). */
+/** What an object in a store is, by its key (docs/ARCHITECTURE.md, Object layout). */
 export type ObjectCategory = 'full' | 'incremental' | 'metadata' | 'manifests' | 'status' | 'other';
 
 export const OBJECT_CATEGORIES: readonly ObjectCategory[] = [

@@ -8,7 +8,7 @@ import type { RestoreMode } from '../core/restore.js';
 import { EventValidationError } from './errors.js';
 
 /**
- * Lambda events (DESIGN.md section 6), validated with zod through powertools' `parse`. Every message
+ * Lambda events (docs/ARCHITECTURE.md, Lambda events), validated with zod through powertools' `parse`. Every message
  * names the field in backticks and shows what was received; fields nobody reads are refused, so a
  * typo (`dryrun`) fails loudly instead of being ignored.
  */

@@ -66,7 +66,7 @@ export const NOTIFICATION_FAILURES_METRIC = 'NotificationFailures';
 const DEFAULT_STACK_NAME = 'media-backup';
 /** Reading the store for "last good backup" must not eat the time the email needs. */
 const STORE_READ_BUDGET_MS = 10_000;
-/** The "no committed backup in 48 h" alarm's threshold (DESIGN.md section 7), for the digest's health. */
+/** The "no committed backup in 48 h" alarm's threshold (README, Monitoring and email), for the digest's health. */
 const STALE_AFTER_HOURS = 48;
 
 type Env = Readonly<Record<string, string | undefined>>;

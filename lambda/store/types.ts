@@ -63,7 +63,7 @@ export interface LockInfo {
 }
 
 /**
- * Where backups live. Keys are the same in every store (DESIGN.md section 4), so a folder store
+ * Where backups live. Keys are the same in every store (docs/ARCHITECTURE.md, Object layout), so a folder store
  * copied to S3 (or the reverse) stays valid.
  */
 export interface ObjectStore {

@@ -74,7 +74,7 @@ export interface BackupBucketProps {
 /**
  * The S3 bucket holding the backup store: encrypted, versioned, private, TLS-only, retained
  * when the stack is deleted, with server access logs in a separate bucket and lifecycle rules
- * that implement backup retention (DESIGN.md section 5).
+ * that implement backup retention (docs/ARCHITECTURE.md, Retention).
  */
 export class BackupBucket extends Construct {
   /** The bucket holding archives, manifests and status under {@link BackupBucket.backupPrefix}. */

@@ -12,7 +12,7 @@ import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fix
 
 /**
  * Each handler bundled as the CDK's NodejsFunction will (esbuild, platform node, target node22, CJS)
- * but with nothing external, @aws-sdk/* included: DESIGN.md section 8 requires lib-storage in the
+ * but with nothing external, @aws-sdk/* included: lib-storage must be in the
  * bundle, and a complete bundle does not depend on the runtime's SDK version. Loaded from a folder
  * with no node_modules above it, a missing module would fail here rather than in AWS.
  */
