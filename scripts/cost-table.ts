@@ -55,7 +55,8 @@ function rows(bill: CostBreakdown): { id: CostItemId; label: string }[] {
 }
 
 function policyWords(i: CostInputs): string {
-  const quick = i.verify.quick === 'download' ? 'downloads and hashes the archive' : 'compares S3 checksums, no download';
+  const quick =
+    i.verify.quick === 'download' ? 'downloads and hashes the archive' : 'compares S3 checksums, no download';
   const deep =
     i.verify.deep === 'latest-full-weekly'
       ? 'weekly deep verify of the latest full'
@@ -172,7 +173,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const tables = renderCostTables();
   if (process.argv.includes('--write')) {
     writeFileSync(README_PATH, replaceBetweenMarkers(readFileSync(README_PATH, 'utf8'), tables));
-    process.stdout.write(`README.md: cost tables updated between ${COST_TABLE_START} and ${COST_TABLE_END}\n`);
+    process.stdout.write(
+      `README.md: cost tables updated between ${COST_TABLE_START} and ${COST_TABLE_END}\n`,
+    );
   } else {
     process.stdout.write(`${tables}\n`);
   }
