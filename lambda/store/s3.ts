@@ -228,6 +228,8 @@ export class S3ObjectStore implements ObjectStore {
     // the failure that made it abort, which is not what the operator needs to fix.
     let firstFailure: unknown;
     const failedOperation = new Map<unknown, string>();
+    // A retried (or failed) CreateMultipartUpload may have created uploads whose ids we never saw.
+    let createRetried = false;
     const stop = (reason: unknown): void => {
       if (stopping) return;
       stopping = true;
@@ -252,8 +254,15 @@ export class S3ObjectStore implements ObjectStore {
         property === 'send'
           ? async (command: unknown, ...rest: unknown[]) => {
               try {
-                return await send(command, ...rest);
+                const response = (await send(command, ...rest)) as { $metadata?: { attempts?: number } };
+                if (
+                  commandName(command) === 'CreateMultipartUpload' &&
+                  (response?.$metadata?.attempts ?? 1) > 1
+                )
+                  createRetried = true;
+                return response;
               } catch (error) {
+                if (commandName(command) === 'CreateMultipartUpload') createRetried = true;
                 failedOperation.set(error, commandName(command));
                 stop(error);
                 throw error;
@@ -293,6 +302,7 @@ export class S3ObjectStore implements ObjectStore {
       // After `stop` the body emits the error we destroyed it with, possibly later; keep a listener
       // so that emission is not an unhandled 'error' event that kills the process.
       if (!stopping) body.off('error', onBodyError);
+      if (createRetried) await this.abortUploadsOf(objectKey);
     }
 
     const head = await this.call('HeadObject', objectKey, () =>
@@ -306,14 +316,59 @@ export class S3ObjectStore implements ObjectStore {
 
   async put(key: string, body: Buffer | string, options: PutOptions = {}): Promise<void> {
     const objectKey = this.objectKey(key);
-    await this.call('PutObject', objectKey, () =>
-      this.client.send(
+    try {
+      await this.client.send(
         new PutObjectCommand({
           ...this.writeParams(objectKey, options.tier, options.contentType),
           Body: body,
         }),
-      ),
-    );
+      );
+    } catch (error) {
+      // An ambiguous write: the connection dropped after S3 stored the object, on every attempt.
+      // If the object now holds exactly our bytes the write happened; reporting it as failed would
+      // call a committed backup failed.
+      if (await this.holdsExactly(objectKey, body)) return;
+      throw this.requestError('PutObject', objectKey, error);
+    }
+  }
+
+  private async holdsExactly(objectKey: string, body: Buffer | string): Promise<boolean> {
+    try {
+      const response = await this.getObject(objectKey);
+      if (!response?.Body) return false;
+      const stored = await response.Body.transformToByteArray();
+      return Buffer.from(stored).equals(typeof body === 'string' ? Buffer.from(body) : body);
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Aborts every multipart upload in progress for `objectKey`. Used after a CreateMultipartUpload
+   * that the SDK retried: an earlier attempt may have created an upload whose id we never learned.
+   * Archive keys are unique per backup and written under the lock, so none of them is another
+   * run's. Best effort: the next backup's leftover sweep and the lifecycle rule catch the rest.
+   */
+  private async abortUploadsOf(objectKey: string): Promise<void> {
+    try {
+      const page = await this.client.send(
+        new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: objectKey }),
+      );
+      for (const upload of page.Uploads ?? []) {
+        if (upload.Key !== objectKey || !upload.UploadId) continue;
+        await this.client
+          .send(
+            new AbortMultipartUploadCommand({
+              Bucket: this.bucket,
+              Key: objectKey,
+              UploadId: upload.UploadId,
+            }),
+          )
+          .catch(() => undefined);
+      }
+    } catch {
+      // Listing not allowed or failing: left to the leftover sweep.
+    }
   }
 
   async get(key: string): Promise<Buffer | undefined> {
@@ -553,7 +608,13 @@ export class S3ObjectStore implements ObjectStore {
       try {
         return await this.writeLock(lockKey, record(), { IfNoneMatch: '*' });
       } catch (error) {
-        if (!isConditionFailure(error)) throw this.requestError('PutObject', lockKey, error);
+        if (!isConditionFailure(error)) {
+          // Every attempt failed, but one may have reached S3 before its connection dropped: if
+          // the lock now carries our nonce it is ours, and leaving it would lock out the next run.
+          const landed = await this.readLock(lockKey).catch(() => undefined);
+          if (landed?.record?.nonce === nonce && landed.record.state === 'held') return landed.etag;
+          throw this.requestError('PutObject', lockKey, error);
+        }
       }
       const current = await this.readLock(lockKey);
       if (!current) continue;

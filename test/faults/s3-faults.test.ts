@@ -121,12 +121,6 @@ const BACKUP_CASES: readonly BackupCase[] = [
     expect: 'ok',
   },
   {
-    name: 'UploadPart reset once is retried and succeeds',
-    source: 'big',
-    rules: [{ operation: 'UploadPart', action: { kind: 'reset' }, times: 1 }],
-    expect: 'ok',
-  },
-  {
     name: 'UploadPart stalled once is retried after the idle timeout and succeeds',
     source: 'big',
     rules: [{ operation: 'UploadPart', action: { kind: 'stall' }, times: 1 }],
@@ -202,18 +196,48 @@ const BACKUP_CASES: readonly BackupCase[] = [
     expect: { operation: 'PutObject', key: ARCHIVE },
   },
   {
-    name: 'a listing answered 503 once is retried and succeeds',
+    name: 'the lock PUT whose every answer is lost is recognised as ours from its nonce',
     source: 'small',
-    rules: [{ operation: 'ListObjectsV2', action: { kind: 'status', status: 503 }, times: 1 }],
+    rules: [{ operation: 'PutObject', key: /locks\/backup\.lock$/, action: { kind: 'ambiguous' }, times: 3 }],
     expect: 'ok',
   },
   {
-    name: 'the HeadObject after the upload reset once is retried and succeeds',
+    name: 'the manifest PUT whose every answer is lost is found written: the backup is committed and reported so',
     source: 'small',
-    rules: [{ operation: 'HeadObject', action: { kind: 'reset' }, times: 1 }],
+    rules: [{ operation: 'PutObject', key: /\.manifest\.jsonl\.gz$/, action: { kind: 'ambiguous' } }],
+    expect: 'ok',
+  },
+  {
+    name: 'a CreateMultipartUpload whose answer is lost leaves no orphan upload behind',
+    source: 'big',
+    rules: [{ operation: 'CreateMultipartUpload', action: { kind: 'ambiguous' }, times: 1 }],
     expect: 'ok',
   },
 ];
+
+/** Cases that only run with MEDIA_BACKUP_FAULTS_LONG=1 (the sweep covers their kind too). */
+const MORE_BACKUP_CASES: readonly BackupCase[] = LONG
+  ? [
+      {
+        name: 'UploadPart reset once is retried and succeeds',
+        source: 'big',
+        rules: [{ operation: 'UploadPart', action: { kind: 'reset' }, times: 1 }],
+        expect: 'ok',
+      },
+      {
+        name: 'a listing answered 503 once is retried and succeeds',
+        source: 'small',
+        rules: [{ operation: 'ListObjectsV2', action: { kind: 'status', status: 503 }, times: 1 }],
+        expect: 'ok',
+      },
+      {
+        name: 'the HeadObject after the upload reset once is retried and succeeds',
+        source: 'small',
+        rules: [{ operation: 'HeadObject', action: { kind: 'reset' }, times: 1 }],
+        expect: 'ok',
+      },
+    ]
+  : [];
 
 /** Long sweep: every backup-path operation x fault kind, judged by the generic clean-outcome rule. */
 const SWEEP_CASES: readonly BackupCase[] = LONG
@@ -251,33 +275,36 @@ const SWEEP_CASES: readonly BackupCase[] = LONG
   : [];
 
 describe('S3 faults on the backup path end clean and bounded', () => {
-  it.each(BACKUP_CASES.map((c) => [c.name, c] as const))('%s', async (_name, spec) => {
-    const c = newCase();
-    c.scope.setRules(spec.rules);
-    const source = spec.source === 'big' ? bigSource : smallSource;
+  it.each([...BACKUP_CASES, ...MORE_BACKUP_CASES].map((c) => [c.name, c] as const))(
+    '%s',
+    async (_name, spec) => {
+      const c = newCase();
+      c.scope.setRules(spec.rules);
+      const source = spec.source === 'big' ? bigSource : smallSource;
 
-    const run = await settle(runBackup(deps(c.faulty), { source }));
+      const run = await settle(runBackup(deps(c.faulty), { source }));
 
-    expect(run.ms).toBeLessThan(BOUNDED_MS);
-    expect(c.scope.requests.some((r) => r.fault !== 'pass')).toBe(true);
-    if (spec.expect === 'ok') {
-      expect(run.error).toBeUndefined();
-      expect(await listCommittedBackups(c.direct)).toHaveLength(1);
-      expect((await runVerify(deps(c.direct), { all: true, record: false })).status).toBe('SUCCEEDED');
-    } else {
-      expect(run.error?.name).toBe('StoreRequestError');
-      expect(run.error?.message).toMatch(namesRequest(c, spec.expect.operation, spec.expect.key));
-      if (spec.expect.message) expect(run.error?.message).toMatch(spec.expect.message);
-      expect(await listCommittedBackups(c.direct)).toEqual([]);
-    }
-    // Never a multipart upload left behind, whatever happened.
-    expect(await c.direct.listLeftovers()).toEqual([]);
-    if (spec.expect === 'ok') return;
+      expect(run.ms).toBeLessThan(BOUNDED_MS);
+      expect(c.scope.requests.some((r) => r.fault !== 'pass')).toBe(true);
+      if (spec.expect === 'ok') {
+        expect(run.error).toBeUndefined();
+        expect(await listCommittedBackups(c.direct)).toHaveLength(1);
+        expect((await runVerify(deps(c.direct), { all: true, record: false })).status).toBe('SUCCEEDED');
+      } else {
+        expect(run.error?.name).toBe('StoreRequestError');
+        expect(run.error?.message).toMatch(namesRequest(c, spec.expect.operation, spec.expect.key));
+        if (spec.expect.message) expect(run.error?.message).toMatch(spec.expect.message);
+        expect(await listCommittedBackups(c.direct)).toEqual([]);
+      }
+      // Never a multipart upload left behind, whatever happened.
+      expect(await c.direct.listLeftovers()).toEqual([]);
+      if (spec.expect === 'ok') return;
 
-    // The next run, without faults, succeeds.
-    c.scope.setRules([]);
-    await expect(runBackup(deps(c.faulty), { source })).resolves.toMatchObject({ status: 'SUCCEEDED' });
-  });
+      // The next run, without faults, succeeds.
+      c.scope.setRules([]);
+      await expect(runBackup(deps(c.faulty), { source })).resolves.toMatchObject({ status: 'SUCCEEDED' });
+    },
+  );
 
   it.runIf(LONG).each(SWEEP_CASES.map((c) => [c.name, c] as const))('%s', async (_name, spec) => {
     const c = newCase();
@@ -288,9 +315,14 @@ describe('S3 faults on the backup path end clean and bounded', () => {
 
     expect(run.ms).toBeLessThan(BOUNDED_MS);
     const committed = await listCommittedBackups(c.direct);
-    if (run.error) {
+    if (run.error && committed.length === 1) {
+      // Committed, but the status object could not be written afterwards: reported as failed
+      // (nothing records the run otherwise), and the backup itself is good.
+      expect(run.error.message).toMatch(/S3 PutObject failed for s3:\/\/\S+\/status\//);
+      expect((await runVerify(deps(c.direct), { all: true, record: false })).status).toBe('SUCCEEDED');
+    } else if (run.error) {
       // Failed: said what, committed nothing.
-      expect(run.error.message).toMatch(/S3 \w+ failed for s3:\/\/|already running/);
+      expect(run.error.message).toMatch(/S3 \w+ failed for s3:\/\//);
       expect(committed).toEqual([]);
     } else {
       expect(committed).toHaveLength(1);
