@@ -127,7 +127,8 @@ export function renderCostTables(): string {
     '- Verify today: the weekly deep verify first hashes the latest full (a quick verify downloads the whole ' +
       'archive), then dry-run restores it, so it **reads the full twice** from Standard-IA. After issue 12 the ' +
       'quick check compares S3 checksums and each archive is deep-verified once in its lifetime: each byte ' +
-      'written is read once.',
+      'written is read once. That assumes the rotation verifies archives, not restore points: a dry-run ' +
+      'restore of each incremental would read its full again: 6 more full reads a week.',
     `- EFS: a full reads the whole tree, an incremental the changed files; scan metadata operations are not ` +
       `counted. Bursting (and Provisioned) throughput charge nothing per read; Elastic charges ${price(PRICES.efsElasticReadGB)}/GB.`,
     `- Lambda arm64: backup at ${t.backupMemoryMB} MB spending ~${t.backupCpuSecondsPerGB} CPU-s per GB (measured ` +
