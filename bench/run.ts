@@ -8,6 +8,8 @@
  *   BENCH_BYTES=100000000 npm run bench    # quick run on ~100 MB
  *   BENCH_PEERS=0 npm run bench            # skip pigz/restic/borg
  *   BENCH_FILE_COUNT=200000 npm run bench  # only the file-count section (bench/file-count.ts)
+ *   BENCH_EFS=1 npm run bench              # adds the EFS-like section (bench/efs.ts, latency FUSE)
+ *   BENCH_EFS=1 BENCH_ONLY_EFS=1 npm run bench   # only the EFS-like section
  *
  * Environment: BENCH_DIR (work folder), BENCH_BYTES (tree size), BENCH_RUNS (repetitions, median
  * reported), BENCH_SEED (tree seed), BENCH_PEERS=0 (skip the pigz/restic/borg peers), BENCH_S3=0
@@ -38,6 +40,7 @@ import path from 'node:path';
 import { DEFAULT_LEVEL } from '../lambda/core/parallel-gzip.js';
 import { documentBytes, seededRandom } from '../test/fixtures/media-tree.js';
 import { startS3rver } from '../test/fixtures/s3rver.js';
+import { runEfsBench } from './efs.js';
 import { runFileCountBench } from './file-count.js';
 import {
   buildVariantRunner,
@@ -388,6 +391,11 @@ function warmPageCache(root: string, files: readonly TreeFile[]): number {
 
 async function main(): Promise<void> {
   const config = readConfig();
+  if (process.env.BENCH_ONLY_EFS === '1') {
+    // Alone: the EFS-like section (bench/efs.ts) builds its own small-file trees.
+    await runEfsBench(config.dir);
+    return;
+  }
   const fileCount = process.env.BENCH_FILE_COUNT;
   if (fileCount) {
     // Alone: the file-count section does not need the byte tree, the peers or the variants.
@@ -1019,6 +1027,7 @@ async function main(): Promise<void> {
     issue6Targets: issue6,
   };
   console.log(`BENCH_JSON ${JSON.stringify(summary)}`);
+  if (process.env.BENCH_EFS === '1') await runEfsBench(config.dir);
 }
 
 await main();
