@@ -1,5 +1,6 @@
 import type { Construct } from 'constructs';
 import { DEFAULT_LEVEL } from '../lambda/core/parallel-gzip.js';
+import { DEFAULT_BACKUP_TIME } from './local-time.js';
 
 /**
  * Deployment settings of the media-backup stack, read from CDK context
@@ -140,7 +141,8 @@ export const DEFAULT_CONFIG = {
   fullIntervalDays: 7,
   backupPrefix: 'media-backups/',
   objectLock: false,
-  backupSchedule: '02:00',
+  // Clear of every zone's daylight-saving changes; lib/constructs/schedules.ts refuses a time in one.
+  backupSchedule: DEFAULT_BACKUP_TIME,
   fullBackupDay: 'SUN',
   timeZone: 'UTC',
   posixUid: 1000,

@@ -1,4 +1,5 @@
 export * from './config.js';
+export * from './local-time.js';
 export * from './constructs/backup-bucket.js';
 export * from './constructs/backup-function.js';
 export * from './constructs/media-file-system.js';

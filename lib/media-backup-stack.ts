@@ -155,8 +155,12 @@ export class MediaBackupStack extends Stack {
       backupTime: config.backupSchedule,
       fullBackupDay: config.fullBackupDay,
       timeZone: config.timeZone,
-      // With an email, Notifications routes failed runs to the notify function (and the queue).
-      sendRunFailuresToQueue: config.notificationEmail === undefined,
+      // A failed backup run is the composite alarm's (the queue's new-message alarm is one of its
+      // members); with an email, failed restore and verify runs are mailed by the notify function.
+      queueRunFailuresOf:
+        config.notificationEmail === undefined
+          ? [this.backupFunction.function, this.verifyFunction.function]
+          : [this.backupFunction.function],
     });
 
     this.notifications = new Notifications(this, 'Notifications', {
@@ -167,7 +171,7 @@ export class MediaBackupStack extends Stack {
       bucket,
       backupPrefix,
       ...(encryptionKey ? { encryptionKey } : {}),
-      reportFailuresOf: [this.backupFunction, this.restoreFunction, this.verifyFunction],
+      reportFailuresOf: [this.restoreFunction, this.verifyFunction],
       deadLetterQueue: this.schedules.deadLetterQueue,
       scheduler: this.schedules,
       weeklyDigest: config.weeklyDigest,
@@ -262,13 +266,16 @@ export class MediaBackupStack extends Stack {
 
   private addOutputs(): void {
     const region = this.region;
+    // AWS_MAX_ATTEMPTS=1: the CLI never retries the call. A retry after a dropped connection (a
+    // NAT or proxy idle timeout during a 15-minute run) would invoke the function a second time, and
+    // --cli-read-timeout 0 alone does not stop that. If the connection drops, the run goes on: follow
+    // it with the FollowLogsCommand output instead of invoking again.
     const invoke = (fn: BackupFunction, payload: object) =>
       Fn.join('', [
-        'aws lambda invoke --region ',
+        'AWS_MAX_ATTEMPTS=1 aws lambda invoke --region ',
         region,
         ' --function-name ',
         fn.functionName,
-        // The CLI's default 60 s read timeout would retry, and so re-invoke, a long run.
         ` --cli-read-timeout 0 --cli-binary-format raw-in-base64-out --payload '${JSON.stringify(payload)}' /dev/stdout`,
       ]);
 
@@ -296,6 +303,29 @@ export class MediaBackupStack extends Stack {
     new CfnOutput(this, 'RestoreDryRunCommand', {
       description: 'Download and verify the latest backup, writing nothing',
       value: invoke(this.restoreFunction, { backup: 'latest', dryRun: true }),
+    });
+    new CfnOutput(this, 'QuickVerifyCommand', {
+      description: 'Check the latest backup (archive sha256) and print the result',
+      value: invoke(this.verifyFunction, { backup: 'latest' }),
+    });
+    new CfnOutput(this, 'FollowLogsCommand', {
+      description: 'Follow the backup function log (a run whose invoke command lost its connection goes on here)',
+      value: Fn.join('', [
+        'aws logs tail --region ',
+        region,
+        ' --follow --since 20m ',
+        this.backupFunction.logGroup.logGroupName,
+      ]),
+    });
+    new CfnOutput(this, 'LastRunCommand', {
+      description: 'Print the outcome of the last backup run (status/last-run.json)',
+      value: Fn.join('', [
+        'aws s3 cp --region ',
+        region,
+        ' s3://',
+        this.backupBucket.bucket.bucketName,
+        `/${this.backupBucket.backupPrefix}status/last-run.json -`,
+      ]),
     });
   }
 }

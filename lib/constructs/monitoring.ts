@@ -2,7 +2,10 @@ import { fileURLToPath } from 'node:url';
 import { ArnFormat, Duration, Stack } from 'aws-cdk-lib';
 import {
   Alarm,
+  AlarmRule,
+  AlarmState,
   AlarmStatusWidget,
+  CompositeAlarm,
   ComparisonOperator,
   Dashboard,
   GraphWidget,
@@ -150,7 +153,17 @@ interface AlarmSpec {
   readonly evaluationPeriods?: number;
   readonly datapointsToAlarm?: number;
   readonly treatMissingData?: TreatMissingData;
-  /** Also publish the return to OK (for conditions that last, not for single events). */
+  /**
+   * Who tells a person (one owner per failure kind, so one failure gives one email):
+   * - `page`: the alarm publishes to the topic itself (`notifyOk`: its return to OK too);
+   * - `failing`: a member of the composite `<stack>-failing` alarm, which publishes once for all of
+   *   them (a failed backup sets off several at once);
+   * - `record`: no action: another path already reports this failure (a Lambda on-failure
+   *   destination, the dead-letter queue, or the composite through the monitor); the alarm keeps the
+   *   state for the dashboard and the console.
+   */
+  readonly owner: 'page' | 'failing' | 'record';
+  /** With `page`: also publish the return to OK (for conditions that last, not for single events). */
   readonly notifyOk?: boolean;
 }
 
@@ -173,8 +186,13 @@ export class Monitoring extends Construct {
   public readonly metrics: BackupMetrics;
   /** No committed backup within `maxBackupAgeHours`, or no report from the monitor at all. */
   public readonly backupAgeAlarm: Alarm;
-  /** Every alarm created here, by name. */
+  /** Every metric alarm created here, by name. */
   public readonly alarms: Readonly<Record<string, Alarm>>;
+  /**
+   * `<stack>-failing`: in ALARM while any backup-failure alarm is (failed run, backup errors, stale or
+   * critical health, new dead letters). The one alarm a failed backup mails about, and its recovery.
+   */
+  public readonly failingAlarm: CompositeAlarm;
   /** The dashboard. */
   public readonly dashboard: Dashboard;
 
@@ -236,6 +254,7 @@ export class Monitoring extends Construct {
     this.allowAlarmsToPublish(props.alarmTopic, alarmNamePrefix);
     const action = new SnsAction(props.alarmTopic);
     const alarms: Record<string, Alarm> = {};
+    const failing: [string, Alarm][] = [];
     const alarm = (key: string, spec: AlarmSpec): Alarm => {
       const created = new Alarm(this, `${pascal(key)}Alarm`, {
         alarmName: `${alarmNamePrefix}${key}`,
@@ -247,8 +266,12 @@ export class Monitoring extends Construct {
         ...(spec.datapointsToAlarm === undefined ? {} : { datapointsToAlarm: spec.datapointsToAlarm }),
         treatMissingData: spec.treatMissingData ?? TreatMissingData.NOT_BREACHING,
       });
-      created.addAlarmAction(action);
-      if (spec.notifyOk) created.addOkAction(action);
+      if (spec.owner === 'page') {
+        created.addAlarmAction(action);
+        if (spec.notifyOk) created.addOkAction(action);
+      } else if (spec.owner === 'failing') {
+        failing.push([key, created]);
+      }
       alarms[key] = created;
       return created;
     };
@@ -266,12 +289,17 @@ export class Monitoring extends Construct {
       evaluationPeriods: 2,
       datapointsToAlarm: 2,
       treatMissingData: TreatMissingData.BREACHING,
-      notifyOk: true,
+      owner: 'failing',
     });
+    // A failed run stays in ALARM for 3 hours (1 of 36 five-minute periods), long enough for the
+    // hourly monitor's health-critical to take over, so the composite does not flap to OK and back.
+    const stayFailed = { evaluationPeriods: 36, datapointsToAlarm: 1 };
     alarm('backup-failed', {
       description: 'A media backup run failed. Read the backup function log and status/last-run.json.',
       metric: this.metrics.backupFailed(),
       threshold: 1,
+      ...stayFailed,
+      owner: 'failing',
     });
     alarm('verify-failures', {
       description:
@@ -279,19 +307,24 @@ export class Monitoring extends Construct {
         'good restore point exists.',
       metric: this.metrics.verifyFailures(),
       threshold: 1,
+      // The failed verify run itself is mailed (notify destination) or queued (dead-letter alarm).
+      owner: 'record',
     });
     alarm('health-critical', {
       description:
         'The hourly monitor found a critical problem (stale, empty or broken backups). Its log lists the findings.',
       metric: this.metrics.healthCritical(),
       threshold: 1,
-      notifyOk: true,
+      owner: 'failing',
     });
     alarm('notification-failures', {
       description:
         'The notify function could not send an email (SES identity unverified, sandbox, quota). Read its log.',
       metric: this.metrics.notificationFailures(),
       threshold: 1,
+      // The formatted mail of this alarm goes through the failing notify function too: rawAlarmEmail
+      // (or another subscription on the topic) is what reaches a person when SES is the problem.
+      owner: 'page',
     });
     const backupTimeout = props.backupFunction.timeout;
     const durationThresholdMs = Math.round(backupTimeout.toMilliseconds() * durationAlarmRatio);
@@ -305,36 +338,69 @@ export class Monitoring extends Construct {
       }),
       threshold: durationThresholdMs,
       comparisonOperator: ComparisonOperator.GREATER_THAN_THRESHOLD,
+      owner: 'page',
     });
 
     const functions = { ...props.functions, monitor: this.monitorFunction };
     for (const [name, fn] of Object.entries(functions)) {
+      // Backup errors belong to the composite. The other functions' failed runs are mailed by the
+      // notify destination or queued (dead-letter alarm); a dead monitor stops HoursSinceLastBackup,
+      // which backup-age treats as breaching; throttled asynchronous invocations are retried by Lambda.
       alarm(`${name}-errors`, {
         description: `The media-backup ${name} function failed (an error or a timeout). Read its log.`,
         metric: fn.function.metricErrors({ statistic: 'Sum', period: Duration.minutes(5) }),
         threshold: 1,
+        ...(name === 'backup' ? { ...stayFailed, owner: 'failing' as const } : { owner: 'record' as const }),
       });
       alarm(`${name}-throttles`, {
         description: `The media-backup ${name} function was throttled (for backup: a second run while one was running).`,
         metric: fn.function.metricThrottles({ statistic: 'Sum', period: Duration.minutes(5) }),
         threshold: 1,
+        owner: 'record',
       });
     }
 
     if (props.deadLetterQueue) {
-      alarm('dead-letter-queue', {
+      // New messages, not visible ones: a message stays visible for up to 14 days, and an alarm on
+      // it would sit in ALARM all that time, hiding every later failure.
+      alarm('dead-letter-messages', {
         description:
-          'A scheduled media-backup invocation or an asynchronous run failed (message in the dead-letter queue). ' +
-          'Read the message and the function logs, then run the backup by hand.',
-        metric: props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+          'A scheduled media-backup invocation or an asynchronous run failed (new message in the dead-letter ' +
+          'queue). Read the message and the function logs, then run the backup by hand.',
+        metric: props.deadLetterQueue.metricNumberOfMessagesSent({
           period: Duration.minutes(5),
-          statistic: 'Maximum',
+          statistic: 'Sum',
         }),
         threshold: 1,
+        ...stayFailed,
+        owner: 'failing',
+      });
+      alarm('dead-letter-age', {
+        description:
+          'A failure record has waited in the media-backup dead-letter queue for more than a day. Read it, act ' +
+          'on it, then purge the queue (messages expire after 14 days).',
+        metric: props.deadLetterQueue.metricApproximateAgeOfOldestMessage({
+          period: Duration.minutes(15),
+          statistic: 'Maximum',
+        }),
+        threshold: Duration.days(1).toSeconds(),
+        owner: 'page',
         notifyOk: true,
       });
     }
     this.alarms = alarms;
+
+    this.failingAlarm = new CompositeAlarm(this, 'FailingAlarm', {
+      compositeAlarmName: `${alarmNamePrefix}failing`,
+      alarmDescription:
+        'media-backup is failing: a backup run failed, the backup function errored, the hourly monitor found ' +
+        'stale or critical backups, or a scheduled run was dead-lettered. The member alarms ' +
+        `(${failing.map(([key]) => key).join(', ')}) and status/last-run.json say which; returns to OK ` +
+        'when all of them are.',
+      alarmRule: AlarmRule.anyOf(...failing.map(([, a]) => AlarmRule.fromAlarm(a, AlarmState.ALARM))),
+    });
+    this.failingAlarm.addAlarmAction(action);
+    this.failingAlarm.addOkAction(action);
 
     this.dashboard = this.createDashboard(stackName, maxBackupAgeHours, props.backupFunction, functions);
   }
@@ -383,7 +449,11 @@ export class Monitoring extends Construct {
       defaultInterval: Duration.days(14),
     });
     dashboard.addWidgets(
-      new AlarmStatusWidget({ title: 'Alarms', alarms: Object.values(this.alarms), width: 24 }),
+      new AlarmStatusWidget({
+        title: 'Alarms',
+        alarms: [this.failingAlarm, ...Object.values(this.alarms)],
+        width: 24,
+      }),
     );
     dashboard.addWidgets(
       new GraphWidget({

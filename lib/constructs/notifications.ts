@@ -68,13 +68,13 @@ export interface NotificationsProps {
    */
   readonly encryptionKey?: IKey;
 
-  /** Functions whose failed asynchronous runs are mailed by the notify function (backup, restore, verify). */
+  /**
+   * Functions whose failed asynchronous runs are mailed by the notify function (restore, verify). The
+   * backup function is not one of them: its failures are the `<stack>-failing` composite alarm's.
+   */
   readonly reportFailuresOf: readonly BackupFunction[];
 
-  /**
-   * Keeps the event of every failed asynchronous run of `reportFailuresOf` (their dead-letter
-   * queue), and the notify function's own failures (its on-failure destination).
-   */
+  /** Keeps the notify function's own failures (its on-failure destination). */
   readonly deadLetterQueue: IQueue;
 
   /** Builds the weekly digest's Scheduler target (the backup schedules' role, retries and queue). */
@@ -132,13 +132,13 @@ export interface NotificationsProps {
 
 /**
  * Where media-backup's bad news goes: the one SNS topic every alarm publishes to (TLS only), an email
- * subscription, and the notify function (outside the VPC: it needs SES and S3 only) that turns alarm
- * messages, failed-run records and the weekly digest into readable SES emails.
+ * subscription (opt-in), and the notify function (outside the VPC: it needs SES and S3 only) that
+ * turns alarm messages, failed-run records and the weekly digest into readable SES emails.
  *
- * Failed asynchronous runs of `reportFailuresOf` go to the notify function (on-failure destination,
- * no retry) **and** keep their event in the dead-letter queue (Lambda delivers to both), so each
- * failure is mailed on its own while the queue and its alarm keep working as before. The notify
- * function's own failures (after Lambda's two retries) land in the same queue.
+ * Failed asynchronous runs of `reportFailuresOf` go to the notify function only (on-failure
+ * destination, no retry; the record carries the request): one failure, one mail. A copy in the
+ * dead-letter queue would set off its alarm and a second mail. The notify function's own failures
+ * (after Lambda's two retries) land in the queue, whose alarm reaches the topic.
  */
 export class Notifications extends Construct {
   /** The topic every media-backup alarm publishes to. */
@@ -239,7 +239,6 @@ export class Notifications extends Construct {
         maxEventAge: Duration.hours(6),
         onFailure: new LambdaDestination(notify.function),
       });
-      fn.keepFailedEventsIn(props.deadLetterQueue);
       Validations.of(fn.function).acknowledge({
         id: `AwsSolutions-IAM5[Resource::<${notifyId}.Arn>:*]`,
         reason:

@@ -12,6 +12,7 @@ import { LambdaInvoke } from 'aws-cdk-lib/aws-scheduler-targets';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { parseTimeOfDay, WEEKDAYS, type Weekday } from '../config.js';
+import { DEFAULT_BACKUP_TIME, localTimeConflicts } from '../local-time.js';
 
 /** Properties of {@link BackupSchedules}. */
 export interface BackupSchedulesProps {
@@ -22,11 +23,22 @@ export interface BackupSchedulesProps {
   readonly verifyFunction: IFunction;
 
   /**
-   * Local start time of the daily backup, `HH:MM` (24 h).
+   * Local start time of the daily backup, `HH:MM` (24 h). Refused when it falls into a
+   * daylight-saving gap or repeat of `timeZone` within a year of `now` (Scheduler skips a run whose
+   * time does not exist). 04:00 is clear of every zone's changes in the current zone data; 02:00 and
+   * 03:30 are not (US and most of Europe, and Eastern Europe).
    *
-   * @default '02:00'
+   * @default '04:00'
    */
   readonly backupTime?: string;
+
+  /**
+   * The moment the daylight-saving check of `backupTime` (and the verify time) starts from; it looks
+   * 366 days ahead.
+   *
+   * @default - the time of synth
+   */
+  readonly now?: Date;
 
   /**
    * The day whose backup is a `full`; the other six days run `auto` at the same time, so two
@@ -61,14 +73,14 @@ export interface BackupSchedulesProps {
   readonly retryAttempts?: number;
 
   /**
-   * Send a record of every failed asynchronous run of the backup and verify functions to the
-   * dead-letter queue (their on-failure destination, no retry). Set false when another construct
-   * configures their asynchronous invocation instead ({@link Notifications} does, to mail each
-   * failure): a function has exactly one such configuration.
+   * Functions whose failed asynchronous runs send a record to the dead-letter queue (their
+   * on-failure destination, no retry). Leave out a function whose asynchronous invocation another
+   * construct configures ({@link Notifications} does, to mail each failure): a function has exactly
+   * one such configuration.
    *
-   * @default true
+   * @default - the backup and verify functions
    */
-  readonly sendRunFailuresToQueue?: boolean;
+  readonly queueRunFailuresOf?: readonly IFunction[];
 }
 
 /** Something that builds EventBridge Scheduler targets invoking a function (see {@link BackupSchedules.invokeTarget}). */
@@ -107,7 +119,7 @@ export class BackupSchedules extends Construct implements ScheduledInvoker {
 
   constructor(scope: Construct, id: string, props: BackupSchedulesProps) {
     super(scope, id);
-    const backupTime = props.backupTime ?? '02:00';
+    const backupTime = props.backupTime ?? DEFAULT_BACKUP_TIME;
     const fullBackupDay = props.fullBackupDay ?? 'SUN';
     const timeZone = TimeZone.of(props.timeZone ?? 'UTC');
     const verifyDelayHours = props.verifyDelayHours ?? 6;
@@ -129,6 +141,14 @@ export class BackupSchedules extends Construct implements ScheduledInvoker {
     if (!Number.isSafeInteger(retryAttempts) || retryAttempts < 0 || retryAttempts > 185) {
       throw new Error(`\`retryAttempts\` must be a whole number from 0 to 185 (got ${retryAttempts})`);
     }
+    const now = props.now ?? new Date();
+    requireUnambiguous('backupTime', time, timeZone.timezoneName, now);
+    requireUnambiguous(
+      'backupTime + verifyDelayHours',
+      { hour: (time.hour + verifyDelayHours) % 24, minute: time.minute },
+      timeZone.timezoneName,
+      now,
+    );
 
     this.deadLetterQueue = new Queue(this, 'DeadLetterQueue', {
       encryption: QueueEncryption.SQS_MANAGED,
@@ -182,14 +202,12 @@ export class BackupSchedules extends Construct implements ScheduledInvoker {
       target: target(props.verifyFunction, { backup: 'latest', deep: true }),
     });
 
-    if (props.sendRunFailuresToQueue ?? true) {
-      for (const fn of [props.backupFunction, props.verifyFunction]) {
-        fn.configureAsyncInvoke({
-          retryAttempts: 0,
-          maxEventAge: Duration.hours(6),
-          onFailure: new SqsDestination(this.deadLetterQueue),
-        });
-      }
+    for (const fn of props.queueRunFailuresOf ?? [props.backupFunction, props.verifyFunction]) {
+      fn.configureAsyncInvoke({
+        retryAttempts: 0,
+        maxEventAge: Duration.hours(6),
+        onFailure: new SqsDestination(this.deadLetterQueue),
+      });
     }
   }
 
@@ -215,6 +233,30 @@ export class BackupSchedules extends Construct implements ScheduledInvoker {
       maxEventAge: Duration.hours(1),
     });
   }
+}
+
+/** Thrown when a schedule's local time falls into a daylight-saving gap or repeat. */
+export class ScheduleTimeError extends Error {
+  override readonly name = 'ScheduleTimeError';
+}
+
+function requireUnambiguous(
+  key: string,
+  time: { hour: number; minute: number },
+  timeZone: string,
+  now: Date,
+): void {
+  const conflicts = localTimeConflicts(time, timeZone, now);
+  if (conflicts.length === 0) return;
+  const hhmm = `${String(time.hour).padStart(2, '0')}:${String(time.minute).padStart(2, '0')}`;
+  const days = conflicts
+    .map((c) => `${c.date} (${c.kind === 'gap' ? 'skipped: clocks jump past it' : 'passes twice: clocks go back'})`)
+    .join(', ');
+  throw new ScheduleTimeError(
+    `\`${key}\` ${hhmm} in ${timeZone} falls into a daylight-saving change on ${days}: EventBridge Scheduler ` +
+      'skips a run whose local time does not exist, so that day would have no backup. Choose a time outside ' +
+      `the change, e.g. ${DEFAULT_BACKUP_TIME} (clear of every zone's changes), or set \`timeZone\` to UTC.`,
+  );
 }
 
 function logicalId(fn: IFunction): string {

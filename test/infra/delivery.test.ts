@@ -47,7 +47,15 @@ describe('delivery rules on the synthesized stack', () => {
     const alarms = count(resources, 'AWS::CloudWatch::Alarm', 'AWS::CloudWatch::CompositeAlarm');
     expect(alarms).toBeGreaterThanOrEqual(10);
     expect(walked.alarms).toBe(alarms);
-    expect(walked.alarmActions).toBeGreaterThanOrEqual(alarms);
+    const actions = Object.values(resources)
+      .filter((r) => r.Type.startsWith('AWS::CloudWatch::') && r.Type.endsWith('Alarm'))
+      .flatMap((r) =>
+        ['AlarmActions', 'OKActions', 'InsufficientDataActions'].flatMap(
+          (k) => (r.Properties?.[k] as unknown[]) ?? [],
+        ),
+      );
+    expect(walked.alarmActions).toBe(actions.length);
+    expect(walked.alarmActions).toBeGreaterThanOrEqual(5);
     expect(walked.schedules).toBe(count(resources, 'AWS::Scheduler::Schedule'));
     expect(walked.schedules).toBeGreaterThanOrEqual(4);
     expect(walked.scheduleDeadLetterQueues).toBe(walked.schedules);

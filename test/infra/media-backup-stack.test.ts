@@ -427,16 +427,16 @@ describe('BackupSchedules', () => {
     expect(scheduleFor(template, { type: 'full' }).ScheduleExpression).toBe('cron(15 3 ? * WED *)');
   });
 
-  it('schedules by default auto at 02:00 UTC Monday to Saturday, full on Sunday, deep verify at 08:00 Sunday', () => {
+  it('schedules by default auto at 04:00 UTC Monday to Saturday, full on Sunday, deep verify at 10:00 Sunday', () => {
     const { template } = synthStack();
 
     expect(scheduleFor(template, { type: 'auto' })).toMatchObject({
-      ScheduleExpression: 'cron(0 2 ? * MON,TUE,WED,THU,FRI,SAT *)',
+      ScheduleExpression: 'cron(0 4 ? * MON,TUE,WED,THU,FRI,SAT *)',
       ScheduleExpressionTimezone: 'UTC',
     });
-    expect(scheduleFor(template, { type: 'full' }).ScheduleExpression).toBe('cron(0 2 ? * SUN *)');
+    expect(scheduleFor(template, { type: 'full' }).ScheduleExpression).toBe('cron(0 4 ? * SUN *)');
     expect(scheduleFor(template, { backup: 'latest', deep: true }).ScheduleExpression).toBe(
-      'cron(0 8 ? * SUN *)',
+      'cron(0 10 ? * SUN *)',
     );
   });
 
@@ -557,6 +557,39 @@ describe('MediaBackupStack outputs', () => {
       `--payload '{\\"backup\\":\\"latest\\",\\"dryRun\\":true}'`,
     );
   });
+
+  it('prints invoke commands that cannot run twice: AWS_MAX_ATTEMPTS=1, and how to follow a dropped run', () => {
+    const { stack, template } = synthStack();
+    const outputs = template.findOutputs('*');
+    const invokes = Object.entries(outputs).filter(([, o]) =>
+      JSON.stringify(o.Value).includes('aws lambda invoke'),
+    );
+
+    expect(invokes.map(([name]) => name).sort()).toEqual([
+      'ManualBackupCommand',
+      'QuickVerifyCommand',
+      'RestoreDryRunCommand',
+      'RestoreLatestCommand',
+    ]);
+    for (const [, output] of invokes) {
+      // The CLI retries a dropped call by default, which re-invokes the function.
+      expect((output.Value as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1][0]).toBe(
+        'AWS_MAX_ATTEMPTS=1 aws lambda invoke --region ',
+      );
+    }
+    expect(outputs.FollowLogsCommand!.Value).toEqual({
+      'Fn::Join': [
+        '',
+        [
+          'aws logs tail --region ',
+          { Ref: 'AWS::Region' },
+          ' --follow --since 20m ',
+          { Ref: id(stack.backupFunction.logGroup) },
+        ],
+      ],
+    });
+    expect(JSON.stringify(outputs.LastRunCommand!.Value)).toContain('/media-backups/status/last-run.json -');
+  });
 });
 
 describe('cdk-nag AwsSolutions checks on the whole stack', () => {
@@ -584,7 +617,7 @@ describe('cdk-nag AwsSolutions checks on the whole stack', () => {
 });
 
 describe('failure notification', () => {
-  it('emails notificationEmail through an SSL-only topic when a message reaches the dead-letter queue', () => {
+  it('emails notificationEmail through an SSL-only topic when a new message reaches the dead-letter queue', () => {
     const { stack, template } = synthStack({ notificationEmail: 'ops@example.com', rawAlarmEmail: true });
 
     template.hasResourceProperties('AWS::SNS::Subscription', {
@@ -592,12 +625,16 @@ describe('failure notification', () => {
       Endpoint: 'ops@example.com',
     });
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
-      MetricName: 'ApproximateNumberOfMessagesVisible',
+      MetricName: 'NumberOfMessagesSent',
       Dimensions: [
         { Name: 'QueueName', Value: { 'Fn::GetAtt': [id(stack.schedules.deadLetterQueue), 'QueueName'] } },
       ],
       Threshold: 1,
       ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+    });
+    // Through the composite alarm, which publishes to the topic (members: monitoring.test.ts).
+    template.hasResourceProperties('AWS::CloudWatch::CompositeAlarm', {
+      AlarmName: 'MediaBackup-failing',
       AlarmActions: [{ Ref: Match.stringLikeRegexp('AlarmTopic') }],
     });
   });

@@ -33,6 +33,20 @@ describe('Monitoring alarms', () => {
     Dimensions: [{ Name: 'Stack', Value: 'MediaBackup' }],
   });
 
+  /** The alarms that publish to the topic themselves; every other alarm is a member or a record. */
+  const PAGING = [
+    'MediaBackup-backup-duration',
+    'MediaBackup-notification-failures',
+    'MediaBackup-dead-letter-age',
+  ];
+  const FAILING_MEMBERS = [
+    'MediaBackup-backup-age',
+    'MediaBackup-backup-failed',
+    'MediaBackup-health-critical',
+    'MediaBackup-backup-errors',
+    'MediaBackup-dead-letter-messages',
+  ];
+
   it('alarms when the newest backup is older than maxBackupAgeHours, and when the monitor reports nothing', () => {
     expect(alarmNamed(template, 'MediaBackup-backup-age')).toMatchObject({
       ...custom('HoursSinceLastBackup'),
@@ -43,8 +57,6 @@ describe('Monitoring alarms', () => {
       EvaluationPeriods: 2,
       DatapointsToAlarm: 2,
       TreatMissingData: 'breaching',
-      AlarmActions: [topic],
-      OKActions: [topic],
     });
   });
 
@@ -54,21 +66,37 @@ describe('Monitoring alarms', () => {
   });
 
   it.each([
-    ['MediaBackup-backup-failed', 'BackupFailed', 'Sum', 300],
-    ['MediaBackup-verify-failures', 'VerifyFailures', 'Sum', 300],
-    ['MediaBackup-health-critical', 'HealthCritical', 'Maximum', 3600],
-    ['MediaBackup-notification-failures', 'NotificationFailures', 'Sum', 300],
-  ])('%s: %s >= 1 (%s over %i s), missing data not breaching', (name, metric, statistic, period) => {
-    expect(alarmNamed(template, name)).toMatchObject({
-      ...custom(metric),
-      Statistic: statistic,
-      Period: period,
-      Threshold: 1,
-      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-      EvaluationPeriods: 1,
-      TreatMissingData: 'notBreaching',
-      AlarmActions: [topic],
-    });
+    ['MediaBackup-backup-failed', 'BackupFailed', 'Sum', 300, 36],
+    ['MediaBackup-verify-failures', 'VerifyFailures', 'Sum', 300, 1],
+    ['MediaBackup-health-critical', 'HealthCritical', 'Maximum', 3600, 1],
+    ['MediaBackup-notification-failures', 'NotificationFailures', 'Sum', 300, 1],
+  ])(
+    '%s: %s >= 1 (%s over %i s, %i periods), missing data not breaching',
+    (name, metric, statistic, period, periods) => {
+      expect(alarmNamed(template, name)).toMatchObject({
+        ...custom(metric),
+        Statistic: statistic,
+        Period: period,
+        Threshold: 1,
+        ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+        EvaluationPeriods: periods,
+        TreatMissingData: 'notBreaching',
+      });
+    },
+  );
+
+  it('keeps a failed backup in ALARM for 3 hours (1 of 36 five-minute periods), until the monitor takes over', () => {
+    for (const name of [
+      'MediaBackup-backup-failed',
+      'MediaBackup-backup-errors',
+      'MediaBackup-dead-letter-messages',
+    ]) {
+      expect(alarmNamed(template, name)).toMatchObject({
+        Period: 300,
+        EvaluationPeriods: 36,
+        DatapointsToAlarm: 1,
+      });
+    }
   });
 
   it('alarms when a backup run takes more than 80% of its 15-minute timeout', () => {
@@ -97,35 +125,97 @@ describe('Monitoring alarms', () => {
           Threshold: 1,
           ComparisonOperator: 'GreaterThanOrEqualToThreshold',
           TreatMissingData: 'notBreaching',
-          AlarmActions: [topic],
         });
       }
     },
   );
 
-  it('keeps the dead-letter-queue alarm', () => {
-    expect(alarmNamed(template, 'MediaBackup-dead-letter-queue')).toMatchObject({
-      MetricName: 'ApproximateNumberOfMessagesVisible',
+  it('alarms on new dead letters and on a dead letter left unread for a day, not on visible messages', () => {
+    const queue = {
+      Name: 'QueueName',
+      Value: { 'Fn::GetAtt': [id(stack.schedules.deadLetterQueue), 'QueueName'] },
+    };
+    expect(alarmNamed(template, 'MediaBackup-dead-letter-messages')).toMatchObject({
+      Namespace: 'AWS/SQS',
+      MetricName: 'NumberOfMessagesSent',
+      Dimensions: [queue],
+      Statistic: 'Sum',
       Threshold: 1,
+    });
+    expect(alarmNamed(template, 'MediaBackup-dead-letter-age')).toMatchObject({
+      Namespace: 'AWS/SQS',
+      MetricName: 'ApproximateAgeOfOldestMessage',
+      Dimensions: [queue],
+      Statistic: 'Maximum',
+      Threshold: 86_400,
       AlarmActions: [topic],
       OKActions: [topic],
     });
+    const metrics = Object.values(template.findResources('AWS::CloudWatch::Alarm')).map(
+      (a) => (a as Resource).Properties.MetricName,
+    );
+    expect(metrics).not.toContain('ApproximateNumberOfMessagesVisible');
   });
 
-  it('sends every alarm to the one topic, and only there', () => {
-    template.resourceCountIs('AWS::SNS::Topic', 1);
-    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')) as Resource[];
-    // 6 metric alarms, 5 functions x (errors, throttles), the queue.
-    expect(alarms).toHaveLength(17);
-    for (const alarm of alarms) {
-      expect(alarm.Properties.AlarmActions).toEqual([topic]);
-      for (const ok of (alarm.Properties.OKActions as unknown[] | undefined) ?? []) expect(ok).toEqual(topic);
+  it('one failed backup reaches the topic once: its alarms are members of the one composite that publishes', () => {
+    const composites = Object.values(template.findResources('AWS::CloudWatch::CompositeAlarm')) as Resource[];
+    expect(composites).toHaveLength(1);
+    const failing = composites[0]!.Properties;
+    expect(failing).toMatchObject({
+      AlarmName: 'MediaBackup-failing',
+      AlarmActions: [topic],
+      OKActions: [topic],
+    });
+    const rule = JSON.stringify(failing.AlarmRule);
+    const alarms = Object.entries(template.findResources('AWS::CloudWatch::Alarm')) as [string, Resource][];
+    const members = alarms
+      .filter(([logicalId]) => rule.includes(logicalId))
+      .map(([, a]) => a.Properties.AlarmName);
+    expect(members.sort()).toEqual([...FAILING_MEMBERS].sort());
+
+    // Every other alarm either pages alone (a different failure kind) or is a record only.
+    const withActions = alarms
+      .filter(([, a]) => ((a.Properties.AlarmActions as unknown[]) ?? []).length > 0)
+      .map(([, a]) => a.Properties.AlarmName);
+    expect(withActions.sort()).toEqual([...PAGING].sort());
+    for (const [, alarm] of alarms) {
+      for (const key of ['AlarmActions', 'OKActions']) {
+        for (const action of (alarm.Properties[key] as unknown[] | undefined) ?? [])
+          expect(action).toEqual(topic);
+      }
+    }
+    // 6 metric alarms, 5 functions x (errors, throttles), 2 on the queue.
+    expect(alarms).toHaveLength(18);
+  });
+
+  it("routes a failed backup run to the queue (a member of the composite), restore and verify runs to notify's mail", () => {
+    const destination = (fn: { function: IConstruct }) =>
+      (
+        Object.values(template.findResources('AWS::Lambda::EventInvokeConfig')).find(
+          (c) =>
+            JSON.stringify((c as Resource).Properties.FunctionName) ===
+            JSON.stringify({ Ref: id(fn.function) }),
+        ) as Resource
+      ).Properties.DestinationConfig;
+
+    expect(destination(stack.backupFunction)).toEqual({
+      OnFailure: { Destination: { 'Fn::GetAtt': [id(stack.schedules.deadLetterQueue), 'Arn'] } },
+    });
+    const notify = {
+      OnFailure: { Destination: { 'Fn::GetAtt': [id(stack.notifications.notifyFunction!.function), 'Arn'] } },
+    };
+    expect(destination(stack.restoreFunction)).toEqual(notify);
+    expect(destination(stack.verifyFunction)).toEqual(notify);
+    // No dead-letter copy of a mailed failure: it would set off dead-letter-messages, a second mail.
+    for (const fn of Object.values(template.findResources('AWS::Lambda::Function')) as Resource[]) {
+      expect(fn.Properties.DeadLetterConfig).toBeUndefined();
     }
   });
 
   it('has alarms without notificationEmail too, minus the notify function', () => {
     const { template: quiet } = synthStack();
-    expect(Object.keys(quiet.findResources('AWS::CloudWatch::Alarm'))).toHaveLength(15);
+    expect(Object.keys(quiet.findResources('AWS::CloudWatch::Alarm'))).toHaveLength(16);
+    quiet.resourceCountIs('AWS::CloudWatch::CompositeAlarm', 1);
   });
 });
 

@@ -148,11 +148,10 @@ describe('Notifications', () => {
     expect(actions.filter((a) => /^s3:(Put|Delete|Abort)/.test(a))).toEqual([]);
   });
 
-  it.each(['backupFunction', 'restoreFunction', 'verifyFunction'] as const)(
-    'reports failed async runs of %s to the notify function and keeps the event in the dead-letter queue',
+  it.each(['restoreFunction', 'verifyFunction'] as const)(
+    'reports failed async runs of %s to the notify function only (no dead-letter copy: one failure, one mail)',
     (key) => {
       const fn = stack[key].function;
-      const dlq = { 'Fn::GetAtt': [id(stack.schedules.deadLetterQueue), 'Arn'] };
 
       template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
         FunctionName: { Ref: id(fn) },
@@ -161,7 +160,7 @@ describe('Notifications', () => {
       });
       expect(
         (template.findResources('AWS::Lambda::Function')[id(fn)] as Resource).Properties.DeadLetterConfig,
-      ).toEqual({ TargetArn: dlq });
+      ).toBeUndefined();
     },
   );
 
