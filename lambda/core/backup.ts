@@ -36,6 +36,7 @@ import {
   type TypeDecision,
 } from './plan.js';
 import { resolveSourceRoot, type SkippedPath, scanTree } from './scan.js';
+import { assertFitsInTime, estimateBackup, type TimeModelRates } from './time-model.js';
 import { TOOL_VERSION } from './version.js';
 
 export interface BackupDeps {
@@ -69,6 +70,14 @@ export interface BackupOptions {
    * looks like this. @default 50
    */
   readonly maxShrinkPercent?: number;
+  /**
+   * Time left for this run, ms (Lambda: context.getRemainingTimeInMillis). When given, a run whose
+   * estimate (time-model.ts) does not fit fails with InsufficientTimeError before the archive starts.
+   * @default no limit
+   */
+  readonly remainingMs?: () => number;
+  /** Rates for the estimate. @default per-file cost from the scan, time-model.ts defaults */
+  readonly timeModel?: TimeModelRates;
   readonly onProgress?: (progress: BackupProgress) => void;
 }
 
@@ -173,12 +182,15 @@ async function backupLocked(
   startedAt: Date,
 ): Promise<BackupSucceeded> {
   const { store, clock, logger } = deps;
+  // Real time, not the injected clock: the scan's speed is what the time model measures.
+  const scanStarted = performance.now();
   const scan = await scanTree(options.source, {
     exclude: options.exclude,
     excludeAbsolute: store.localPath ? [store.localPath] : [],
     concurrentIo: options.concurrentIo,
     signal: options.signal,
   });
+  const scanElapsedMs = performance.now() - scanStarted;
   // A scan of a large network tree can eat the time budget: stop here rather than start the upload.
   options.signal?.throwIfAborted();
   const committed = await listCommittedBackups(store);
@@ -200,6 +212,20 @@ async function backupLocked(
   const changedBytesPlanned = plan.toArchive.reduce((sum, f) => sum + f.size, 0);
   // Upper bound of the archive size: content + a header and padding per entry (+ PAX) + gzip framing.
   const maxBytes = Math.ceil((changedBytesPlanned + toPack.length * 3 * 512 + 1024 * 1024) * 1.01);
+  const estimate = estimateBackup(
+    { files: plan.toArchive.length, bytes: changedBytesPlanned },
+    { entries: scan.entries.length, elapsedMs: scanElapsedMs },
+    options.timeModel,
+  );
+  const remainingMs = options.remainingMs?.();
+  logger.info('backup estimate', {
+    backupId,
+    estimatedMs: Math.round(estimate.totalMs),
+    perFileMs: Number(estimate.perFileMs.toFixed(3)),
+    scanMs: Math.round(scanElapsedMs),
+    remainingMs,
+  });
+  if (remainingMs !== undefined) assertFitsInTime(estimate, remainingMs, scan.root);
 
   const archive = await writeArchive({
     root: scan.root,
