@@ -94,7 +94,10 @@ export function localTimeConflicts(
     );
     const instants = instantsAt(timeZone, wallMs);
     if (instants !== 1) {
-      conflicts.push({ date: new Date(wallMs).toISOString().slice(0, 10), kind: instants === 0 ? 'gap' : 'repeat' });
+      conflicts.push({
+        date: new Date(wallMs).toISOString().slice(0, 10),
+        kind: instants === 0 ? 'gap' : 'repeat',
+      });
     }
   }
   return conflicts;

@@ -309,7 +309,8 @@ export class MediaBackupStack extends Stack {
       value: invoke(this.verifyFunction, { backup: 'latest' }),
     });
     new CfnOutput(this, 'FollowLogsCommand', {
-      description: 'Follow the backup function log (a run whose invoke command lost its connection goes on here)',
+      description:
+        'Follow the backup function log (a run whose invoke command lost its connection goes on here)',
       value: Fn.join('', [
         'aws logs tail --region ',
         region,

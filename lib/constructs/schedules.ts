@@ -250,7 +250,10 @@ function requireUnambiguous(
   if (conflicts.length === 0) return;
   const hhmm = `${String(time.hour).padStart(2, '0')}:${String(time.minute).padStart(2, '0')}`;
   const days = conflicts
-    .map((c) => `${c.date} (${c.kind === 'gap' ? 'skipped: clocks jump past it' : 'passes twice: clocks go back'})`)
+    .map(
+      (c) =>
+        `${c.date} (${c.kind === 'gap' ? 'skipped: clocks jump past it' : 'passes twice: clocks go back'})`,
+    )
     .join(', ');
   throw new ScheduleTimeError(
     `\`${key}\` ${hhmm} in ${timeZone} falls into a daylight-saving change on ${days}: EventBridge Scheduler ` +
