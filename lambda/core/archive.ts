@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -52,7 +53,17 @@ export interface WriteArchiveOptions {
   readonly gzip?: ParallelGzipOptions;
   readonly onProgress?: (progress: ArchiveProgress) => void;
   readonly signal?: AbortSignal;
+  /**
+   * Files opened and read ahead of the tar stream at once (issue 13): on a network file system (EFS)
+   * every open, fstat and first read is a round trip, and many can be in flight. 1 reads one file at
+   * a time with synchronous calls (fastest on a local disk). @default 1
+   */
+  readonly readAheadFiles?: number;
+  /** Bytes of file contents held read ahead at most. @default 64 MiB */
+  readonly readAheadBytes?: number;
 }
+
+export const DEFAULT_READ_AHEAD_BYTES = 64 * 1024 * 1024;
 
 /**
  * Streams entries as tar (PAX headers where ustar falls short: long or non-ASCII names, files over
@@ -97,8 +108,12 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
   const files: ArchivedFile[] = [];
   const skipped: SkippedPath[] = [];
   const progress: ArchiveProgress = { files: 0, bytes: 0 };
+  const readAhead =
+    (options.readAheadFiles ?? 1) > 1
+      ? new ReadAhead(options.root, options.entries, options.readAheadFiles ?? 1, options.readAheadBytes)
+      : undefined;
   const producing = (async () => {
-    for (const entry of options.entries) {
+    for (const [index, entry] of options.entries.entries()) {
       if (abort.signal.aborted) throw abort.signal.reason;
       if (entry.type === 'dir') {
         await addEntry(pack, {
@@ -117,7 +132,9 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
           mtime: new Date(entry.mtimeMs),
         });
       } else {
-        const outcome = await packFile(pack, readBuffers, options.root, entry, abort.signal);
+        const outcome = readAhead
+          ? await packReadAhead(pack, readBuffers, await readAhead.take(index), entry, abort.signal)
+          : await packFile(pack, readBuffers, options.root, entry, abort.signal);
         if ('reason' in outcome) skipped.push(outcome);
         else files.push(outcome);
         progress.files += 1;
@@ -137,6 +154,7 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
     throw abort.signal.reason ?? error;
   } finally {
     options.signal?.removeEventListener('abort', onOuterAbort);
+    await readAhead?.close();
   }
   return { files, skipped, bytes: archiveBytes, sha256: archiveHash.digest('hex'), gzip: gz.stats };
 }
@@ -297,50 +315,239 @@ async function packFile(
         reason: `became a ${describeFileType(before)} after the scan: not a regular file, skipped`,
       };
     }
-    // The header is written from this fstat (not the scan), so a change between scan and open is fine.
-    const size = before.size;
-    const mode = before.mode & 0o7777;
-    const header = fileHeader(scanned.path, before);
-    const hash = createHash('sha256');
-    let read = 0;
-    const { sink, done } = openEntry(pack, header);
-    try {
-      while (read < size) {
-        if (signal.aborted) throw signal.reason;
-        // The tar stream keeps a reference until the gzip stage has copied the bytes.
-        const buffer = readBuffers.take(Math.min(READ_CHUNK, size - read));
-        const bytesRead = readSync(fd, buffer, 0, buffer.length, read);
-        if (bytesRead === 0) break; // shrank while we read
-        const chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
-        hash.update(chunk);
-        read += bytesRead;
-        // A torn-down pack never drains: `done` rejects instead.
-        if (!sink.write(chunk))
-          await Promise.race([new Promise<void>((r) => sink.once('drain', () => r())), done]);
-      }
-      // Keep the tar stream well-formed even if the file shrank: pad to the size in the header.
-      // streamx's end() takes an optional final chunk; its types insist on an argument.
-      sink.end(read < size ? Buffer.alloc(size - read) : undefined);
-    } catch (error) {
-      sink.destroy(error as Error);
-      throw error;
-    }
-    await done;
-    const after = fstatSync(fd);
-    // ctime too: a rewrite in place that puts size and mtime back (cp -p, rsync --inplace -t) leaves
-    // only ctime changed, and the bytes we hashed may never have existed together.
-    if (
-      read !== size ||
-      after.size !== size ||
-      after.mtimeMs !== before.mtimeMs ||
-      after.ctimeMs !== before.ctimeMs ||
-      after.ino !== before.ino ||
-      after.dev !== before.dev
-    ) {
-      return { path: scanned.path, reason: 'changed while being read' };
-    }
-    return { path: scanned.path, size, mtimeMs: before.mtimeMs, mode, sha256: hash.digest('hex') };
+    return await streamOpenFile(pack, readBuffers, fd, before, scanned, signal);
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Streams an open file into its tar entry in 1 MiB reads, hashing on the way, and compares its
+ * fstat after the read with `before` (from which the header is written).
+ */
+async function streamOpenFile(
+  pack: tarStream.Pack,
+  readBuffers: ReadBuffers,
+  fd: number,
+  before: Stats,
+  scanned: ScannedFile,
+  signal: AbortSignal,
+): Promise<ArchivedFile | SkippedPath> {
+  // The header is written from this fstat (not the scan), so a change between scan and open is fine.
+  const size = before.size;
+  const mode = before.mode & 0o7777;
+  const header = fileHeader(scanned.path, before);
+  const hash = createHash('sha256');
+  let read = 0;
+  const { sink, done } = openEntry(pack, header);
+  try {
+    while (read < size) {
+      if (signal.aborted) throw signal.reason;
+      // The tar stream keeps a reference until the gzip stage has copied the bytes.
+      const buffer = readBuffers.take(Math.min(READ_CHUNK, size - read));
+      const bytesRead = readSync(fd, buffer, 0, buffer.length, read);
+      if (bytesRead === 0) break; // shrank while we read
+      const chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
+      hash.update(chunk);
+      read += bytesRead;
+      // A torn-down pack never drains: `done` rejects instead.
+      if (!sink.write(chunk))
+        await Promise.race([new Promise<void>((r) => sink.once('drain', () => r())), done]);
+    }
+    // Keep the tar stream well-formed even if the file shrank: pad to the size in the header.
+    // streamx's end() takes an optional final chunk; its types insist on an argument.
+    sink.end(read < size ? Buffer.alloc(size - read) : undefined);
+  } catch (error) {
+    sink.destroy(error as Error);
+    throw error;
+  }
+  await done;
+  const after = fstatSync(fd);
+  // ctime too: a rewrite in place that puts size and mtime back (cp -p, rsync --inplace -t) leaves
+  // only ctime changed, and the bytes we hashed may never have existed together.
+  if (
+    read !== size ||
+    after.size !== size ||
+    after.mtimeMs !== before.mtimeMs ||
+    after.ctimeMs !== before.ctimeMs ||
+    after.ino !== before.ino ||
+    after.dev !== before.dev
+  ) {
+    return { path: scanned.path, reason: 'changed while being read' };
+  }
+  return { path: scanned.path, size, mtimeMs: before.mtimeMs, mode, sha256: hash.digest('hex') };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-ahead (issue 13): files are opened, checked and (when small) read whole by concurrent async
+// calls, up to `files` files and `bytes` bytes ahead of the tar stream, which still takes them
+// strictly in order. A file larger than one read chunk is only opened and fstat'ed ahead; its
+// bytes stream in 1 MiB reads when its turn comes, as without read-ahead. The change checks are the
+// same: fstat before and after the read (size, mtime, ctime, inode, device), O_NOFOLLOW, O_NONBLOCK.
+
+/** A file opened (and, if small, read) ahead of its turn. */
+type Prefetched =
+  | { readonly kind: 'skipped'; readonly skipped: SkippedPath }
+  | {
+      readonly kind: 'read';
+      readonly before: Stats;
+      readonly after: Stats;
+      readonly data: Buffer;
+    }
+  | { readonly kind: 'open'; readonly before: Stats; readonly handle: FileHandle };
+
+class ReadAhead {
+  private readonly pending = new Map<number, Promise<Prefetched>>();
+  private readonly reserved = new Map<number, number>();
+  private next = 0;
+  private bytesInFlight = 0;
+  private closed = false;
+
+  constructor(
+    private readonly root: string,
+    private readonly entries: readonly ScannedEntry[],
+    private readonly maxFiles: number,
+    private readonly maxBytes = DEFAULT_READ_AHEAD_BYTES,
+  ) {}
+
+  /** The prefetch of entries[index] (a file); starts it, and the next ones within the bounds. */
+  take(index: number): Promise<Prefetched> {
+    if (this.next <= index) this.next = index;
+    this.fill(index);
+    const result = this.pending.get(index) ?? this.start(index);
+    this.pending.delete(index);
+    this.bytesInFlight -= this.reserved.get(index) ?? 0;
+    this.reserved.delete(index);
+    // Handed over: its slot and bytes no longer count against the bounds.
+    this.fill(index + 1);
+    return result;
+  }
+
+  private fill(from: number): void {
+    if (this.closed) return;
+    if (this.next < from) this.next = from;
+    while (this.next < this.entries.length && this.pending.size < this.maxFiles) {
+      const entry = this.entries[this.next];
+      if (entry.type !== 'file') {
+        this.next += 1;
+        continue;
+      }
+      // Always allow one file in flight, whatever its size.
+      const cost = Math.min(entry.size, READ_CHUNK);
+      if (this.pending.size > 0 && this.bytesInFlight + cost > this.maxBytes) return;
+      this.start(this.next);
+      this.next += 1;
+    }
+  }
+
+  private start(index: number): Promise<Prefetched> {
+    const entry = this.entries[index] as ScannedFile;
+    const cost = Math.min(entry.size, READ_CHUNK);
+    const p = prefetchFile(this.root, entry);
+    // A prefetch that nobody takes (the run failed) must not surface as an unhandled rejection.
+    p.catch(() => undefined);
+    this.pending.set(index, p);
+    this.reserved.set(index, cost);
+    this.bytesInFlight += cost;
+    return p;
+  }
+
+  /** Closes the handles of prefetches never taken (a failed or aborted run). */
+  async close(): Promise<void> {
+    this.closed = true;
+    const left = [...this.pending.values()];
+    this.pending.clear();
+    await Promise.all(
+      left.map((p) =>
+        p.then(
+          (r) => (r.kind === 'open' ? r.handle.close().catch(() => undefined) : undefined),
+          () => undefined,
+        ),
+      ),
+    );
+  }
+}
+
+function unchanged(before: Stats, after: Stats): boolean {
+  return (
+    after.size === before.size &&
+    after.mtimeMs === before.mtimeMs &&
+    after.ctimeMs === before.ctimeMs &&
+    after.ino === before.ino &&
+    after.dev === before.dev
+  );
+}
+
+async function prefetchFile(root: string, scanned: ScannedFile): Promise<Prefetched> {
+  let handle: FileHandle;
+  try {
+    // Same flags as packFile: never follow a swapped-in symlink, never block on a swapped-in FIFO.
+    handle = await open(
+      fsPath(path.join(root, scanned.path)),
+      fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK,
+    );
+  } catch (error) {
+    return { kind: 'skipped', skipped: { path: scanned.path, reason: describeFsError(error) } };
+  }
+  let keepOpen = false;
+  try {
+    const before = await handle.stat();
+    if (!before.isFile()) {
+      return {
+        kind: 'skipped',
+        skipped: {
+          path: scanned.path,
+          reason: `became a ${describeFileType(before)} after the scan: not a regular file, skipped`,
+        },
+      };
+    }
+    if (before.size > READ_CHUNK) {
+      keepOpen = true;
+      return { kind: 'open', before, handle };
+    }
+    const data = Buffer.allocUnsafe(before.size);
+    let read = 0;
+    while (read < before.size) {
+      const { bytesRead } = await handle.read(data, read, before.size - read, read);
+      if (bytesRead === 0) break;
+      read += bytesRead;
+    }
+    const after = await handle.stat();
+    return { kind: 'read', before, after, data: read === before.size ? data : data.subarray(0, read) };
+  } catch (error) {
+    return { kind: 'skipped', skipped: { path: scanned.path, reason: describeFsError(error) } };
+  } finally {
+    if (!keepOpen) await handle.close().catch(() => undefined);
+  }
+}
+
+/** Writes a prefetched file into the tar stream, in its turn; same outcomes as packFile. */
+async function packReadAhead(
+  pack: tarStream.Pack,
+  readBuffers: ReadBuffers,
+  prefetched: Prefetched,
+  scanned: ScannedFile,
+  signal: AbortSignal,
+): Promise<ArchivedFile | SkippedPath> {
+  if (prefetched.kind === 'skipped') return prefetched.skipped;
+  if (prefetched.kind === 'open') {
+    const { handle, before } = prefetched;
+    try {
+      return await streamOpenFile(pack, readBuffers, handle.fd, before, scanned, signal);
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  }
+  const { before, after, data } = prefetched;
+  const size = before.size;
+  const { sink, done } = openEntry(pack, fileHeader(scanned.path, before));
+  // Keep the tar stream well-formed even if the file shrank: pad to the size in the header.
+  const padded = data.length < size ? Buffer.concat([data, Buffer.alloc(size - data.length)]) : data;
+  sink.end(padded.length > 0 ? padded : undefined);
+  await done;
+  if (data.length !== size || !unchanged(before, after)) {
+    return { path: scanned.path, reason: 'changed while being read' };
+  }
+  const sha256 = createHash('sha256').update(data).digest('hex');
+  return { path: scanned.path, size, mtimeMs: before.mtimeMs, mode: before.mode & 0o7777, sha256 };
 }

@@ -15,6 +15,7 @@ import {
 } from './catalog.js';
 import type { Clock, Logger } from './deps.js';
 import { ArchiveVerificationError, BackupStateError, errorMessage, UsageError } from './errors.js';
+import { defaultIoConcurrency, parseIoConcurrency } from './io-concurrency.js';
 import { BACKUP_LOCK, backupIdFor, keysFor, STATUS_KEY } from './layout.js';
 import {
   type BackupType,
@@ -60,8 +61,17 @@ export interface BackupOptions {
   readonly gzip?: ParallelGzipOptions;
   /** Stops the run; nothing is committed. Lambda passes one that fires before its deadline. */
   readonly signal?: AbortSignal;
-  /** Scan with concurrent async calls: for network file systems such as EFS. @default false */
+  /**
+   * Scan with concurrent async calls: for network file systems such as EFS.
+   * @default true when ioConcurrency > 1
+   */
   readonly concurrentIo?: boolean;
+  /**
+   * Files opened and read ahead at once (issue 13); 1 reads one at a time, synchronously.
+   * @default NETWORK_IO_CONCURRENCY (32) when the source is on a network file system (NFS/EFS, SMB,
+   * FUSE, ...), else 1
+   */
+  readonly ioConcurrency?: number;
   /** How long a lock survives a crashed run. @default 10 minutes */
   readonly lockTtlMs?: number;
   /**
@@ -183,11 +193,15 @@ async function backupLocked(
 ): Promise<BackupSucceeded> {
   const { store, clock, logger } = deps;
   // Real time, not the injected clock: the scan's speed is what the time model measures.
+  const ioConcurrency =
+    options.ioConcurrency === undefined
+      ? defaultIoConcurrency(options.source)
+      : parseIoConcurrency(options.ioConcurrency, 'ioConcurrency');
   const scanStarted = performance.now();
   const scan = await scanTree(options.source, {
     exclude: options.exclude,
     excludeAbsolute: store.localPath ? [store.localPath] : [],
-    concurrentIo: options.concurrentIo,
+    concurrentIo: options.concurrentIo ?? ioConcurrency > 1,
     signal: options.signal,
   });
   const scanElapsedMs = performance.now() - scanStarted;
@@ -223,6 +237,7 @@ async function backupLocked(
     estimatedMs: Math.round(estimate.totalMs),
     perFileMs: Number(estimate.perFileMs.toFixed(3)),
     scanMs: Math.round(scanElapsedMs),
+    ioConcurrency,
     remainingMs,
   });
   if (remainingMs !== undefined) assertFitsInTime(estimate, remainingMs, scan.root);
@@ -232,6 +247,7 @@ async function backupLocked(
     entries: toPack,
     gzip: options.gzip,
     signal: options.signal,
+    readAheadFiles: ioConcurrency,
     sink: (body) => store.upload(keys.archive, body, { tier: 'archive', maxBytes, signal: options.signal }),
     onProgress: options.onProgress
       ? (p) =>

@@ -3,6 +3,7 @@ import { type Command, Option } from 'commander';
 import { type BackupOptions, type BackupSucceeded, runBackup } from '../../../lambda/core/backup.js';
 import { systemClock } from '../../../lambda/core/deps.js';
 import { UsageError } from '../../../lambda/core/errors.js';
+import { parseIoConcurrency } from '../../../lambda/core/io-concurrency.js';
 import { DEFAULT_LEVEL } from '../../../lambda/core/parallel-gzip.js';
 import type { RequestedType } from '../../../lambda/core/plan.js';
 import type { ObjectStore } from '../../../lambda/store/types.js';
@@ -61,6 +62,12 @@ export function registerBackup(program: Command, ctx: CliContext): void {
         .env('MAX_SHRINK_PERCENT')
         .default('50'),
     )
+    .addOption(
+      new Option(
+        '--io-concurrency <n>',
+        'files read ahead and stats in flight at once (default: 32 on NFS/EFS, SMB or FUSE, else 1)',
+      ).env('IO_CONCURRENCY'),
+    )
     .option('--json', 'print one JSON document on stdout')
     .option('-v, --verbose', 'log engine progress on stderr')
     .addHelpText(
@@ -77,6 +84,7 @@ export function registerBackup(program: Command, ctx: CliContext): void {
           rehash?: boolean;
           level: string;
           maxShrinkPercent: string;
+          ioConcurrency?: string;
         },
       ) => {
         if (!['auto', 'full', 'incremental'].includes(type)) {
@@ -108,6 +116,10 @@ export function registerBackup(program: Command, ctx: CliContext): void {
           rehashAll: opts.rehash,
           gzip: { level },
           maxShrinkPercent,
+          ioConcurrency:
+            opts.ioConcurrency === undefined
+              ? undefined
+              : parseIoConcurrency(opts.ioConcurrency, '--io-concurrency'),
           signal: interruption.signal,
           onProgress: progress.update,
         };
