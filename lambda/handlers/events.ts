@@ -22,8 +22,58 @@ const RESTORE_MODES = ['new-folder', 'replace'] as const satisfies readonly Rest
  * be able to point at.
  */
 const BACKUP_SPEC = /^(?:latest|(?:(?:full|incremental)\/)?backup_\d{8}_\d{6}(?:\.tar\.gz)?)$/;
-const BACKUP_SPEC_HINT =
-  'must be "latest", a backup id like backup_20251227_020000, or an archive key like full/backup_20251227_020000.tar.gz';
+/** An archive key below the store's prefix, as it follows the prefix in a full key. */
+const ARCHIVE_KEY = /^(?:full|incremental)\/backup_\d{8}_\d{6}\.tar\.gz$/;
+/** An archive key under some prefix (maybe not ours): `<anything>/full/backup_....tar.gz`. */
+const PREFIXED_ARCHIVE_KEY = /^(.*?)((?:full|incremental)\/backup_\d{8}_\d{6}\.tar\.gz)$/;
+
+/** Where the function's backups are: the bucket and the key prefix (from its environment). */
+export interface StoreLocation {
+  readonly bucket: string;
+  /** Empty, or ending in `/`. */
+  readonly prefix: string;
+}
+
+function backupSpecHint(location: StoreLocation | undefined): string {
+  const example = 'full/backup_20251227_020000.tar.gz';
+  const written = location
+    ? `, or that key as \`aws s3 ls --recursive\` prints it (${location.prefix}${example}) or as a URL (s3://${location.bucket}/${location.prefix}${example})`
+    : '';
+  return `must be "latest", a backup id like backup_20251227_020000, or an archive key like ${example}${written}`;
+}
+
+/**
+ * The spec as the engine takes it (`latest`, an id, or an archive key below the prefix), from what
+ * people paste: the key with the store's prefix as `aws s3 ls --recursive` prints it, or an
+ * `s3://bucket/key` URL. Only this function's bucket and prefix are accepted.
+ */
+function normalizeBackupSpec(
+  value: string,
+  location: StoreLocation | undefined,
+): { spec: string } | { problem: string } {
+  if (BACKUP_SPEC.test(value)) return { spec: value };
+  const hint = backupSpecHint(location);
+  let key = value;
+  if (value.startsWith('s3://')) {
+    const [bucket = '', ...rest] = value.slice('s3://'.length).split('/');
+    key = rest.join('/');
+    if (!location) return { problem: `${hint}; an s3:// URL is read only by the Lambda functions` };
+    if (bucket !== location.bucket) {
+      return {
+        problem: `names bucket ${JSON.stringify(bucket)}, but this function's backups are in s3://${location.bucket}/${location.prefix}: ${hint}`,
+      };
+    }
+  }
+  const match = PREFIXED_ARCHIVE_KEY.exec(key);
+  if (location && match) {
+    const [, prefix, archive] = match as unknown as [string, string, string];
+    if (prefix === location.prefix && ARCHIVE_KEY.test(archive)) return { spec: archive };
+    return {
+      problem: `is under the prefix ${JSON.stringify(prefix)}, but this function's backups are under ${JSON.stringify(location.prefix)}: ${hint}`,
+    };
+  }
+  return { problem: hint };
+}
 
 export interface BackupEvent {
   readonly type: RequestedType;
@@ -72,10 +122,13 @@ function eventObject<T extends z.ZodRawShape>(shape: T, example: string) {
   });
 }
 
-const backupSpec = (name: string) =>
-  z
-    .string({ error: expect(name, BACKUP_SPEC_HINT) })
-    .regex(BACKUP_SPEC, { error: expect(name, BACKUP_SPEC_HINT) });
+const backupSpec = (name: string, location: StoreLocation | undefined) =>
+  z.string({ error: expect(name, backupSpecHint(location)) }).transform((value, ctx) => {
+    const normalized = normalizeBackupSpec(value.trim(), location);
+    if ('spec' in normalized) return normalized.spec;
+    ctx.addIssue({ code: 'custom', message: `\`${name}\` ${normalized.problem} (got ${shown(value)})` });
+    return z.NEVER;
+  });
 
 const flag = (name: string) => z.boolean({ error: expect(name, 'must be true or false') });
 
@@ -119,61 +172,63 @@ const backupEventSchema = eventObject(
   '{"type":"auto"}',
 );
 
-const restoreEventSchema = eventObject(
-  {
-    backup: backupSpec('backup').optional(),
-    at: instant('at').optional(),
-    paths: z
-      .array(
-        // No backticks: parseEvent prefixes the element's path, e.g. `paths[1]`.
-        z
-          .string({ error: (issue) => `must be a glob such as "avatars/**" (got ${shown(issue.input)})` })
-          .min(1, { error: 'must not be an empty glob' })
-          .refine((glob) => !glob.includes('\0'), { error: 'must not contain a NUL character' }),
-        { error: expect('paths', 'must be a list of globs such as ["avatars/**"]') },
-      )
-      .optional(),
-    target: relativeFolder('target').optional(),
-    mode: z
-      .enum(RESTORE_MODES, { error: expect('mode', `must be one of ${RESTORE_MODES.join(', ')}`) })
-      .optional(),
-    dryRun: flag('dryRun').optional(),
-  },
-  '{"backup":"latest"}',
-).superRefine((event, ctx) => {
-  if (event.at && event.backup !== undefined && event.backup !== 'latest') {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['at'],
-      message: `\`backup\` and \`at\` cannot both be given: \`at\` picks the latest backup at or before that time (got backup ${shown(event.backup)})`,
-    });
-  }
-  if (event.paths?.length && event.mode === 'replace') {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['paths'],
-      message:
-        '`paths` cannot be combined with `mode: "replace"`: replacing the live folder with a few paths would drop the rest. Restore the paths into a new folder and copy them over.',
-    });
-  }
-});
+const restoreEventSchema = (location: StoreLocation | undefined) =>
+  eventObject(
+    {
+      backup: backupSpec('backup', location).optional(),
+      at: instant('at').optional(),
+      paths: z
+        .array(
+          // No backticks: parseEvent prefixes the element's path, e.g. `paths[1]`.
+          z
+            .string({ error: (issue) => `must be a glob such as "avatars/**" (got ${shown(issue.input)})` })
+            .min(1, { error: 'must not be an empty glob' })
+            .refine((glob) => !glob.includes('\0'), { error: 'must not contain a NUL character' }),
+          { error: expect('paths', 'must be a list of globs such as ["avatars/**"]') },
+        )
+        .optional(),
+      target: relativeFolder('target').optional(),
+      mode: z
+        .enum(RESTORE_MODES, { error: expect('mode', `must be one of ${RESTORE_MODES.join(', ')}`) })
+        .optional(),
+      dryRun: flag('dryRun').optional(),
+    },
+    '{"backup":"latest"}',
+  ).superRefine((event, ctx) => {
+    if (event.at && event.backup !== undefined && event.backup !== 'latest') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['at'],
+        message: `\`backup\` and \`at\` cannot both be given: \`at\` picks the latest backup at or before that time (got backup ${shown(event.backup)})`,
+      });
+    }
+    if (event.paths?.length && event.mode === 'replace') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['paths'],
+        message:
+          '`paths` cannot be combined with `mode: "replace"`: replacing the live folder with a few paths would drop the rest. Restore the paths into a new folder and copy them over.',
+      });
+    }
+  });
 
-const verifyEventSchema = eventObject(
-  {
-    backup: backupSpec('backup').optional(),
-    all: flag('all').optional(),
-    deep: flag('deep').optional(),
-  },
-  '{"backup":"latest","deep":true}',
-).superRefine((event, ctx) => {
-  if (event.all && event.backup !== undefined) {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['all'],
-      message: `\`backup\` and \`all\` cannot both be given: \`all\` verifies every committed backup (got backup ${shown(event.backup)})`,
-    });
-  }
-});
+const verifyEventSchema = (location: StoreLocation | undefined) =>
+  eventObject(
+    {
+      backup: backupSpec('backup', location).optional(),
+      all: flag('all').optional(),
+      deep: flag('deep').optional(),
+    },
+    '{"backup":"latest","deep":true}',
+  ).superRefine((event, ctx) => {
+    if (event.all && event.backup !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['all'],
+        message: `\`backup\` and \`all\` cannot both be given: \`all\` verifies every committed backup (got backup ${shown(event.backup)})`,
+      });
+    }
+  });
 
 // The scheduler sends `{}`; anything else is a mistake worth reporting rather than ignoring.
 const monitorEventSchema = z.strictObject(
@@ -218,8 +273,12 @@ export function parseBackupEvent(event: unknown): BackupEvent {
   return { type: parsed.type ?? 'auto' };
 }
 
-export function parseRestoreEvent(event: unknown): RestoreEvent {
-  const parsed = parseEvent(event, restoreEventSchema, 'restore');
+/**
+ * @param location the function's bucket and prefix: with it, `backup` may also be the archive key
+ * with the prefix or an `s3://` URL of that bucket and prefix
+ */
+export function parseRestoreEvent(event: unknown, location?: StoreLocation): RestoreEvent {
+  const parsed = parseEvent(event, restoreEventSchema(location), 'restore');
   return {
     backup: parsed.backup ?? 'latest',
     at: parsed.at,
@@ -230,8 +289,9 @@ export function parseRestoreEvent(event: unknown): RestoreEvent {
   };
 }
 
-export function parseVerifyEvent(event: unknown): VerifyEvent {
-  const parsed = parseEvent(event, verifyEventSchema, 'verify');
+/** @param location as for {@link parseRestoreEvent} */
+export function parseVerifyEvent(event: unknown, location?: StoreLocation): VerifyEvent {
+  const parsed = parseEvent(event, verifyEventSchema(location), 'verify');
   return { backup: parsed.backup ?? 'latest', all: parsed.all ?? false, deep: parsed.deep ?? false };
 }
 

@@ -21,8 +21,9 @@ export interface RestoreHandlerResult extends RestoreResult {
  * checked before anything live is touched; any failure throws and leaves the target as it was.
  */
 export const handler = async (event: unknown, context: Context): Promise<RestoreHandlerResult> => {
-  const request = parseRestoreEvent(event);
   const config = readHandlerConfig();
+  // The key may be pasted as `aws s3 ls --recursive` prints it, or as s3://bucket/key, of this store only.
+  const request = parseRestoreEvent(event, { bucket: config.bucketName, prefix: config.backupPrefix });
   const { powertools: logger, engine: engineLogger } = invocationLogger(context, 'restore');
   const store = openHandlerStore(config);
   try {

@@ -14,8 +14,8 @@ import { invocationLogger } from './runtime.js';
  * verify alarm fire; a returned FAILED result would look like a success to both.
  */
 export const handler = async (event: unknown, context: Context): Promise<VerifyResult> => {
-  const request = parseVerifyEvent(event);
   const config = readHandlerConfig();
+  const request = parseVerifyEvent(event, { bucket: config.bucketName, prefix: config.backupPrefix });
   const { powertools: logger, engine: engineLogger } = invocationLogger(context, 'verify');
   const store = openHandlerStore(config);
   // VerifyFailures is what the verify alarm watches; it is published whatever happens below.

@@ -228,3 +228,66 @@ describe('readHandlerConfig', () => {
     expect(() => openHandlerStore(config)).toThrow(/BUCKET_NAME .*"My_Bucket" is not a valid S3 bucket name/);
   });
 });
+
+describe('backup keys as people paste them (restore and verify)', () => {
+  const STORE = { bucket: 'my-backups', prefix: 'media-backups/' };
+  const KEY = 'full/backup_20251227_020000.tar.gz';
+
+  it.each([
+    ['the key as `aws s3 ls --recursive` prints it', `media-backups/${KEY}`],
+    ['an s3:// URL', `s3://my-backups/media-backups/${KEY}`],
+    ['an incremental', 's3://my-backups/media-backups/incremental/backup_20251228_020000.tar.gz'],
+    ['the key below the prefix, as before', KEY],
+  ])('accepts %s', (_name, backup) => {
+    const expected = backup.includes('incremental/') ? 'incremental/backup_20251228_020000.tar.gz' : KEY;
+
+    expect(parseRestoreEvent({ backup }, STORE).backup).toBe(expected);
+    expect(parseVerifyEvent({ backup }, STORE).backup).toBe(expected);
+  });
+
+  it('accepts a URL with an empty prefix', () => {
+    expect(
+      parseRestoreEvent({ backup: `s3://my-backups/${KEY}` }, { bucket: 'my-backups', prefix: '' }).backup,
+    ).toBe(KEY);
+  });
+
+  it.each([
+    [
+      'another bucket',
+      `s3://other-bucket/media-backups/${KEY}`,
+      /`backup` names bucket "other-bucket", but this function's backups are in s3:\/\/my-backups\/media-backups\/: .*s3:\/\/my-backups\/media-backups\/full\/backup_20251227_020000\.tar\.gz/,
+    ],
+    [
+      'another prefix',
+      `old-backups/${KEY}`,
+      /`backup` is under the prefix "old-backups\/", but this function's backups are under "media-backups\/": .*\(media-backups\/full\/backup_20251227_020000\.tar\.gz\) or as a URL/,
+    ],
+    [
+      'another prefix in a URL',
+      `s3://my-backups/media-backups/nested/${KEY}`,
+      /is under the prefix "media-backups\/nested\/"/,
+    ],
+    [
+      'a metadata key',
+      's3://my-backups/media-backups/full/backup_20251227_020000.meta.json',
+      /`backup` must be "latest"/,
+    ],
+    ['a local path', `/mnt/efs/media-backups/${KEY}`, /is under the prefix "\/mnt\/efs\/media-backups\/"/],
+    [
+      'an https URL',
+      `https://my-backups.s3.amazonaws.com/media-backups/${KEY}`,
+      /is under the prefix "https:/,
+    ],
+  ])('refuses %s, naming the expected form', (_name, backup, message) => {
+    expect(() => parseRestoreEvent({ backup }, STORE)).toThrow(EventValidationError);
+    expect(() => parseRestoreEvent({ backup }, STORE)).toThrow(message);
+    expect(() => parseVerifyEvent({ backup }, STORE)).toThrow(message);
+  });
+
+  it('refuses prefixed keys and URLs when the location is unknown', () => {
+    expect(() => parseRestoreEvent({ backup: `media-backups/${KEY}` })).toThrow(/`backup` must be "latest"/);
+    expect(() => parseRestoreEvent({ backup: `s3://my-backups/media-backups/${KEY}` })).toThrow(
+      /an s3:\/\/ URL is read only by the Lambda functions/,
+    );
+  });
+});
