@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -14,12 +13,11 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { acquireLease, type LeaseBackend, type LeaseRecord, parseLeaseRecord } from './lease.js';
 import {
   assertSafeKey,
   type Leftover,
   type LockHandle,
-  LockHeldError,
-  type LockInfo,
   ObjectNotFoundError,
   type ObjectStore,
   type PutOptions,
@@ -129,17 +127,6 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
  * within about `maxAttempts` x 60 s plus backoff.
  */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
-
-/** Body of `locks/<name>.lock`. */
-interface S3LockRecord extends LockInfo {
-  readonly state: 'held' | 'released';
-  /**
-   * Random per acquisition. A conditional PUT whose answer was lost (the connection dropped after
-   * S3 wrote it) is retried by the SDK and fails with 412 against our own write; the nonce tells us
-   * the object is ours, so we neither lock ourselves out nor give up a lock we hold.
-   */
-  readonly nonce?: string;
-}
 
 const DEFAULT_PREFIX = 'media-backups/';
 // Bucket naming rules (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
@@ -528,141 +515,56 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async acquireLock(name: string, options: { owner: string; ttlMs: number }): Promise<LockHandle> {
-    const lockKey = this.objectKey(`locks/${name}.lock`);
-    const nonce = randomBytes(8).toString('hex');
-    const acquiredAt = new Date().toISOString();
-    const heldRecord = (): S3LockRecord => ({
-      owner: options.owner,
-      acquiredAt,
-      expiresAt: new Date(Date.now() + options.ttlMs).toISOString(),
-      state: 'held',
-      nonce,
-    });
+    return acquireLease(this.leaseBackend(this.objectKey(`locks/${name}.lock`)), this.url, options);
+  }
 
-    let etag = await this.takeLock(lockKey, heldRecord, nonce);
-    /** After a 412 on our own conditional write: the current ETag if the object is still ours. */
-    const stillOurs = async (state: S3LockRecord['state']): Promise<string | undefined> => {
-      const current = await this.readLock(lockKey);
-      return current?.record?.nonce === nonce && current.record.state === state ? current.etag : undefined;
-    };
-
-    // Renew while we run so a long backup is not mistaken for a crashed one. Each write is
-    // conditional on our last ETag: if it fails with 412 someone took the lock over (we were too
-    // slow), and we must not write it again.
-    let lost = false;
-    let renewing: Promise<void> = Promise.resolve();
-    const renew = setInterval(
-      () => {
-        renewing = renewing.then(async () => {
-          if (lost) return;
-          try {
-            etag = await this.writeLock(lockKey, heldRecord(), { IfMatch: etag });
-          } catch (error) {
-            // Anything else is retried at the next tick; the lock stays valid until it expires.
-            if (!isConditionFailure(error)) return;
-            // 412 against our own renewal whose answer was lost (the SDK retried it), or a takeover.
-            const ours = await stillOurs('held').catch(() => undefined);
-            if (ours) etag = ours;
-            else lost = true;
-          }
-        });
-      },
-      Math.max(1000, Math.floor(options.ttlMs / 3)),
-    );
-    renew.unref();
-
-    let releasing: Promise<void> | undefined;
-    const release = async (): Promise<void> => {
-      clearInterval(renew);
-      await renewing;
-      if (lost) return;
-      // Release by overwriting, never DeleteObject: the backup role has no s3:DeleteObject
-      // permission, so a compromised or buggy run cannot remove backups.
-      const released: S3LockRecord = {
-        ...heldRecord(),
-        expiresAt: new Date().toISOString(),
-        state: 'released',
-      };
+  /**
+   * The lock's primitives on S3 conditional writes: create with `If-None-Match: *`, replace and
+   * release with `If-Match` on the ETag last seen. Release overwrites with `state: released`, never
+   * DeleteObject: the backup role has no s3:DeleteObject permission, so a compromised or buggy run
+   * cannot remove backups.
+   */
+  private leaseBackend(lockKey: string): LeaseBackend<string> {
+    const write = async (
+      record: LeaseRecord,
+      condition: { IfNoneMatch: '*' } | { IfMatch: string },
+    ): Promise<string | undefined> => {
       try {
-        await this.writeLock(lockKey, released, { IfMatch: etag });
+        const response = await this.client.send(
+          new PutObjectCommand({
+            ...this.writeParams(lockKey, 'standard', 'application/json'),
+            ...condition,
+            Body: JSON.stringify(record),
+          }),
+        );
+        if (!response.ETag) throw new Error('no ETag returned');
+        return response.ETag;
       } catch (error) {
-        if (!isConditionFailure(error)) throw this.requestError('PutObject', lockKey, error);
-        // 412: our release landed but its answer was lost (done), or the lock was taken over after
-        // it expired (not ours to release any more), or a renewal's answer was lost (retry once).
-        const held = await stillOurs('held');
-        if (held) await this.writeLock(lockKey, released, { IfMatch: held }).catch(() => undefined);
+        if (isConditionFailure(error)) return undefined;
+        throw this.requestError('PutObject', lockKey, error);
       }
     };
     return {
-      release: () => {
-        releasing ??= release();
-        return releasing;
+      read: async () => {
+        const response = await this.getObject(lockKey);
+        if (!response) return undefined;
+        const text = await this.call(
+          'GetObject',
+          lockKey,
+          async () => (await response.Body?.transformToString()) ?? '',
+        );
+        if (!response.ETag) throw this.requestError('GetObject', lockKey, new Error('no ETag returned'));
+        return {
+          version: response.ETag,
+          record: parseLeaseRecord(text),
+          // Missing only from hand-made fakes: then an unparseable lock counts as old.
+          modifiedAt: response.LastModified ?? new Date(0),
+        };
       },
+      createIfAbsent: (record) => write(record, { IfNoneMatch: '*' }),
+      replaceIfUnchanged: (etag, record) => write(record, { IfMatch: etag }),
+      releaseIfUnchanged: async (etag, released) => (await write(released, { IfMatch: etag })) !== undefined,
     };
-  }
-
-  /** Creates the lock object, or takes over a released or expired one; returns the new ETag. */
-  private async takeLock(lockKey: string, record: () => S3LockRecord, nonce: string): Promise<string> {
-    // A few rounds only for the rare case where the lock vanished between our create and read.
-    for (let attempt = 0; attempt < 3; attempt += 1) {
-      try {
-        return await this.writeLock(lockKey, record(), { IfNoneMatch: '*' });
-      } catch (error) {
-        if (!isConditionFailure(error)) {
-          // Every attempt failed, but one may have reached S3 before its connection dropped: if
-          // the lock now carries our nonce it is ours, and leaving it would lock out the next run.
-          const landed = await this.readLock(lockKey).catch(() => undefined);
-          if (landed?.record?.nonce === nonce && landed.record.state === 'held') return landed.etag;
-          throw this.requestError('PutObject', lockKey, error);
-        }
-      }
-      const current = await this.readLock(lockKey);
-      if (!current) continue;
-      // Our own create landed and only its answer was lost: the SDK's retry got 412 from our write.
-      if (current.record?.nonce === nonce) return current.etag;
-      if (current.record && isLive(current.record))
-        throw new LockHeldError(this.url, lockInfo(current.record));
-      try {
-        return await this.writeLock(lockKey, record(), { IfMatch: current.etag });
-      } catch (error) {
-        if (!isConditionFailure(error)) throw this.requestError('PutObject', lockKey, error);
-        // Another run took it over between our read and write (or we did, and the answer was lost).
-        const winner = await this.readLock(lockKey);
-        if (winner?.record?.nonce === nonce) return winner.etag;
-        throw new LockHeldError(this.url, winner?.record ? lockInfo(winner.record) : undefined);
-      }
-    }
-    throw new LockHeldError(this.url, undefined);
-  }
-
-  private async writeLock(
-    lockKey: string,
-    record: S3LockRecord,
-    condition: { IfNoneMatch: '*' } | { IfMatch: string },
-  ): Promise<string> {
-    const response = await this.client.send(
-      new PutObjectCommand({
-        ...this.writeParams(lockKey, 'standard', 'application/json'),
-        ...condition,
-        Body: JSON.stringify(record),
-      }),
-    );
-    if (!response.ETag) throw new Error(`PutObject of ${this.location(lockKey)} returned no ETag`);
-    return response.ETag;
-  }
-
-  private async readLock(
-    lockKey: string,
-  ): Promise<{ etag: string; record: S3LockRecord | undefined } | undefined> {
-    const response = await this.getObject(lockKey);
-    if (!response) return undefined;
-    const text = await this.call(
-      'GetObject',
-      lockKey,
-      async () => (await response.Body?.transformToString()) ?? '',
-    );
-    if (!response.ETag) throw this.requestError('GetObject', lockKey, new Error('no ETag returned'));
-    return { etag: response.ETag, record: parseLockRecord(text) };
   }
 
   private async getObject(objectKey: string) {
@@ -824,31 +726,4 @@ function describeAwsError(error: unknown, timeouts: { connectMs: number; idleMs:
 function commandName(command: unknown): string {
   const name = (command as { constructor?: { name?: string } } | undefined)?.constructor?.name ?? '';
   return name.replace(/Command$/, '') || 'request';
-}
-
-function parseLockRecord(text: string): S3LockRecord | undefined {
-  try {
-    const value = JSON.parse(text) as Partial<S3LockRecord>;
-    if (typeof value.owner !== 'string' || typeof value.expiresAt !== 'string') return undefined;
-    return {
-      owner: value.owner,
-      acquiredAt: typeof value.acquiredAt === 'string' ? value.acquiredAt : '',
-      expiresAt: value.expiresAt,
-      state: value.state === 'released' ? 'released' : 'held',
-      ...(typeof value.nonce === 'string' ? { nonce: value.nonce } : {}),
-    };
-  } catch {
-    // Not ours or hand-edited: treat as no valid holder so backups are not blocked for ever
-    // (the backup role cannot delete it).
-    return undefined;
-  }
-}
-
-function isLive(record: S3LockRecord): boolean {
-  const expiresAt = Date.parse(record.expiresAt);
-  return record.state === 'held' && Number.isFinite(expiresAt) && expiresAt > Date.now();
-}
-
-function lockInfo(record: S3LockRecord): LockInfo {
-  return { owner: record.owner, acquiredAt: record.acquiredAt, expiresAt: record.expiresAt };
 }

@@ -577,6 +577,18 @@ describe('S3ObjectStore.acquireLock', () => {
     expect(lockWrites()[1]).toMatchObject({ IfMatch: '"old"', Key: LOCK_KEY, record: { owner: 'cli:me' } });
   });
 
+  it('an unreadable lock written less than a TTL ago is held, not taken over', async () => {
+    s3Mock.on(PutObjectCommand, { IfNoneMatch: '*' }).rejects(awsError('PreconditionFailed', 412));
+    s3Mock
+      .on(GetObjectCommand)
+      .resolves({ ETag: '"old"', Body: bodyOf(''), LastModified: new Date(NOW.getTime() - 1000) });
+
+    await expect(
+      makeStore().acquireLock('backup', { owner: 'cli:me', ttlMs: 60_000 }),
+    ).rejects.toBeInstanceOf(LockHeldError);
+    expect(s3Mock.commandCalls(PutObjectCommand, { IfMatch: '"old"' })).toHaveLength(0);
+  });
+
   it('throws LockHeldError when another run wins the takeover', async () => {
     s3Mock.on(PutObjectCommand).rejects(awsError('PreconditionFailed', 412));
     s3Mock.on(GetObjectCommand).resolves({ ETag: '"old"', Body: lockBody('released', NOW.toISOString()) });
