@@ -1,5 +1,7 @@
+import { execFile } from 'node:child_process';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { makeDirs } from '../../lambda/store/fs-paths.js';
@@ -7,6 +9,7 @@ import { openStore } from '../../lambda/store/open-store.js';
 import { StoreConfigError } from '../../lambda/store/types.js';
 import { tempDirs } from '../fixtures/engine.js';
 
+const execFileAsync = promisify(execFile);
 const dirs = tempDirs();
 afterEach(() => dirs.cleanup());
 
@@ -63,5 +66,19 @@ describe('creating store folders is bounded', () => {
     await mkdir(path.join(dir, 'a'));
     await writeFile(path.join(dir, 'a/b'), 'x');
     await expect(makeDirs(path.join(dir, 'a/b/c'))).rejects.toThrow(/a\/b exists and is not a folder/);
+  });
+});
+
+describe('CLI', () => {
+  it.each([
+    ['file:///proc/self', /kernel's \/proc file system/],
+    ['file:///tmp/store%00x', /contains a NUL byte/],
+  ])('--store %s exits 2 at once with one line', { timeout: 30_000 }, async (url, message) => {
+    const bin = path.resolve('bin/media-backup.mjs');
+    const run = await execFileAsync(process.execPath, [bin, 'list', '--store', url], {
+      timeout: 20_000,
+    }).catch((e: { code: number; stderr: string; killed: boolean }) => e);
+    expect(run).toMatchObject({ code: 2, killed: false });
+    expect(run.stderr).toMatch(message);
   });
 });
