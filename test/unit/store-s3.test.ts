@@ -405,6 +405,68 @@ describe('S3ObjectStore.put', () => {
     );
     await expect(put).rejects.toMatchObject({ cause: denied });
   });
+
+  const networkError = (name: string, message: string, code?: string) =>
+    Object.assign(new Error(message), { name, ...(code ? { code } : {}), $metadata: { attempts: 3 } });
+
+  it.each([
+    [
+      'an idle timeout',
+      networkError('TimeoutError', 'the request socket timed out after 60000 ms of inactivity'),
+      /TimeoutError: .* \(after 3 attempts\); no data moved for 60000 ms: .*raise S3_IDLE_TIMEOUT_MS/,
+    ],
+    [
+      'a connect timeout',
+      networkError(
+        'TimeoutError',
+        'the request socket did not establish a connection with the server within 5000 ms',
+      ),
+      /no connection within 5000 ms: check the endpoint .*S3_CONNECT_TIMEOUT_MS/,
+    ],
+    [
+      'a reset (which the SDK also names TimeoutError)',
+      networkError('TimeoutError', 'socket hang up', 'ECONNRESET'),
+      /socket hang up \(after 3 attempts\); the connection failed or was cut/,
+    ],
+    [
+      'a lost conditional write',
+      awsError('PreconditionFailed', 412),
+      /HTTP 412.*another run changed the object/,
+    ],
+    [
+      'a server error after the retries',
+      awsError('ServiceUnavailable', 503),
+      /HTTP 503.*S3 kept failing after the retries/,
+    ],
+    ['a bare 403', awsError('Forbidden', 403), /HTTP 403.*IAM policy/],
+  ])('names %s with a hint', async (_name, error, message) => {
+    s3Mock.on(PutObjectCommand).rejects(error);
+
+    const put = makeStore().put('full/backup_20251227_020000.manifest.jsonl.gz', 'x');
+
+    await expect(put).rejects.toMatchObject({
+      name: 'StoreRequestError',
+      operation: 'PutObject',
+      location: 's3://backup-bucket/media-backups/full/backup_20251227_020000.manifest.jsonl.gz',
+    });
+    await expect(put).rejects.toThrow(message);
+  });
+
+  it('a PUT that failed on every attempt but whose bytes are stored counts as written', async () => {
+    s3Mock.on(PutObjectCommand).rejects(networkError('TimeoutError', 'socket hang up', 'ECONNRESET'));
+    s3Mock.on(GetObjectCommand).resolves({ ETag: '"e"', Body: bodyOf('{"committed":true}') });
+
+    await expect(makeStore().put('full/a.manifest.jsonl.gz', '{"committed":true}')).resolves.toBeUndefined();
+  });
+
+  it('a PUT that failed while other bytes are stored fails', async () => {
+    s3Mock.on(PutObjectCommand).rejects(networkError('TimeoutError', 'socket hang up', 'ECONNRESET'));
+    s3Mock.on(GetObjectCommand).resolves({ ETag: '"e"', Body: bodyOf('{"older":true}') });
+
+    await expect(makeStore().put('status/last-run.json', '{"newer":true}')).rejects.toThrow(
+      /S3 PutObject failed/,
+    );
+  });
 });
 
 describe('S3ObjectStore reads', () => {
