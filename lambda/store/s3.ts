@@ -124,7 +124,9 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
  * An idle timeout, not a total one: an 8 MiB part on a 1 Mbit/s uplink takes ~70 s to send, so a
  * total limit would fail healthy slow uploads, while a connection where no byte moves for 60 s is
  * dead (S3 itself closes connections idle for ~20 s between requests). A stalled request thus fails
- * within about `maxAttempts` x 60 s plus backoff.
+ * within about `maxAttempts` x 60 s plus backoff; a stalled GET body (not retried: its bytes were
+ * already handed on) within 60 s. The other side of the same rule: a reader that stops consuming a
+ * GET body for 60 s (a target disk that hangs) also ends the download.
  */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
