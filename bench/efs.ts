@@ -24,7 +24,18 @@ import { existsSync, mkdirSync, rmSync, statSync, utimesSync, writeFileSync } fr
 import path from 'node:path';
 import { type LatencyFs, latencyFsUnavailable, mountLatencyFs } from '../test/fixtures/latency-fs/index.js';
 import { documentBytes, randomBytesFrom, seededRandom } from '../test/fixtures/media-tree.js';
-import { CLI, CLI_NODE_ARGS, findGnuTime, MB, round, run, type TimedRun, table, timed } from './timing.js';
+import {
+  CLI,
+  CLI_ENV,
+  CLI_NODE_ARGS,
+  findGnuTime,
+  MB,
+  round,
+  run,
+  type TimedRun,
+  table,
+  timed,
+} from './timing.js';
 
 const GENERATOR = 'media-backup-bench/efs/1';
 const FOLDERS = 50;
@@ -136,7 +147,11 @@ export async function runEfsBench(dir: string): Promise<void> {
   const scratch = path.join(dir, 'efs-out');
   mkdirSync(scratch, { recursive: true });
   run('node', [CLI, '--version']);
-  const ioEnv = process.env.IO_CONCURRENCY ? { IO_CONCURRENCY: process.env.IO_CONCURRENCY } : undefined;
+  // As `npx media-backup` runs: the shebang's UV_THREADPOOL_SIZE, plus IO_CONCURRENCY when given.
+  const ioEnv = {
+    ...CLI_ENV,
+    ...(process.env.IO_CONCURRENCY ? { IO_CONCURRENCY: process.env.IO_CONCURRENCY } : {}),
+  };
   const rows: EfsRow[] = [];
   const cli = (args: string[]) =>
     timed(timeBin, scratch, 'node', [...CLI_NODE_ARGS, CLI, ...args], { env: ioEnv });

@@ -9,12 +9,17 @@ import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const CLI = path.join(REPO_ROOT, 'bin', 'media-backup.mjs');
+const SHEBANG = readFileSync(CLI, 'utf8').split('\n')[0];
 /** How `npx media-backup` starts the CLI: node with the flags of the script's shebang line. */
-export const CLI_NODE_ARGS = readFileSync(CLI, 'utf8')
-  .split('\n')[0]
-  .replace(/^#!\/usr\/bin\/env -S node ?/, '')
+export const CLI_NODE_ARGS = SHEBANG.replace(/^#!\/usr\/bin\/env -S (?:\w+=\S* )*node ?/, '')
   .split(' ')
   .filter(Boolean);
+/** The environment the shebang sets (`env -S NAME=VALUE node ...`): UV_THREADPOOL_SIZE. */
+export const CLI_ENV: Readonly<Record<string, string>> = Object.fromEntries(
+  [...(SHEBANG.match(/^#!\/usr\/bin\/env -S ((?:\w+=\S* )*)node/)?.[1] ?? '').matchAll(/(\w+)=(\S*)/g)].map(
+    (m) => [m[1], m[2]],
+  ),
+);
 export const MB = 1e6;
 
 export interface TimedRun {

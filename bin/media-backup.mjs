@@ -1,4 +1,8 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env -S UV_THREADPOOL_SIZE=64 node --max-semi-space-size=2
+// UV_THREADPOOL_SIZE=64: on EFS/NFS the backup reads many files ahead with async calls, and libuv's
+// default pool of 4 threads would cap the calls in flight at 4 (measured with the latency fs at 1 ms
+// per call: 201 vs 463 files/s). It must be set before the process starts: the pool exists before
+// this file's first line runs. On a local disk the backup reads synchronously and the pool idles.
 // --max-semi-space-size=2 (MiB): V8's young generation otherwise grows to 3 x 16 MiB while the
 // backup allocates read buffers; capped, peak RSS of a 1 GiB backup drops by ~25 MB at no measured
 // speed cost (npm run bench). `node bin/media-backup.mjs` works too, without the cap.
