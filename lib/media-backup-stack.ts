@@ -283,6 +283,10 @@ export class MediaBackupStack extends Stack {
       description: 'S3 bucket holding the backup store (archives, manifests, status)',
       value: this.backupBucket.bucket.bucketName,
     });
+    new CfnOutput(this, 'BackupStoreUrl', {
+      description: 'The backup store as the CLI takes it (--store): bucket and prefix',
+      value: `s3://${this.backupBucket.bucket.bucketName}/${this.backupBucket.backupPrefix}`,
+    });
     new CfnOutput(this, 'BackupFunctionName', { value: this.backupFunction.functionName });
     new CfnOutput(this, 'RestoreFunctionName', { value: this.restoreFunction.functionName });
     new CfnOutput(this, 'VerifyFunctionName', { value: this.verifyFunction.functionName });

@@ -546,6 +546,9 @@ describe('MediaBackupStack outputs', () => {
 
     template.hasOutput('BackupBucketName', { Value: { Ref: id(stack.backupBucket.bucket) } });
     template.hasOutput('BackupFunctionName', { Value: { Ref: id(stack.backupFunction.function) } });
+    template.hasOutput('BackupStoreUrl', {
+      Value: { 'Fn::Join': ['', ['s3://', { Ref: id(stack.backupBucket.bucket) }, '/media-backups/']] },
+    });
     template.hasOutput('RestoreFunctionName', { Value: { Ref: id(stack.restoreFunction.function) } });
     template.hasOutput('VerifyFunctionName', { Value: { Ref: id(stack.verifyFunction.function) } });
     const command = (name: string) => JSON.stringify(template.findOutputs(name)[name]!.Value);
