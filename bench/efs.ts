@@ -10,7 +10,8 @@
  *   BENCH_EFS=1 BENCH_ONLY_EFS=1 npm run bench   # this section alone
  *
  * Environment: BENCH_EFS_FILES (tree sizes, default "5000,20000"), BENCH_EFS_DELAYS (ms per operation,
- * default "1,3"), BENCH_EFS_PEERS=0 (skip restic and tar), BENCH_EFS_LOCAL=0 (skip the local-disk
+ * default "1,3"), BENCH_EFS_PEERS=0 (skip restic and tar), BENCH_EFS_RESTIC_RESTORE=0 (skip restic's
+ * restore, by far the slowest run: ~100 ms per file at 1 ms per call here), BENCH_EFS_LOCAL=0 (skip the local-disk
  * reference run of our backup), IO_CONCURRENCY (passed to our CLI). Needs /dev/fuse and
  * `apt-get install -y python3-fusepy fuse3` (restic: `apt-get install -y restic`); skips with the
  * reason otherwise.
@@ -153,6 +154,11 @@ export async function runEfsBench(dir: string): Promise<void> {
     ...(process.env.IO_CONCURRENCY ? { IO_CONCURRENCY: process.env.IO_CONCURRENCY } : {}),
   };
   const rows: EfsRow[] = [];
+  // Each figure as soon as measured: a run that fails later (a peer, the mount) still leaves them.
+  const record = (r: EfsRow) => {
+    rows.push(r);
+    console.log(`efs-row ${JSON.stringify(r)}`);
+  };
   const cli = (args: string[]) =>
     timed(timeBin, scratch, 'node', [...CLI_NODE_ARGS, CLI, ...args], { env: ioEnv });
   const resticEnv = (repo: string) => ({
@@ -174,7 +180,7 @@ export async function runEfsBench(dir: string): Promise<void> {
       const store = path.join(scratch, 'store-local');
       clearFolder(store);
       const t = await cli(['backup', 'full', '--source', tree.root, '--store', store, '--json']);
-      rows.push(row(size, 0, 'media-backup (local disk)', 'backup', t));
+      record(row(size, 0, 'media-backup (local disk)', 'backup', t));
       clearFolder(store);
     }
     for (const delayMs of delays) {
@@ -188,7 +194,7 @@ export async function runEfsBench(dir: string): Promise<void> {
         clearFolder(store);
         warm(source);
         const full = await cli(['backup', 'full', '--source', source.mountpoint, '--store', store, '--json']);
-        rows.push(row(size, delayMs, 'media-backup', 'backup', full));
+        record(row(size, delayMs, 'media-backup', 'backup', full));
 
         // 1% churn: new content and mtime, written on the backing folder.
         const later = Date.now() / 1000 + 60;
@@ -209,7 +215,7 @@ export async function runEfsBench(dir: string): Promise<void> {
           store,
           '--json',
         ]);
-        rows.push(row(size, delayMs, 'media-backup', 'incremental', incr));
+        record(row(size, delayMs, 'media-backup', 'incremental', incr));
 
         warm(target);
         const restored = await cli([
@@ -220,7 +226,7 @@ export async function runEfsBench(dir: string): Promise<void> {
           path.join(target.mountpoint, 'ours'),
           '--json',
         ]);
-        rows.push(row(size, delayMs, 'media-backup', 'restore', restored));
+        record(row(size, delayMs, 'media-backup', 'restore', restored));
         clearFolder(path.join(targetBacking, 'ours'));
         clearFolder(store);
 
@@ -241,7 +247,10 @@ export async function runEfsBench(dir: string): Promise<void> {
             ['backup', '-q', source.mountpoint],
             resticEnv(repo),
           );
-          rows.push(row(size, delayMs, 'restic', 'backup', b));
+          record(row(size, delayMs, 'restic', 'backup', b));
+        }
+        if (restic && process.env.BENCH_EFS_RESTIC_RESTORE !== '0') {
+          const repo = path.join(scratch, 'restic-repo');
           warm(target);
           const r = await timed(
             timeBin,
@@ -250,20 +259,20 @@ export async function runEfsBench(dir: string): Promise<void> {
             ['restore', 'latest', '-q', '--target', path.join(target.mountpoint, 'restic')],
             resticEnv(repo),
           );
-          rows.push(row(size, delayMs, 'restic', 'restore', r));
+          record(row(size, delayMs, 'restic', 'restore', r));
           clearFolder(path.join(targetBacking, 'restic'));
-          clearFolder(repo);
         }
+        clearFolder(path.join(scratch, 'restic-repo'));
         if (tar) {
           const archive = path.join(scratch, 'tree.tar.gz');
           warm(source);
           const c = await timed(timeBin, scratch, 'tar', ['-czf', archive, '-C', source.mountpoint, '.']);
-          rows.push(row(size, delayMs, 'GNU tar', 'backup', c));
+          record(row(size, delayMs, 'GNU tar', 'backup', c));
           const into = path.join(target.mountpoint, 'tar');
           mkdirSync(into);
           warm(target);
           const x = await timed(timeBin, scratch, 'tar', ['-xzf', archive, '-C', into]);
-          rows.push(row(size, delayMs, 'GNU tar', 'restore', x));
+          record(row(size, delayMs, 'GNU tar', 'restore', x));
           clearFolder(path.join(targetBacking, 'tar'));
           rmSync(archive, { force: true });
         }

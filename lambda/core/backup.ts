@@ -238,6 +238,8 @@ async function backupLocked(
     perFileMs: Number(estimate.perFileMs.toFixed(3)),
     scanMs: Math.round(scanElapsedMs),
     ioConcurrency,
+    // libuv's pool bounds the async calls in flight (default 4): UV_THREADPOOL_SIZE, set at start.
+    threadPool: Number(process.env.UV_THREADPOOL_SIZE) || 4,
     remainingMs,
   });
   if (remainingMs !== undefined) assertFitsInTime(estimate, remainingMs, scan.root);
