@@ -93,11 +93,13 @@ const settle = <T>(p: Promise<T>): Promise<{ value?: T; error?: Error; ms: numbe
     (error: Error) => ({ error, ms: Date.now() - started }),
   );
 };
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 /** `operation` failed for a key matching `key` (a regex source for the part after the prefix). */
 function namesRequest(c: Case, operation: string, key: string): RegExp {
-  return new RegExp(`S3 ${operation} failed for s3://${escape(s3.bucket)}/${escape(c.prefix)}${key}: `);
+  return new RegExp(
+    `S3 ${operation} failed for s3://${escapeRegExp(s3.bucket)}/${escapeRegExp(c.prefix)}${key}: `,
+  );
 }
 
 const ARCHIVE = String.raw`full/backup_\d{8}_\d{6}\.tar\.gz`;
