@@ -1,4 +1,4 @@
-import type { ObjectStore } from '../store/types.js';
+import type { Leftover, ObjectStore } from '../store/types.js';
 import {
   archivesReferenced,
   type BackupMetadata,
@@ -85,6 +85,8 @@ export interface HealthOptions {
   readonly shrinkWindowDays?: number;
   /** Archives without a manifest older than this are reported as orphans. @default 24 */
   readonly orphanAgeHours?: number;
+  /** Partial files / multipart uploads of killed runs not written for this long are reported. @default 30 */
+  readonly leftoverAgeMinutes?: number;
   /** A broken chain is critical for backups younger than this, a warning for older ones. @default 30 */
   readonly retentionDays?: number;
   /** Warning when the file system uses more. @default no threshold */
@@ -172,6 +174,7 @@ export async function runHealthChecks(deps: HealthDeps, options: HealthOptions =
     maxShrinkPercent: options.maxShrinkPercent ?? 50,
     shrinkWindowDays: options.shrinkWindowDays ?? 7,
     orphanAgeHours: options.orphanAgeHours ?? 24,
+    leftoverAgeMinutes: options.leftoverAgeMinutes ?? 30,
     retentionDays: options.retentionDays ?? 30,
     efsWarnBytes: options.efsWarnBytes,
     verifyLatest: options.verifyLatest ?? true,
@@ -206,7 +209,11 @@ export async function runHealthChecks(deps: HealthDeps, options: HealthOptions =
   checks.push(await guarded('size', () => checkSize(view, o)));
   checks.push(await guarded('shrink', () => checkShrink(view, o)));
   checks.push(await guarded('chain', () => checkChain(view, now, o.retentionDays)));
-  checks.push(checkOrphans(view, now, o.orphanAgeHours));
+  checks.push(
+    await guarded('orphans', async () =>
+      checkOrphans(view, now, o.orphanAgeHours, await staleLeftovers(deps.store, now, o.leftoverAgeMinutes)),
+    ),
+  );
   const usage = usageReport(deps.store.url, view.objects, now);
   checks.push({
     name: 'storage',
@@ -683,7 +690,22 @@ async function checkChain(view: StoreView, now: Date, retentionDays: number): Pr
   };
 }
 
-function checkOrphans(view: StoreView, now: Date, orphanAgeHours: number): HealthCheck {
+/**
+ * Partial files and multipart uploads of killed runs (kill -9, a Lambda timeout) that nothing has
+ * written for `ageMinutes`: longer than a 15-minute invocation plus the lock TTL, so a run still
+ * writing is never reported. The next backup removes them; until then they cost storage unseen.
+ */
+async function staleLeftovers(store: ObjectStore, now: Date, ageMinutes: number): Promise<Leftover[]> {
+  const all = (await store.listLeftovers?.()) ?? [];
+  return all.filter((l) => now.getTime() - l.since.getTime() >= ageMinutes * 60_000);
+}
+
+function checkOrphans(
+  view: StoreView,
+  now: Date,
+  orphanAgeHours: number,
+  leftovers: readonly Leftover[] = [],
+): HealthCheck {
   const committed = new Set(view.committed.map((c) => c.backupId));
   const orphans = new Map<string, { bytes: number; newest: number }>();
   let recent = 0;
@@ -700,13 +722,26 @@ function checkOrphans(view: StoreView, now: Date, orphanAgeHours: number): Healt
   }
   const running =
     recent > 0 ? ` (${recent} newer uncommitted object(s) may belong to a run in progress)` : '';
+  const messages: string[] = [];
   if (orphans.size > 0) {
     const bytes = [...orphans.values()].reduce((sum, o) => sum + o.bytes, 0);
+    messages.push(
+      `${orphans.size} aborted run(s) left objects without a manifest, older than ${orphanAgeHours} h (${formatBytes(bytes)}): ${[...orphans.keys()].join(', ')}. They are never restored from; the lifecycle removes them, or delete them by hand${running}.`,
+    );
+  }
+  if (leftovers.length > 0) {
+    const bytes = leftovers.reduce((sum, l) => sum + l.bytes, 0);
+    const names = leftovers.map((l) => (l.kind === 'partial-file' ? l.id : `${l.key} (multipart upload)`));
+    messages.push(
+      `${leftovers.length} leftover(s) of killed runs (${formatBytes(bytes)}, oldest from ${leftovers[0]?.since.toISOString()}): ${names.join(', ')}. Nothing reads them; the next backup removes them.`,
+    );
+  }
+  if (messages.length > 0) {
     return {
       name: 'orphans',
       status: 'warning',
-      message: `${orphans.size} aborted run(s) left objects without a manifest, older than ${orphanAgeHours} h (${formatBytes(bytes)}): ${[...orphans.keys()].join(', ')}. They are never restored from; the lifecycle removes them, or delete them by hand${running}.`,
-      value: orphans.size,
+      message: messages.join(' '),
+      value: orphans.size + leftovers.length,
     };
   }
   return { name: 'orphans', status: 'ok', message: `No orphaned archives${running}.`, value: 0 };

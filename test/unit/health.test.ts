@@ -384,6 +384,29 @@ describe('orphans', () => {
     expect(c.message).toContain('5.0 KB');
   });
 
+  it('is a warning naming the partial file a killed run left, once nothing has written it for 30 min', async () => {
+    const now = FIRST_BACKUP + HOUR;
+    const partial = 'full/backup_20251227_030000.tar.gz.partial-0a1b2c';
+    await writeFile(path.join(storeDir, partial), Buffer.alloc(7000));
+    await setMtime(partial, now - 31 * 60_000);
+
+    const c = check(await health(now), 'orphans');
+
+    expect(c).toMatchObject({ status: 'warning', value: 1 });
+    expect(c.message).toContain(partial);
+    expect(c.message).toContain('7.0 KB');
+    expect(c.message).toMatch(/next backup removes them/);
+  });
+
+  it('ignores a partial file still being written (fresh mtime)', async () => {
+    const now = FIRST_BACKUP + HOUR;
+    const partial = 'full/backup_20251227_030000.tar.gz.partial-0a1b2c';
+    await writeFile(path.join(storeDir, partial), Buffer.alloc(7000));
+    await setMtime(partial, now - 60_000);
+
+    expect(check(await health(now), 'orphans')).toMatchObject({ status: 'ok', value: 0 });
+  });
+
   it('is ok for a recent one (a run may be in progress)', async () => {
     const now = FIRST_BACKUP + HOUR;
     await store.put(orphanKey, Buffer.alloc(5000));
