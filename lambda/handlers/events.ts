@@ -80,6 +80,11 @@ export interface BackupEvent {
 }
 
 export interface RestoreEvent {
+  /**
+   * Demo: extract this tar.gz (a key below the store prefix, `import/<name>.tar.gz`) into the empty
+   * media folder instead of restoring a backup.
+   */
+  readonly import: string | undefined;
   /** `latest`, a backup id or an archive key. */
   readonly backup: string;
   /** The latest committed backup at or before this instant. */
@@ -172,6 +177,28 @@ const backupEventSchema = eventObject(
   '{"type":"auto"}',
 );
 
+/** Where uploaded media archives wait to be imported, below the store prefix. */
+export const IMPORT_FOLDER = 'import/';
+const IMPORT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*\.tar\.gz$/;
+
+function importHint(location: StoreLocation | undefined): string {
+  const where = location ? `s3://${location.bucket}/${location.prefix}${IMPORT_FOLDER}` : IMPORT_FOLDER;
+  return `must name a .tar.gz uploaded to ${where}, like "media.tar.gz" (or ${IMPORT_FOLDER}media.tar.gz, or its full key or s3:// URL)`;
+}
+
+/** `import/<name>.tar.gz` (relative to the store prefix) from a name, a key or an s3:// URL of this store. */
+const importKey = (location: StoreLocation | undefined) =>
+  z.string({ error: expect('import', importHint(location)) }).transform((value, ctx) => {
+    let key = value.trim();
+    if (location && key.startsWith(`s3://${location.bucket}/`))
+      key = key.slice(`s3://${location.bucket}/`.length);
+    if (location?.prefix && key.startsWith(location.prefix)) key = key.slice(location.prefix.length);
+    if (key.startsWith(IMPORT_FOLDER)) key = key.slice(IMPORT_FOLDER.length);
+    if (IMPORT_NAME.test(key)) return `${IMPORT_FOLDER}${key}`;
+    ctx.addIssue({ code: 'custom', message: `\`import\` ${importHint(location)} (got ${shown(value)})` });
+    return z.NEVER;
+  });
+
 const restoreEventSchema = (location: StoreLocation | undefined) =>
   eventObject(
     {
@@ -192,9 +219,22 @@ const restoreEventSchema = (location: StoreLocation | undefined) =>
         .enum(RESTORE_MODES, { error: expect('mode', `must be one of ${RESTORE_MODES.join(', ')}`) })
         .optional(),
       dryRun: flag('dryRun').optional(),
+      import: importKey(location).optional(),
     },
     '{"backup":"latest"}',
   ).superRefine((event, ctx) => {
+    if (event.import !== undefined) {
+      const others = (['backup', 'at', 'paths', 'target', 'mode', 'dryRun'] as const).filter(
+        (key) => event[key] !== undefined,
+      );
+      if (others.length > 0) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['import'],
+          message: `\`import\` cannot be combined with ${others.map((k) => `\`${k}\``).join(', ')}: it always extracts into the empty media folder; send {"import":"media.tar.gz"} alone`,
+        });
+      }
+    }
     if (event.at && event.backup !== undefined && event.backup !== 'latest') {
       ctx.addIssue({
         code: 'custom',
@@ -280,6 +320,7 @@ export function parseBackupEvent(event: unknown): BackupEvent {
 export function parseRestoreEvent(event: unknown, location?: StoreLocation): RestoreEvent {
   const parsed = parseEvent(event, restoreEventSchema(location), 'restore');
   return {
+    import: parsed.import,
     backup: parsed.backup ?? 'latest',
     at: parsed.at,
     paths: parsed.paths,

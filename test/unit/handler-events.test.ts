@@ -291,3 +291,40 @@ describe('backup keys as people paste them (restore and verify)', () => {
     );
   });
 });
+
+describe('restore event: import (demo)', () => {
+  const STORE = { bucket: 'my-backups', prefix: 'media-backups/' };
+
+  it.each([
+    'media.tar.gz',
+    'import/media.tar.gz',
+    'media-backups/import/media.tar.gz',
+    's3://my-backups/media-backups/import/media.tar.gz',
+  ])('reads %s as import/media.tar.gz', (value) => {
+    expect(parseRestoreEvent({ import: value }, STORE).import).toBe('import/media.tar.gz');
+  });
+
+  it('leaves import undefined for an ordinary restore', () => {
+    expect(parseRestoreEvent({}, STORE).import).toBeUndefined();
+  });
+
+  it.each([
+    [
+      { import: '../media.tar.gz' },
+      /`import` must name a \.tar\.gz uploaded to s3:\/\/my-backups\/media-backups\/import\/, like "media\.tar\.gz"/,
+    ],
+    [{ import: 'media.zip' }, /`import` must name a \.tar\.gz/],
+    [{ import: 's3://other/media-backups/import/media.tar.gz' }, /`import` must name a \.tar\.gz/],
+    [
+      { import: 'media.tar.gz', target: 'restores/x' },
+      /`import` cannot be combined with `target`: it always extracts into the empty media folder/,
+    ],
+    [
+      { import: 'media.tar.gz', backup: 'latest', dryRun: true },
+      /`import` cannot be combined with `backup`, `dryRun`/,
+    ],
+  ])('refuses %j', (event, message) => {
+    expect(() => parseRestoreEvent(event, STORE)).toThrow(EventValidationError);
+    expect(() => parseRestoreEvent(event, STORE)).toThrow(message);
+  });
+});
