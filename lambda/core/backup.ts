@@ -98,7 +98,7 @@ export interface BackupProgress extends ArchiveProgress {
 
 /** Something an operator should look at in a backup that committed. */
 export interface BackupWarning {
-  /** Stable, for scripts and metrics: `SOURCE_SHRANK`. */
+  /** Stable, for scripts and metrics: `SOURCE_SHRANK`, `STATUS_NOT_RECORDED`. */
   readonly code: string;
   readonly message: string;
 }
@@ -156,13 +156,21 @@ export async function runBackup(deps: BackupDeps, options: BackupOptions): Promi
     await resolveSourceRoot(options.source);
     const result = await backupLocked(deps, options, startedAt);
     // Warnings stay whole (the shrink message is what an operator reads); skipped paths are counted.
-    await writeStatus(store, {
+    return await writeStatus(store, {
       ...result,
       startedAt: startedAt.toISOString(),
       finishedAt: clock.now().toISOString(),
       skipped: result.skipped.length,
-    });
-    return result;
+    }).then(
+      () => result,
+      // The manifest is written: the backup exists and is good. Calling it FAILED would send the
+      // operator after a problem that is not there; say instead that the status object is stale.
+      (statusError): BackupSucceeded => {
+        const message = `backup ${result.backupId} is committed, but ${STATUS_KEY} could not be written (${errorMessage(statusError)}): status shows the previous run until the next one`;
+        logger.warn(message, { code: 'STATUS_NOT_RECORDED' });
+        return { ...result, warnings: [...result.warnings, { code: 'STATUS_NOT_RECORDED', message }] };
+      },
+    );
   } catch (error) {
     logger.error('backup failed', { error: errorMessage(error), name: (error as Error)?.name });
     // A lock conflict is not this run's outcome to record: the running backup will write its own.

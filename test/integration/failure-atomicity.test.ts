@@ -72,6 +72,25 @@ describe('a failed backup leaves nothing committed (folder store)', () => {
     expect(await listCommittedBackups(real)).toEqual([]);
   });
 
+  it('status write failing after the commit: the good backup is reported as committed with a warning, not FAILED', async () => {
+    const real = new FsObjectStore(storeDir);
+    const broken = faultyStore(real, { putFails: /^status\/last-run\.json$/ });
+
+    const result = await runBackup(
+      { store: broken, clock: tickingClock(), logger: silentLogger },
+      { source },
+    );
+
+    expect(result.status).toBe('SUCCEEDED');
+    expect(result.warnings).toEqual([
+      {
+        code: 'STATUS_NOT_RECORDED',
+        message: expect.stringMatching(/is committed, but status\/last-run\.json/),
+      },
+    ]);
+    expect((await listCommittedBackups(real)).map((b) => b.backupId)).toEqual([result.backupId]);
+  });
+
   it('an abort signal stops the run before commit', async () => {
     const real = new FsObjectStore(storeDir);
     const controller = new AbortController();
