@@ -150,6 +150,9 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
     await Promise.all([producing, piping, sinking]);
   } catch (error) {
     fail(error);
+    // The sink cleans up when it fails (S3: AbortMultipartUpload); return only after it did, or a
+    // Lambda frozen after the return leaves the upload's parts behind.
+    await sinking.catch(() => undefined);
     // Report the root cause, not the AbortError it caused downstream.
     throw abort.signal.reason ?? error;
   } finally {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,8 +8,10 @@ import { acquireFsLock } from './fs-lock.js';
 import { checkStoreRoot, makeDirs } from './fs-paths.js';
 import {
   assertSafeKey,
+  isReplaceableKey,
   type Leftover,
   type LockHandle,
+  ObjectExistsError,
   ObjectNotFoundError,
   type ObjectStore,
   type StoredObject,
@@ -22,7 +24,9 @@ const PARTIAL_MARK = '.partial-';
 
 /**
  * A local folder as a store: each key is a file below `root`. Writes go to a temporary sibling and
- * are renamed into place, so a crash never leaves a half-written object under its real name.
+ * are moved into place, so a crash never leaves a half-written object under its real name. Backup
+ * history (everything outside `locks/` and `status/`) is linked into place, which fails when the
+ * name exists, so a committed file is never replaced; status records are renamed over.
  */
 export class FsObjectStore implements ObjectStore {
   readonly url: string;
@@ -57,7 +61,7 @@ export class FsObjectStore implements ObjectStore {
       } finally {
         await fh.close();
       }
-      await rename(temp, target);
+      await this.commit(key, temp, target);
     } catch (error) {
       body.destroy();
       await rm(temp, { force: true });
@@ -71,11 +75,30 @@ export class FsObjectStore implements ObjectStore {
     const temp = await this.tempPathFor(key);
     try {
       await writeFile(temp, body, { flag: 'wx', flush: true });
-      await rename(temp, target);
+      await this.commit(key, temp, target);
     } catch (error) {
       await rm(temp, { force: true });
       throw error;
     }
+  }
+
+  /** Moves a fully written temp file into place: exclusively for backup history, over the old one for status. */
+  private async commit(key: string, temp: string, target: string): Promise<void> {
+    if (isReplaceableKey(key)) {
+      await rename(temp, target);
+      return;
+    }
+    try {
+      // link() fails with EEXIST instead of replacing, unlike rename(); the temp name goes after.
+      await link(temp, target);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new ObjectExistsError(`${this.url}/${key}`, { cause: error });
+      }
+      throw error;
+    }
+    // Committed: a temp name that could not be removed is only a leftover for the sweep.
+    await unlink(temp).catch(() => undefined);
   }
 
   async get(key: string): Promise<Buffer | undefined> {

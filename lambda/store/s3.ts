@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -16,8 +17,10 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { acquireLease, type LeaseBackend, type LeaseRecord, parseLeaseRecord } from './lease.js';
 import {
   assertSafeKey,
+  isReplaceableKey,
   type Leftover,
   type LockHandle,
+  ObjectExistsError,
   ObjectNotFoundError,
   type ObjectStore,
   type PutOptions,
@@ -260,9 +263,32 @@ export class S3ObjectStore implements ObjectStore {
           : Reflect.get(target, property, target),
     });
 
+    // What we sent, to recognise our own object after an ambiguous create (below).
+    const sent = { bytes: 0, sha256: createHash('sha256') };
+    // A generator, not a Transform: a body error reaches lib-storage after the chunks before it,
+    // as it would from the body itself (a Transform drops its buffered chunks when destroyed).
+    async function* tap(source: Readable): AsyncGenerator<Buffer> {
+      for await (const chunk of source) {
+        sent.bytes += (chunk as Buffer).length;
+        sent.sha256.update(chunk as Buffer);
+        yield chunk as Buffer;
+      }
+    }
+    const tapped = Readable.from(tap(body), { objectMode: false });
+    // Its errors are the body's (handled above) or ours (stop): lib-storage sees them by reading.
+    tapped.on('error', () => undefined);
+
+    // Archives are created, never replaced: lib-storage copies these params into PutObject (small
+    // archives) and CompleteMultipartUpload, where S3 evaluates `If-None-Match: *` (412 if the key
+    // exists); CreateMultipartUpload and UploadPart do not take the header.
+    const create = !isReplaceableKey(key);
     const upload = new Upload({
       client: watchedClient,
-      params: { ...this.writeParams(objectKey, options.tier, options.contentType), Body: body },
+      params: {
+        ...this.writeParams(objectKey, options.tier, options.contentType),
+        ...(create ? { IfNoneMatch: '*' } : {}),
+        Body: tapped,
+      },
       partSize,
       queueSize: this.queueSize,
       leavePartsOnError: false,
@@ -277,15 +303,29 @@ export class S3ObjectStore implements ObjectStore {
       // If AbortMultipartUpload failed too, its parts are invisible and the bucket's
       // AbortIncompleteMultipartUpload lifecycle rule removes them.
       if (bodyError !== undefined && original === bodyError) throw original;
-      const abortFailed = error !== original && failedOperation.get(error) === 'AbortMultipartUpload';
-      throw this.requestError(
-        failedOperation.get(original) ?? 'multipart upload',
-        objectKey,
-        original,
-        abortFailed
-          ? `aborting the multipart upload failed too (${this.describe(error)}); its parts stay billed until the next backup or the bucket's lifecycle rule removes them`
-          : 'nothing was stored under this key',
-      );
+      const operation = failedOperation.get(original);
+      if (
+        create &&
+        isPreconditionFailed(original) &&
+        (operation === 'CompleteMultipartUpload' || operation === 'PutObject')
+      ) {
+        // The key exists. Either our own write succeeded and its answer was lost (the SDK's retry
+        // then meets our object), or someone else's object is there: ours only if it holds exactly
+        // the bytes we sent, which the tap saw in full (the body was consumed before this request).
+        if (!(await this.storedObjectIs(objectKey, sent.bytes, sent.sha256.digest('hex')))) {
+          throw new ObjectExistsError(this.location(objectKey), { cause: original });
+        }
+      } else {
+        const abortFailed = error !== original && failedOperation.get(error) === 'AbortMultipartUpload';
+        throw this.requestError(
+          operation ?? 'multipart upload',
+          objectKey,
+          original,
+          abortFailed
+            ? `aborting the multipart upload failed too (${this.describe(error)}); its parts stay billed until the next backup or the bucket's lifecycle rule removes them`
+            : 'nothing was stored under this key',
+        );
+      }
     } finally {
       signal?.removeEventListener('abort', onAbort);
       // After `stop` the body emits the error we destroyed it with, possibly later; keep a listener
@@ -303,21 +343,53 @@ export class S3ObjectStore implements ObjectStore {
     return { key, bytes: head.ContentLength };
   }
 
+  /**
+   * Metadata and manifests are created with `If-None-Match: *` (S3 answers 412 when the key
+   * exists). Status records are replaced unconditionally, not with `If-Match`: each is one whole
+   * JSON summary rewritten by the run that holds the backup lock (or by verify, whose record merges
+   * what it read), a lost update costs at most a re-check, not backup history, and the store
+   * interface would have to carry ETags from every read to every write for it. The lock has its own
+   * conditional protocol ({@link leaseBackend}).
+   */
   async put(key: string, body: Buffer | string, options: PutOptions = {}): Promise<void> {
     const objectKey = this.objectKey(key);
+    const create = !isReplaceableKey(key);
     try {
       await this.client.send(
         new PutObjectCommand({
           ...this.writeParams(objectKey, options.tier, options.contentType),
+          ...(create ? { IfNoneMatch: '*' } : {}),
           Body: body,
         }),
       );
     } catch (error) {
-      // An ambiguous write: the connection dropped after S3 stored the object, on every attempt.
+      // An ambiguous write: the connection dropped after S3 stored the object, on every attempt,
+      // or (with If-None-Match) the SDK's retry met the object its first attempt stored and got 412.
       // If the object now holds exactly our bytes the write happened; reporting it as failed would
       // call a committed backup failed.
       if (await this.holdsExactly(objectKey, body)) return;
+      if (create && isPreconditionFailed(error)) {
+        throw new ObjectExistsError(this.location(objectKey), { cause: error });
+      }
       throw this.requestError('PutObject', objectKey, error);
+    }
+  }
+
+  /** Whether the object at `objectKey` is `bytes` long with this sha256 (streamed, not buffered). */
+  private async storedObjectIs(objectKey: string, bytes: number, sha256: string): Promise<boolean> {
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey }));
+      if (response.ContentLength !== undefined && response.ContentLength !== bytes) return false;
+      if (!(response.Body instanceof Readable)) return false;
+      const hash = createHash('sha256');
+      let seen = 0;
+      for await (const chunk of response.Body) {
+        seen += (chunk as Buffer).length;
+        hash.update(chunk as Buffer);
+      }
+      return seen === bytes && hash.digest('hex') === sha256;
+    } catch {
+      return false;
     }
   }
 
@@ -666,6 +738,11 @@ function isMissingObject(error: unknown): boolean {
   const name = errorName(error);
   if (name === 'NoSuchBucket') return false;
   return name === 'NoSuchKey' || name === 'NotFound' || httpStatus(error) === 404;
+}
+
+/** S3 refused a conditional write because the object exists (`If-None-Match: *`) or changed (`If-Match`). */
+function isPreconditionFailed(error: unknown): boolean {
+  return errorName(error) === 'PreconditionFailed' || httpStatus(error) === 412;
 }
 
 /** A conditional write lost: 412, or 409 when S3 saw a concurrent conditional write to the same key. */

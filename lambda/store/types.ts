@@ -34,6 +34,18 @@ export interface UploadResult {
 }
 
 /**
+ * Prefixes of the only objects a run may replace: the lock and the status records. Everything else
+ * (archives, metadata, manifests) is backup history: created once, never replaced, so a buggy or
+ * compromised writer cannot overwrite a good backup or plant a fake one under an existing key.
+ */
+export const REPLACEABLE_PREFIXES: readonly string[] = ['locks/', 'status/'];
+
+/** Whether `put`/`upload` may replace an existing object at `key` ({@link REPLACEABLE_PREFIXES}). */
+export function isReplaceableKey(key: string): boolean {
+  return REPLACEABLE_PREFIXES.some((prefix) => key.startsWith(prefix));
+}
+
+/**
  * Something a killed run left behind (kill -9, power loss): a folder store's `*.partial-*` file, or
  * an S3 multipart upload that was never completed nor aborted. Invisible to listings; billed or
  * taking disk space until removed.
@@ -73,10 +85,15 @@ export interface ObjectStore {
   readonly localPath?: string;
   /**
    * Streams `body` to `key`. The object becomes visible only when the whole stream was written;
-   * on any error (including an error from `body`) nothing is left behind under `key`.
+   * on any error (including an error from `body`) nothing is left behind under `key`. Outside
+   * {@link REPLACEABLE_PREFIXES} the write is a create: {@link ObjectExistsError} when `key` exists.
    */
   upload(key: string, body: Readable, options?: UploadOptions): Promise<UploadResult>;
-  /** Writes a small object whole (atomically: readers see the old or the new content). */
+  /**
+   * Writes a small object whole (atomically: readers see the old or the new content). Outside
+   * {@link REPLACEABLE_PREFIXES} the write is a create: {@link ObjectExistsError} when `key` exists
+   * with other bytes (the same bytes count as written: a retry whose first attempt succeeded).
+   */
   put(key: string, body: Buffer | string, options?: PutOptions): Promise<void>;
   /** Reads a whole object; `undefined` when it does not exist. */
   get(key: string): Promise<Buffer | undefined>;
@@ -107,6 +124,26 @@ export class ObjectNotFoundError extends Error {
     readonly key: string,
   ) {
     super(`object ${key} does not exist in ${store}`);
+  }
+}
+
+/**
+ * A create found an object already at its key (S3: 412 PreconditionFailed on `If-None-Match: *`;
+ * folder store: EEXIST). Never retried: replacing it could destroy a good backup.
+ */
+export class ObjectExistsError extends Error {
+  override readonly name = 'ObjectExistsError';
+  constructor(
+    /** Full location, e.g. `s3://bucket/media-backups/full/backup_20251227_020000.tar.gz`. */
+    readonly location: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super(
+      `an object already exists at ${location}: refusing to overwrite backup history. ` +
+        'Another run wrote a backup with the same id (check that only one deployment targets this store, ' +
+        'and the system clock), or someone copied objects into the store; inspect the object, then run again.',
+      options,
+    );
   }
 }
 

@@ -372,6 +372,7 @@ describe('S3ObjectStore.put', () => {
     await makeStore().put('full/a.metadata.json', '{}', { contentType: 'application/json' });
 
     expect(s3Mock.commandCalls(PutObjectCommand)[0]?.args[0].input).toEqual({
+      IfNoneMatch: '*',
       Bucket: BUCKET,
       Key: 'media-backups/full/a.metadata.json',
       StorageClass: 'STANDARD',
@@ -427,11 +428,6 @@ describe('S3ObjectStore.put', () => {
       'a reset (which the SDK also names TimeoutError)',
       networkError('TimeoutError', 'socket hang up', 'ECONNRESET'),
       /socket hang up \(after 3 attempts\); the connection failed or was cut/,
-    ],
-    [
-      'a lost conditional write',
-      awsError('PreconditionFailed', 412),
-      /HTTP 412.*another run changed the object/,
     ],
     [
       'a server error after the retries',
