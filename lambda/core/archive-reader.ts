@@ -64,8 +64,14 @@ export async function readTarGz(
     for await (const raw of extract) {
       const header = raw.header;
       const pax = (header.pax ?? {}) as { path?: string; linkpath?: string };
-      const fullName = entryName(header.name, pax.path);
+      // `tar -czf x.tar.gz -C media .` (the obvious command) names entries `./` and `./avatars/u1.jpg`:
+      // the same tree rooted at `.`. The `./` entry is the target folder itself: nothing to create.
+      const fullName = entryName(header.name, pax.path).replace(/^(?:\.\/+)+/, '');
       const name = header.type === 'directory' ? fullName.replace(/\/+$/, '') : fullName;
+      if (header.type === 'directory' && (name === '' || name === '.')) {
+        (raw as unknown as Readable).resume();
+        continue;
+      }
       assertSafeRelativePath(name, `${label}: archive entry`);
       if (header.type !== 'file' && header.type !== 'directory' && header.type !== 'symlink') {
         throw new ArchiveIntegrityError(

@@ -89,7 +89,7 @@ async function importMedia(
   logger.info('import requested', { key, store: store.url, target });
   if (!(await store.head(key))) {
     throw new ImportSourceMissingError(
-      `there is no ${key} in ${store.url}: upload the media archive first, e.g. \`cd <folder> && find . -mindepth 1 -printf '%P\\0' | tar -czf ../media.tar.gz --null --no-recursion -T - && aws s3 cp ../media.tar.gz ${store.url}${key}\`, then invoke the restore function with {"import":"${path.posix.basename(key)}"}`,
+      `there is no ${key} in ${store.url}: upload the media archive first, e.g. \`tar -czf media.tar.gz -C <folder> . && aws s3 cp media.tar.gz ${store.url}${key}\`, then invoke the restore function with {"import":"${path.posix.basename(key)}"}`,
     );
   }
   const scratch = await mkdtemp(path.join(tmpdir(), 'media-import-'));

@@ -39,14 +39,8 @@ async function uploadMediaArchive(name: string): Promise<string> {
   const source = await dirs.make('upload-');
   await makeMediaTree(source, { files: 12, seed: 7 });
   const archive = path.join(await dirs.make('tgz-'), name);
-  // The README's command: member names without a leading "./" (the restore engine refuses "." segments).
-  await execFileAsync('sh', [
-    '-c',
-    `cd "$1" && find . -mindepth 1 -printf '%P\\0' | tar -czf "$2" --null --no-recursion -T -`,
-    'sh',
-    source,
-    archive,
-  ]);
+  // The README's command, whose member names start with "./".
+  await execFileAsync('tar', ['-czf', archive, '-C', source, '.']);
   await store.put(`import/${name}`, await readFile(archive), { tier: 'archive' });
   return source;
 }
@@ -88,7 +82,7 @@ describe('demo: the restore function imports an uploaded tar.gz into the empty m
 
   it('names the upload command when the archive is not in the bucket', async () => {
     await expect(restoreHandler({ import: 'missing.tar.gz' }, makeLambdaContext())).rejects.toThrow(
-      /there is no import\/missing\.tar\.gz in s3:\/\/.*: upload the media archive first, e\.g\. `cd <folder> && find .* aws s3 cp \.\.\/media\.tar\.gz s3:\/\/.*import\/missing\.tar\.gz`, then invoke the restore function with \{"import":"missing\.tar\.gz"\}/,
+      /there is no import\/missing\.tar\.gz in s3:\/\/.*: upload the media archive first, e\.g\. `tar -czf media\.tar\.gz -C <folder> \. && aws s3 cp media\.tar\.gz s3:\/\/.*import\/missing\.tar\.gz`, then invoke the restore function with \{"import":"missing\.tar\.gz"\}/,
     );
   });
 
