@@ -1,4 +1,5 @@
 import { Duration, RemovalPolicy, Token } from 'aws-cdk-lib';
+import { type IGrantable, PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import type { IKey } from 'aws-cdk-lib/aws-kms';
 import {
   BlockPublicAccess,
@@ -45,21 +46,30 @@ export interface BackupBucketProps {
   readonly encryptionKey?: IKey;
 
   /**
-   * Create the bucket with S3 Object Lock in governance mode: every object version is
-   * locked for as long as lifecycle keeps it current, so nobody without
-   * `s3:BypassGovernanceRetention` can delete a backup early. Can only be chosen when the
-   * bucket is created.
+   * Create the bucket with S3 Object Lock: every object version is locked for as long as
+   * lifecycle keeps it current. Can only be chosen when the bucket is created.
    *
    * @default false
    */
   readonly objectLock?: boolean;
 
   /**
-   * Days a noncurrent object version (left behind by an overwrite, a delete or a lifecycle
-   * expiration) is kept before it is permanently removed: the window for undoing a mistaken
-   * delete.
+   * Object Lock retention mode (with `objectLock`). `GOVERNANCE`: nobody without
+   * `s3:BypassGovernanceRetention` can delete or overwrite a locked version early, but any
+   * administrator with `s3:*` has it, so it protects against the backup role and mistakes, not
+   * against a compromised admin. `COMPLIANCE`: nobody, not even the account root, can delete a
+   * locked version or shorten its lock until it runs out; the only way out is closing the account.
    *
-   * @default 7
+   * @default 'GOVERNANCE'
+   */
+  readonly objectLockMode?: 'GOVERNANCE' | 'COMPLIANCE';
+
+  /**
+   * Days a noncurrent object version (left behind by a lifecycle expiration, a status rewrite or
+   * a delete by someone other than the backup) is kept before it is permanently removed: the
+   * window for undoing a mistaken delete.
+   *
+   * @default 1
    */
   readonly noncurrentVersionExpirationDays?: number;
 
@@ -85,6 +95,7 @@ export class BackupBucket extends Construct {
   public readonly backupPrefix: string;
   /** Days after which lifecycle expires an archive (`retentionDays + fullIntervalDays`). */
   public readonly archiveExpirationDays: number;
+  private readonly encryptionKey: IKey | undefined;
 
   constructor(scope: Construct, id: string, props: BackupBucketProps = {}) {
     super(scope, id);
@@ -96,7 +107,7 @@ export class BackupBucket extends Construct {
     const retentionDays = props.retentionDays ?? 30;
     const fullIntervalDays = props.fullIntervalDays ?? 7;
     const backupPrefix = props.backupPrefix ?? 'media-backups/';
-    const noncurrentVersionExpirationDays = props.noncurrentVersionExpirationDays ?? 7;
+    const noncurrentVersionExpirationDays = props.noncurrentVersionExpirationDays ?? 1;
     const accessLogExpirationDays = props.accessLogExpirationDays ?? 90;
 
     requireWholeDays('retentionDays', retentionDays);
@@ -112,7 +123,15 @@ export class BackupBucket extends Construct {
       throw new Error(`\`backupPrefix\` must be empty or end with "/" (got ${JSON.stringify(backupPrefix)})`);
     }
 
+    if (props.objectLockMode !== undefined && !props.objectLock) {
+      throw new Error('`objectLockMode` needs `objectLock: true`');
+    }
+    if (props.objectLockMode !== undefined && !['GOVERNANCE', 'COMPLIANCE'].includes(props.objectLockMode)) {
+      throw new Error(`\`objectLockMode\` must be GOVERNANCE or COMPLIANCE (got ${props.objectLockMode})`);
+    }
+
     this.backupPrefix = backupPrefix;
+    this.encryptionKey = props.encryptionKey;
     // An incremental chain references archives up to one full interval older than its newest
     // backup (the full it starts from, then every incremental since). Keeping archives
     // `retentionDays + fullIntervalDays` therefore keeps every restore point younger than
@@ -155,9 +174,9 @@ export class BackupBucket extends Construct {
             // Locked exactly as long as lifecycle keeps the version current: lifecycle can then
             // place its delete marker on time, and the noncurrent version is removed
             // `noncurrentVersionExpirationDays` later, after the lock has run out.
-            objectLockDefaultRetention: ObjectLockRetention.governance(
-              Duration.days(this.archiveExpirationDays),
-            ),
+            objectLockDefaultRetention: (props.objectLockMode === 'COMPLIANCE'
+              ? ObjectLockRetention.compliance
+              : ObjectLockRetention.governance)(Duration.days(this.archiveExpirationDays)),
           }
         : {}),
       lifecycleRules: [
@@ -172,11 +191,11 @@ export class BackupBucket extends Construct {
           expiration: Duration.days(this.archiveExpirationDays),
         },
         {
-          // Bucket-wide housekeeping. Backups never overwrite an object (every key carries its
-          // backup id), so noncurrent versions appear only when lifecycle expires an archive, when
-          // status/last-run.json is rewritten, or when someone deletes or overwrites by mistake.
-          // A week is long enough to notice and undo such a mistake, and short enough that
-          // expired archives add little storage cost (7 days on top of 37).
+          // Bucket-wide housekeeping. Backups never overwrite an object (archives, metadata and
+          // manifests are conditional creates, and IAM enforces it: grantBackupWrite), so
+          // noncurrent versions appear only when lifecycle expires an archive, when a status
+          // record or the lock is rewritten, or when someone else deletes by mistake. One day
+          // keeps expired archives from being billed a week longer (1 day on top of 37).
           id: 'housekeeping',
           noncurrentVersionExpiration: Duration.days(noncurrentVersionExpirationDays),
           expiredObjectDeleteMarker: true,
@@ -186,6 +205,103 @@ export class BackupBucket extends Construct {
         },
       ],
     });
+  }
+
+  /** ARN pattern of objects under the backup prefix matching `pattern` (e.g. `*`, `status/*`). */
+  private objects(pattern: string): string {
+    return this.bucket.arnForObjects(`${this.backupPrefix}${pattern}`);
+  }
+
+  /** Listing the bucket, limited to keys under the backup prefix by an `s3:prefix` condition. */
+  private listUnderPrefix(): PolicyStatement {
+    return new PolicyStatement({
+      actions: ['s3:ListBucket'],
+      resources: [this.bucket.bucketArn],
+      conditions: { StringLike: { 's3:prefix': [`${this.backupPrefix}*`] } },
+    });
+  }
+
+  /**
+   * What the restore and verify functions need: read objects under the prefix and list them.
+   * Exactly `s3:GetObject` (HeadObject and GetObject with checksum mode included) and a prefix-
+   * limited `s3:ListBucket`, unlike `grantRead`'s `s3:GetObject*`, `s3:GetBucket*` and `s3:List*`.
+   */
+  public grantBackupRead(grantee: IGrantable): void {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['s3:GetObject'], resources: [this.objects('*')] }),
+    );
+    grantee.grantPrincipal.addToPrincipalPolicy(this.listUnderPrefix());
+    this.encryptionKey?.grantDecrypt(grantee);
+  }
+
+  /**
+   * Lets a role rewrite the one status record `statusKey` (e.g. `status/last-verify.json`), and
+   * nothing else.
+   */
+  public grantStatusWrite(grantee: IGrantable, statusKey: string): void {
+    if (!statusKey.startsWith('status/')) {
+      throw new Error(`\`statusKey\` must be under status/ (got ${JSON.stringify(statusKey)})`);
+    }
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['s3:PutObject'], resources: [this.objects(statusKey)] }),
+    );
+    this.encryptionKey?.grantEncrypt(grantee);
+  }
+
+  /**
+   * What the backup function needs, and no more: read and list (as {@link grantBackupRead}),
+   * create backup objects, replace only the lock and status records, abort its own multipart
+   * uploads and sweep a killed run's. Exactly `s3:PutObject` and `s3:AbortMultipartUpload`
+   * (`grantPut` adds `s3:PutObjectRetention`, `s3:PutObjectLegalHold`, tagging and `s3:Abort*`:
+   * with Object Lock a legal hold keeps an object for ever). No delete action anywhere.
+   *
+   * Backup history cannot be overwritten: `s3:PutObject` on backup keys only with
+   * `s3:if-none-match` = `*` (S3 answers 412 when the key exists). S3's "Enforce conditional
+   * writes" documentation: the condition is evaluated on PutObject and CompleteMultipartUpload,
+   * which are the requests that create an object; CreateMultipartUpload and UploadPart are
+   * authorized as `s3:PutObject` too but take no conditional header, so they are allowed by a
+   * second statement on `s3:ObjectCreationOperation` = false (true exactly for the requests that
+   * create the object). Parts uploaded that way stay invisible until a conditional
+   * CompleteMultipartUpload, and are aborted or expired by lifecycle otherwise.
+   */
+  public grantBackupWrite(grantee: IGrantable): void {
+    this.grantBackupRead(grantee);
+    const principal = grantee.grantPrincipal;
+    principal.addToPrincipalPolicy(
+      new PolicyStatement({
+        sid: 'CreateBackupObjectsOnlyIfAbsent',
+        actions: ['s3:PutObject'],
+        resources: [this.objects('*')],
+        conditions: { StringEquals: { 's3:if-none-match': '*' } },
+      }),
+    );
+    principal.addToPrincipalPolicy(
+      new PolicyStatement({
+        sid: 'MultipartStepsThatCreateNoObject',
+        actions: ['s3:PutObject'],
+        resources: [this.objects('*')],
+        conditions: { Bool: { 's3:ObjectCreationOperation': 'false' } },
+      }),
+    );
+    principal.addToPrincipalPolicy(
+      new PolicyStatement({
+        sid: 'ReplaceLockAndStatus',
+        actions: ['s3:PutObject'],
+        resources: [this.objects('locks/*'), this.objects('status/*')],
+      }),
+    );
+    principal.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['s3:AbortMultipartUpload', 's3:ListMultipartUploadParts'],
+        resources: [this.objects('*')],
+      }),
+    );
+    // The leftover sweep lists uploads under the prefix (ListMultipartUploads takes no s3:prefix
+    // condition key; it reveals keys and upload ids only).
+    principal.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['s3:ListBucketMultipartUploads'], resources: [this.bucket.bucketArn] }),
+    );
+    this.encryptionKey?.grantEncryptDecrypt(grantee);
   }
 }
 

@@ -167,7 +167,7 @@ describe('BackupBucket', () => {
     );
   });
 
-  it('aborts incomplete multipart uploads after 1 day and expires noncurrent versions after 7 days', () => {
+  it('aborts incomplete multipart uploads after 1 day and expires noncurrent versions after 1 day', () => {
     const { template } = synthBucket();
 
     template.hasResourceProperties(
@@ -176,7 +176,7 @@ describe('BackupBucket', () => {
         {
           Prefix: Match.absent(),
           AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 },
-          NoncurrentVersionExpiration: { NoncurrentDays: 7 },
+          NoncurrentVersionExpiration: { NoncurrentDays: 1 },
           ExpiredObjectDeleteMarker: true,
         },
       ]),
