@@ -50,6 +50,12 @@ export interface BackupDeps {
 
 export interface BackupOptions {
   readonly source: string;
+  /**
+   * The advice of the error for a missing or unreadable source (what to check, how to load media).
+   *
+   * @default - names the CLI's --source / MEDIA_DIR
+   */
+  readonly sourceHint?: string;
   /** @default 'auto' */
   readonly type?: RequestedType;
   readonly exclude?: readonly string[];
@@ -153,7 +159,7 @@ export async function runBackup(deps: BackupDeps, options: BackupOptions): Promi
     await removeStoreLeftovers(store, options.lockTtlMs ?? DEFAULT_LOCK_TTL_MS, logger);
     // After the lock, so that a missing or unmounted source (the classic silent backup failure) is
     // recorded as FAILED in the status object below, not left behind a green previous run.
-    await resolveSourceRoot(options.source);
+    await resolveSourceRoot(options.source, options.sourceHint);
     const result = await backupLocked(deps, options, startedAt);
     // Warnings stay whole (the shrink message is what an operator reads); skipped paths are counted.
     return await writeStatus(store, {

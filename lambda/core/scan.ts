@@ -218,24 +218,31 @@ export function describeFileType(st: Stats): string {
   return 'special file';
 }
 
-/** The source's real path; throws {@link SourceError} when it is missing, not a folder or unreadable. */
-export async function resolveSourceRoot(source: string): Promise<string> {
+/** The CLI's advice for a missing or unreadable source. */
+const DEFAULT_SOURCE_HINT = 'Check --source / MEDIA_DIR (and that the media volume is mounted)';
+
+/**
+ * The source's real path; throws {@link SourceError} when it is missing, not a folder or unreadable.
+ * `hint` is the message's advice (what to check, how to fill the folder): the CLI's names its flags,
+ * the Lambda handler's the mount, the media path and the demo's import.
+ */
+export async function resolveSourceRoot(source: string, hint = DEFAULT_SOURCE_HINT): Promise<string> {
   let root: string;
   try {
     root = await realpath(source);
     const st = await stat(root);
     if (!st.isDirectory())
-      throw new SourceError(`source ${source} is not a folder. Check --source / MEDIA_DIR.`);
+      throw new SourceError(`source ${source} is not a folder. ${hint}; nothing was backed up.`);
     // Listing it proves we may read it (stat alone succeeds on a folder without read permission).
     await (await opendir(root)).close();
   } catch (error) {
     if (error instanceof SourceError) throw error;
-    throw sourceError(source, error);
+    throw sourceError(source, error, hint);
   }
   return root;
 }
 
-function sourceError(source: string, error: unknown): SourceError {
+function sourceError(source: string, error: unknown, hint = DEFAULT_SOURCE_HINT): SourceError {
   const code = (error as NodeJS.ErrnoException)?.code;
   const what =
     code === 'ENOENT'
@@ -245,10 +252,9 @@ function sourceError(source: string, error: unknown): SourceError {
         : code === 'ENOTDIR'
           ? 'is not a folder'
           : `cannot be read (${(error as Error).message})`;
-  return new SourceError(
-    `source folder ${source} ${what}. Check --source / MEDIA_DIR (and that the media volume is mounted); nothing was backed up.`,
-    { cause: error },
-  );
+  return new SourceError(`source folder ${source} ${what}. ${hint}; nothing was backed up.`, {
+    cause: error,
+  });
 }
 
 export function describeFsError(error: unknown): string {

@@ -2,7 +2,7 @@ import type { Context } from 'aws-lambda';
 import { type BackupSucceeded, runBackup } from '../core/backup.js';
 import { systemClock } from '../core/deps.js';
 import { errorMessage } from '../core/errors.js';
-import { openHandlerStore, readHandlerConfig, underMount } from './config.js';
+import { type HandlerConfig, openHandlerStore, readHandlerConfig, underMount } from './config.js';
 import { BackupDeadlineError } from './errors.js';
 import { parseBackupEvent } from './events.js';
 import { invocationMetrics, recordBackupFailed, recordBackupSucceeded } from './metrics.js';
@@ -72,6 +72,7 @@ async function backupInvocation(event: unknown, context: Context): Promise<Backu
         // Workers default to os.availableParallelism(): the function's vCPUs, set by its memory.
         gzip: { level: config.compressionLevel },
         signal: deadline.signal,
+        sourceHint: sourceHint(config, store.url),
         // EFS: every stat is a network round trip, so scan with concurrent calls.
         concurrentIo: true,
       },
@@ -98,4 +99,18 @@ async function backupInvocation(event: unknown, context: Context): Promise<Backu
     clearTimeout(timer);
     store.client.destroy();
   }
+}
+
+/**
+ * The advice of a missing or unreadable media folder, with the real paths and bucket: either the
+ * file system is not what the function mounts, or it is empty (the demo's is, until media is imported).
+ */
+export function sourceHint(config: HandlerConfig, storeUrl: string): string {
+  const importKey = `${storeUrl}import/media.tar.gz`;
+  return (
+    `Fix the mount: the function mounts the EFS access point at ${config.efsMount} and reads the folder ${config.mediaPath} in it (MEDIA_PATH); ` +
+    `check that the access point's root holds that folder and that its POSIX user may read it. ` +
+    `Or load media into an empty file system (the demo's): upload a tar.gz of the media tree (member names without ./) with \`aws s3 cp media.tar.gz ${importKey}\`, ` +
+    `then invoke the restore function with {"import":"media.tar.gz"} (README, demo step 2), and run the backup again`
+  );
 }
