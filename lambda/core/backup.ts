@@ -258,13 +258,20 @@ async function backupLocked(
   });
   if (remainingMs !== undefined) assertFitsInTime(estimate, remainingMs, scan.root);
 
+  // The store's full-object CRC64NVME of the archive (S3), recorded so verify needs no download.
+  let uploaded: { crc64nvme?: string } | undefined;
   const archive = await writeArchive({
     root: scan.root,
     entries: toPack,
     gzip: options.gzip,
     signal: options.signal,
     readAheadFiles: ioConcurrency,
-    sink: (body) => store.upload(keys.archive, body, { tier: 'archive', maxBytes, signal: options.signal }),
+    sink: async (body) =>
+      (uploaded = await store.upload(keys.archive, body, {
+        tier: 'archive',
+        maxBytes,
+        signal: options.signal,
+      })),
     onProgress: options.onProgress
       ? (p) =>
           options.onProgress?.({ ...p, totalFiles: plan.toArchive.length, totalBytes: changedBytesPlanned })
@@ -335,7 +342,12 @@ async function backupLocked(
     baseBackupId: decision.base?.backupId ?? null,
     createdAt,
     finishedAt: finishedAt.toISOString(),
-    archive: { key: keys.archive, bytes: archive.bytes, sha256: archive.sha256 },
+    archive: {
+      key: keys.archive,
+      bytes: archive.bytes,
+      sha256: archive.sha256,
+      ...(uploaded?.crc64nvme ? { crc64nvme: uploaded.crc64nvme } : {}),
+    },
     totals,
     changed: { files: changedFiles, bytes: changedBytes },
     deleted: plan.deleted.length,

@@ -10,7 +10,13 @@ export interface BackupMetadata {
   readonly baseBackupId: string | null;
   readonly createdAt: string;
   readonly finishedAt: string;
-  readonly archive: { readonly key: string; readonly bytes: number; readonly sha256: string };
+  readonly archive: {
+    readonly key: string;
+    readonly bytes: number;
+    readonly sha256: string;
+    /** S3's full-object CRC64NVME of the archive (base64), when the store keeps one: quick verify compares it. */
+    readonly crc64nvme?: string;
+  };
   readonly totals: { readonly files: number; readonly bytes: number };
   readonly changed: { readonly files: number; readonly bytes: number };
   readonly deleted: number;

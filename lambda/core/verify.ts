@@ -1,7 +1,10 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
+import { type Readable, Transform } from 'node:stream';
 import type { ObjectStore } from '../store/types.js';
+import { readTarGz } from './archive-reader.js';
 import {
   archivesReferenced,
+  type BackupMetadata,
   type CatalogEntry,
   listCommittedBackups,
   readManifest,
@@ -27,7 +30,21 @@ export interface VerifyOptions {
    * warning). Checks that merely look (health) pass `false`. @default true
    */
   readonly record?: boolean;
+  /**
+   * Rotating deep verify (the scheduled drill; with `deep`, not `all`): the restore drill of the
+   * latest backup (which reads its chain's archives), then archive checks (one download each: the
+   * archive's sha256 and every file it holds against its backup's manifest) of the archives no run
+   * deep-verified yet, oldest first, then of those deep-verified longest ago, up to `deepSlice`.
+   * Each run thus covers everything written since the last one, and older archives in turn.
+   * @default false
+   */
+  readonly rotate?: boolean;
+  /** Rotating only: archives checked beyond the latest backup's drill. @default 8 */
+  readonly deepSlice?: number;
 }
+
+/** Rotating verify's default slice: a week of daily backups plus one older archive re-checked. */
+export const DEFAULT_DEEP_SLICE = 8;
 
 export interface BackupVerification {
   readonly backupId: string;
@@ -43,6 +60,13 @@ export interface BackupVerification {
    * nothing is known about the backup's content; `problems` says why. False when it was checked.
    */
   readonly inconclusive: boolean;
+  /**
+   * Archives deep-verified by this check: downloaded whole with the recorded sha256, and every file
+   * read from them matched a manifest. Empty for a quick check.
+   */
+  readonly archivesDeepVerified: readonly string[];
+  /** How the archive was checked: `checksum` (S3's stored CRC64NVME, no download), `sha256` (downloaded and hashed), `drill` (deep: restore drill), `archive` (deep: archive check of a rotating verify). */
+  readonly method?: 'checksum' | 'sha256' | 'drill' | 'archive';
 }
 
 /** Body of `status/last-verify.json` ({@link VERIFY_STATUS_KEY}). */
@@ -59,6 +83,17 @@ export interface VerifyRecord {
   readonly backups: readonly VerifyRecordEntry[];
   /** The same entries as `{ backupId, ok, error? }`. */
   readonly results: readonly { readonly backupId: string; readonly ok: boolean; readonly error?: string }[];
+  /**
+   * Archive key -> when a verify last deep-verified it (whole download, sha256 and files checked),
+   * merged over runs, for archives that still exist. An archive missing here was never deep-verified.
+   */
+  readonly deepVerified?: Readonly<Record<string, string>>;
+  /** What the latest run covered. */
+  readonly covered?: {
+    readonly backups: readonly string[];
+    readonly archivesDeepVerified: readonly string[];
+    readonly rotating: boolean;
+  };
 }
 
 export interface VerifyRecordEntry {
@@ -95,25 +130,44 @@ export async function runVerify(
     ? await listCommittedBackups(deps.store)
     : [await resolveRestorePoint(deps.store, { backup: options.backup })];
   const deep = options.deep ?? false;
+  const rotating = deep && !options.all && (options.rotate ?? false);
   const backups: BackupVerification[] = [];
   // One backup's failure (even a network error) never stops the others from being checked.
-  for (const entry of targets) {
-    try {
-      backups.push(await verifyOne(deps, entry, deep, options.onProgress));
-    } catch (error) {
-      backups.push({
-        backupId: entry.backupId,
-        type: entry.type,
-        ok: false,
-        problems: [`backup ${entry.backupId}: could not be checked: ${errorMessage(error)}`],
-        archivesChecked: 0,
-        filesVerified: null,
-        inconclusive: isStoreFailure(error),
-      });
+  const checkEach = async (
+    entries: readonly CatalogEntry[],
+    check: (entry: CatalogEntry) => Promise<BackupVerification>,
+  ) => {
+    for (const entry of entries) {
+      try {
+        backups.push(await check(entry));
+      } catch (error) {
+        backups.push({
+          backupId: entry.backupId,
+          type: entry.type,
+          ok: false,
+          problems: [`backup ${entry.backupId}: could not be checked: ${errorMessage(error)}`],
+          archivesChecked: 0,
+          filesVerified: null,
+          inconclusive: isStoreFailure(error),
+          archivesDeepVerified: [],
+        });
+      }
     }
+  };
+  await checkEach(targets, (entry) => verifyOne(deps, entry, deep, options.onProgress));
+  if (rotating) {
+    const covered = new Set(backups.flatMap((b) => b.archivesDeepVerified));
+    const earlier = parseVerifyRecord(await deps.store.get(VERIFY_STATUS_KEY).catch(() => undefined));
+    const slice = rotationSlice(
+      await listCommittedBackups(deps.store),
+      earlier?.deepVerified ?? {},
+      covered,
+      options.deepSlice ?? DEFAULT_DEEP_SLICE,
+    );
+    await checkEach(slice, (entry) => deepCheckArchive(deps.store, entry));
   }
   const ok = backups.every((b) => b.ok);
-  const recorded = options.record === false ? false : await recordOutcome(deps, backups, deep);
+  const recorded = options.record === false ? false : await recordOutcome(deps, backups, deep, rotating);
   const result: VerifyResult = {
     status: ok ? 'SUCCEEDED' : 'FAILED',
     store: deps.store.url,
@@ -134,12 +188,22 @@ async function recordOutcome(
   deps: { store: ObjectStore; clock: Clock; logger: Logger },
   backups: readonly BackupVerification[],
   deep: boolean,
+  rotating: boolean,
 ): Promise<boolean> {
   try {
     const checkedAt = deps.clock.now().toISOString();
     const checked = new Set(backups.map((b) => b.backupId));
-    const existing = new Set((await listCommittedBackups(deps.store)).map((e) => e.backupId));
-    const earlier = parseVerifyRecord(await deps.store.get(VERIFY_STATUS_KEY))?.backups ?? [];
+    const committed = await listCommittedBackups(deps.store);
+    const existing = new Set(committed.map((e) => e.backupId));
+    const existingArchives = new Set(committed.map((e) => e.archiveKey));
+    const earlierRecord = parseVerifyRecord(await deps.store.get(VERIFY_STATUS_KEY));
+    const earlier = earlierRecord?.backups ?? [];
+    const deepVerified: Record<string, string> = {};
+    for (const [key, at] of Object.entries(earlierRecord?.deepVerified ?? {})) {
+      if (existingArchives.has(key)) deepVerified[key] = at;
+    }
+    const archivesDeepVerified = [...new Set(backups.flatMap((b) => b.archivesDeepVerified))].sort();
+    for (const key of archivesDeepVerified) deepVerified[key] = checkedAt;
     const entries: VerifyRecordEntry[] = [
       ...earlier.filter((e) => !checked.has(e.backupId) && existing.has(e.backupId)),
       ...backups.map((b) => ({
@@ -162,6 +226,8 @@ async function recordOutcome(
         ok: e.ok,
         ...(e.error ? { error: e.error } : {}),
       })),
+      deepVerified: Object.fromEntries(Object.entries(deepVerified).sort(([a], [b]) => (a < b ? -1 : 1))),
+      covered: { backups: [...checked].sort(), archivesDeepVerified, rotating },
     };
     await deps.store.put(VERIFY_STATUS_KEY, JSON.stringify(record, null, 2), {
       contentType: 'application/json',
@@ -199,7 +265,9 @@ async function verifyOne(
   const label = `backup ${entry.backupId}`;
   let archivesChecked = 0;
   let filesVerified: number | null = null;
-  const done = () => ({
+  const archivesDeepVerified: string[] = [];
+  let method: BackupVerification['method'];
+  const done = (): BackupVerification => ({
     backupId: entry.backupId,
     type: entry.type,
     ok: problems.length === 0,
@@ -207,6 +275,8 @@ async function verifyOne(
     archivesChecked,
     filesVerified,
     inconclusive: false,
+    archivesDeepVerified: problems.length === 0 ? archivesDeepVerified : [],
+    ...(method ? { method } : {}),
   });
 
   let referenced: string[] = [];
@@ -220,7 +290,15 @@ async function verifyOne(
   const metadata = await readMetadata(store, entry);
   if (!metadata) problems.push(`${label}: metadata ${entry.metadataKey} is missing or unreadable`);
 
-  const stored = await store.head(entry.archiveKey);
+  // Quick: S3's stored full-object CRC64NVME against the metadata's (one HeadObject, no download)
+  // when both exist; else download and hash. Deep: the drill below reads the archive once and
+  // hashes it on the way, so it is not downloaded twice.
+  const checksum =
+    !deep && metadata?.archive.crc64nvme && store.headChecksum
+      ? await store.headChecksum(entry.archiveKey)
+      : undefined;
+  const stored = checksum ?? (await store.head(entry.archiveKey));
+  let hashLater = false;
   if (!stored) {
     // An incremental with no changes still has an archive; only a missing object is a problem.
     problems.push(`${label}: archive ${entry.archiveKey} is missing`);
@@ -229,14 +307,23 @@ async function verifyOne(
       problems.push(
         `${label}: archive ${entry.archiveKey} is ${stored.size} bytes; the metadata recorded ${metadata.archive.bytes}`,
       );
-    } else {
-      const sha256 = await hashObject(store, entry.archiveKey);
+    } else if (checksum?.crc64nvme) {
       archivesChecked += 1;
-      if (sha256 !== metadata.archive.sha256) {
+      method = 'checksum';
+      if (checksum.crc64nvme !== metadata.archive.crc64nvme) {
         problems.push(
-          `${label}: archive ${entry.archiveKey} has sha256 ${sha256}; the metadata recorded ${metadata.archive.sha256} (the object changed or is corrupt)`,
+          `${label}: archive ${entry.archiveKey} has CRC64NVME ${checksum.crc64nvme} in the store; the metadata recorded ${metadata.archive.crc64nvme} (the object changed or is corrupt)`,
         );
       }
+    } else if (deep) {
+      hashLater = true;
+    } else {
+      // No stored checksum (a folder store, an S3-compatible server, an older backup, or an object
+      // replaced without one): download and hash.
+      method = 'sha256';
+      const sha256 = await hashObject(store, entry.archiveKey);
+      archivesChecked += 1;
+      shaProblem(problems, label, entry.archiveKey, sha256, metadata.archive.sha256);
     }
   }
   for (const key of referenced) {
@@ -245,15 +332,201 @@ async function verifyOne(
     }
   }
   if (deep && problems.length === 0) {
+    method = 'drill';
+    const hashing = hashingReads(store);
     try {
-      const drill = await runRestore(deps, { backup: entry.backupId, dryRun: true, onProgress });
+      const drill = await runRestore(
+        { ...deps, store: hashing.store },
+        { backup: entry.backupId, dryRun: true, onProgress },
+      );
       filesVerified = drill.files;
     } catch (error) {
       if (isStoreFailure(error)) throw error;
       problems.push(`${label}: deep check failed: ${errorMessage(error)}`);
     }
+    if (hashLater && metadata) {
+      // The drill's download of this archive, hashed on the way; hashed apart only when the drill
+      // stopped before its end (or never opened it: a backup whose files are all elsewhere).
+      const read = hashing.reads.get(entry.archiveKey);
+      const sha256 = read?.complete ? read.sha256 : await hashObject(store, entry.archiveKey);
+      archivesChecked += 1;
+      shaProblem(problems, label, entry.archiveKey, sha256, metadata.archive.sha256);
+    }
+    if (problems.length === 0) {
+      // Every archive the drill read whole and whose sha256 matches its metadata is deep-verified.
+      const byArchive = new Map((await listCommittedBackups(store)).map((c) => [c.archiveKey, c]));
+      for (const [key, read] of hashing.reads) {
+        const owner = byArchive.get(key);
+        if (!read.complete || !owner) continue;
+        const ownerMetadata = owner.backupId === entry.backupId ? metadata : await readMetadata(store, owner);
+        if (ownerMetadata?.archive.sha256 === read.sha256) archivesDeepVerified.push(key);
+      }
+      archivesDeepVerified.sort();
+    }
   }
   return done();
+}
+
+function shaProblem(problems: string[], label: string, key: string, sha256: string, recorded: string): void {
+  if (sha256 !== recorded) {
+    problems.push(
+      `${label}: archive ${key} has sha256 ${sha256}; the metadata recorded ${recorded} (the object changed or is corrupt)`,
+    );
+  }
+}
+
+/**
+ * The store with every `getStream` hashed as it is read, so a restore drill verifies each archive's
+ * sha256 in the same download. `complete` only when the reader consumed the stream to its end.
+ */
+function hashingReads(store: ObjectStore): {
+  store: ObjectStore;
+  reads: Map<string, { sha256: string; complete: boolean }>;
+} {
+  const reads = new Map<string, { sha256: string; complete: boolean }>();
+  const wrapped: ObjectStore = Object.create(store);
+  wrapped.getStream = async (key: string): Promise<Readable> => {
+    const source = await store.getStream(key);
+    const hash: Hash = createHash('sha256');
+    reads.set(key, { sha256: '', complete: false });
+    const tap = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        hash.update(chunk);
+        callback(null, chunk);
+      },
+      flush(callback) {
+        reads.set(key, { sha256: hash.digest('hex'), complete: true });
+        callback();
+      },
+    });
+    source.on('error', (error) => tap.destroy(error));
+    // A reader that stops early must not leave the download open.
+    tap.on('close', () => source.destroy());
+    return source.pipe(tap);
+  };
+  return { store: wrapped, reads };
+}
+
+/**
+ * Rotating verify's archive checks: archives the latest drill did not cover, never deep-verified
+ * first (oldest first: the nearest to expiry), then those deep-verified longest ago; `limit` of them.
+ */
+export function rotationSlice(
+  committed: readonly CatalogEntry[],
+  deepVerified: Readonly<Record<string, string>>,
+  coveredNow: ReadonlySet<string>,
+  limit: number,
+): CatalogEntry[] {
+  const candidates = committed.filter((c) => !coveredNow.has(c.archiveKey));
+  const never = candidates.filter((c) => deepVerified[c.archiveKey] === undefined);
+  const before = candidates
+    .filter((c) => deepVerified[c.archiveKey] !== undefined)
+    .sort((a, b) => Date.parse(deepVerified[a.archiveKey]) - Date.parse(deepVerified[b.archiveKey]));
+  return [...never, ...before].slice(0, Math.max(0, limit));
+}
+
+/**
+ * The oldest committed backup whose archive no verify has deep-verified (per the verify record),
+ * or undefined when every archive was. Health reports it.
+ */
+export function oldestNeverDeepVerified(
+  committed: readonly CatalogEntry[],
+  record: VerifyRecord | undefined,
+): CatalogEntry | undefined {
+  const deepVerified = record?.deepVerified ?? {};
+  return committed.find((c) => deepVerified[c.archiveKey] === undefined);
+}
+
+/**
+ * One archive, deep, in one download: its size and sha256 against the metadata, and every file its
+ * backup's manifest says it holds read from it with the recorded size and sha256. Cheaper than a
+ * restore drill of that backup, which would read its whole chain again.
+ */
+async function deepCheckArchive(store: ObjectStore, entry: CatalogEntry): Promise<BackupVerification> {
+  const label = `backup ${entry.backupId}`;
+  const problems: string[] = [];
+  const result = (files: number | null, checked: number): BackupVerification => ({
+    backupId: entry.backupId,
+    type: entry.type,
+    ok: problems.length === 0,
+    problems,
+    archivesChecked: checked,
+    filesVerified: files,
+    inconclusive: false,
+    archivesDeepVerified: problems.length === 0 ? [entry.archiveKey] : [],
+    method: 'archive',
+  });
+  let manifest: Awaited<ReturnType<typeof readManifest>>;
+  try {
+    manifest = await readManifest(store, entry);
+  } catch (error) {
+    if (isStoreFailure(error)) throw error;
+    problems.push(`${label}: ${errorMessage(error)}`);
+    return result(null, 0);
+  }
+  const metadata: BackupMetadata | undefined = await readMetadata(store, entry);
+  if (!metadata) {
+    problems.push(`${label}: metadata ${entry.metadataKey} is missing or unreadable`);
+    return result(null, 0);
+  }
+  const expected = new Map<string, { size: number; sha256: string }>();
+  for (const e of manifest.entries) {
+    if (e.type === 'file' && e.archive === entry.archiveKey)
+      expected.set(e.path, { size: e.size, sha256: e.sha256 });
+  }
+  const archiveHash = createHash('sha256');
+  let archiveBytes = 0;
+  const tap = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      archiveHash.update(chunk);
+      archiveBytes += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  const source = await store.getStream(entry.archiveKey);
+  source.on('error', (error) => tap.destroy(error));
+  let files = 0;
+  try {
+    await readTarGz(source.pipe(tap), `${label}, archive ${entry.archiveKey}`, async (member) => {
+      if (member.type !== 'file') {
+        member.body.resume();
+        return;
+      }
+      const hash = createHash('sha256');
+      let size = 0;
+      for await (const chunk of member.body) {
+        hash.update(chunk as Buffer);
+        size += (chunk as Buffer).length;
+      }
+      const want = expected.get(member.path);
+      if (!want) return; // skipped as changed while archived: in the archive, not in the manifest
+      expected.delete(member.path);
+      files += 1;
+      const sha256 = hash.digest('hex');
+      if (size !== want.size || sha256 !== want.sha256) {
+        problems.push(
+          `${label}: file ${JSON.stringify(member.path)} in archive ${entry.archiveKey} is ${size} bytes with sha256 ${sha256.slice(0, 12)}…; the manifest recorded ${want.size} bytes, ${want.sha256.slice(0, 12)}…`,
+        );
+      }
+    });
+  } catch (error) {
+    if (isStoreFailure(error)) throw error;
+    problems.push(`${label}: deep check of archive ${entry.archiveKey} failed: ${errorMessage(error)}`);
+    return result(files, 1);
+  } finally {
+    source.destroy();
+  }
+  if (archiveBytes !== metadata.archive.bytes) {
+    problems.push(
+      `${label}: archive ${entry.archiveKey} is ${archiveBytes} bytes; the metadata recorded ${metadata.archive.bytes}`,
+    );
+  } else {
+    shaProblem(problems, label, entry.archiveKey, archiveHash.digest('hex'), metadata.archive.sha256);
+  }
+  for (const path of expected.keys()) {
+    problems.push(`${label}: file ${JSON.stringify(path)} is missing from archive ${entry.archiveKey}`);
+  }
+  return result(files, 1);
 }
 
 /** The store could not be read (a `StoreRequestError` anywhere in the cause chain): says nothing about content. */

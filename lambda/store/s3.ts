@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
+import { Crc64Nvme } from '@aws-sdk/checksums/crc';
 import {
   AbortMultipartUploadCommand,
   GetObjectCommand,
@@ -147,6 +148,8 @@ export class S3ObjectStore implements ObjectStore {
   readonly prefix: string;
   readonly client: S3Client;
   private readonly kmsKeyId: string | undefined;
+  /** Ask S3 for a full-object CRC64NVME on every archive and read it back (off for s3rver). */
+  private readonly fullObjectChecksums: boolean;
   private readonly queueSize: number;
   /** Timeouts of each request attempt (they also go into error hints). */
   readonly timeouts: { readonly connectMs: number; readonly idleMs: number };
@@ -161,6 +164,7 @@ export class S3ObjectStore implements ObjectStore {
     this.prefix = normalisePrefix(options.prefix ?? DEFAULT_PREFIX);
     this.url = `s3://${this.bucket}/${this.prefix}`;
     this.kmsKeyId = options.kmsKeyId || undefined;
+    this.fullObjectChecksums = options.checksums !== 'off';
     this.queueSize = options.queueSize ?? 4;
     if (!Number.isInteger(this.queueSize) || this.queueSize < 1) {
       throw new StoreConfigError(`\`queueSize\` must be a positive integer, got ${options.queueSize}`);
@@ -245,6 +249,12 @@ export class S3ObjectStore implements ObjectStore {
       get: (target, property) =>
         property === 'send'
           ? async (command: unknown, ...rest: unknown[]) => {
+              const name = commandName(command);
+              // Both requests come after the whole body went through the tap: the CRC is final.
+              if (crc && (name === 'CompleteMultipartUpload' || name === 'PutObject')) {
+                (command as { input: { ChecksumCRC64NVME?: string } }).input.ChecksumCRC64NVME =
+                  await crcOfSent();
+              }
               try {
                 const response = (await send(command, ...rest)) as { $metadata?: { attempts?: number } };
                 if (
@@ -265,12 +275,21 @@ export class S3ObjectStore implements ObjectStore {
 
     // What we sent, to recognise our own object after an ambiguous create (below).
     const sent = { bytes: 0, sha256: createHash('sha256') };
+    // The archive's full-object CRC64NVME, computed as it streams: S3 checks it on the request that
+    // creates the object and keeps it, so verify can compare it without downloading the archive.
+    const crc = this.fullObjectChecksums ? new Crc64Nvme() : undefined;
+    let crcBase64: Promise<string> | undefined;
+    const crcOfSent = (): Promise<string> => {
+      crcBase64 ??= (crc as Crc64Nvme).digest().then((d) => Buffer.from(d).toString('base64'));
+      return crcBase64;
+    };
     // A generator, not a Transform: a body error reaches lib-storage after the chunks before it,
     // as it would from the body itself (a Transform drops its buffered chunks when destroyed).
     async function* tap(source: Readable): AsyncGenerator<Buffer> {
       for await (const chunk of source) {
         sent.bytes += (chunk as Buffer).length;
         sent.sha256.update(chunk as Buffer);
+        crc?.update(chunk as Buffer);
         yield chunk as Buffer;
       }
     }
@@ -287,6 +306,10 @@ export class S3ObjectStore implements ObjectStore {
       params: {
         ...this.writeParams(objectKey, options.tier, options.contentType),
         ...(create ? { IfNoneMatch: '*' } : {}),
+        // lib-storage copies these into CreateMultipartUpload (a full-object, not composite,
+        // checksum: comparable with one computed over the whole archive), UploadPart (the SDK adds
+        // each part's CRC64NVME) and PutObject; CompleteMultipartUpload gets the value (above).
+        ...(crc ? { ChecksumAlgorithm: 'CRC64NVME' as const, ChecksumType: 'FULL_OBJECT' as const } : {}),
         Body: tapped,
       },
       partSize,
@@ -312,7 +335,11 @@ export class S3ObjectStore implements ObjectStore {
         // The key exists. Either our own write succeeded and its answer was lost (the SDK's retry
         // then meets our object), or someone else's object is there: ours only if it holds exactly
         // the bytes we sent, which the tap saw in full (the body was consumed before this request).
-        if (!(await this.storedObjectIs(objectKey, sent.bytes, sent.sha256.digest('hex')))) {
+        const stored = crc ? await this.headChecksum(key).catch(() => undefined) : undefined;
+        const ours = stored?.crc64nvme
+          ? stored.size === sent.bytes && stored.crc64nvme === (await crcOfSent())
+          : await this.storedObjectIs(objectKey, sent.bytes, sent.sha256.digest('hex'));
+        if (!ours) {
           throw new ObjectExistsError(this.location(objectKey), { cause: original });
         }
       } else {
@@ -335,12 +362,49 @@ export class S3ObjectStore implements ObjectStore {
     }
 
     const head = await this.call('HeadObject', objectKey, () =>
-      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: objectKey })),
+      this.client.send(
+        new HeadObjectCommand({
+          Bucket: this.bucket,
+          Key: objectKey,
+          ...(crc ? { ChecksumMode: 'ENABLED' as const } : {}),
+        }),
+      ),
     );
     if (head.ContentLength === undefined) {
       throw this.requestError('HeadObject', objectKey, new Error('no Content-Length returned'));
     }
-    return { key, bytes: head.ContentLength };
+    if (!crc) return { key, bytes: head.ContentLength };
+    const ours = await crcOfSent();
+    const stored = fullObjectCrc(head);
+    if (stored !== undefined && stored !== ours) {
+      throw this.requestError(
+        'HeadObject',
+        objectKey,
+        new Error(`the stored object's CRC64NVME is ${stored}; the bytes sent have ${ours}`),
+        'the archive in the bucket is not what this run sent; the backup was not committed',
+      );
+    }
+    // Recorded only when S3 holds it: an S3-compatible server without checksums leaves verify to
+    // download and hash the archive instead.
+    return { key, bytes: head.ContentLength, ...(stored ? { crc64nvme: stored } : {}) };
+  }
+
+  /**
+   * Size and full-object CRC64NVME of an archive, from one HeadObject with checksum mode (no body
+   * download). `crc64nvme` is absent when S3 holds none (written without it, or a composite one).
+   */
+  async headChecksum(key: string): Promise<{ size: number; crc64nvme?: string } | undefined> {
+    const objectKey = this.objectKey(key);
+    try {
+      const head = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: objectKey, ChecksumMode: 'ENABLED' }),
+      );
+      const crc64nvme = fullObjectCrc(head);
+      return { size: head.ContentLength ?? 0, ...(crc64nvme ? { crc64nvme } : {}) };
+    } catch (error) {
+      if (isMissingObject(error)) return undefined;
+      throw this.requestError('HeadObject', objectKey, error);
+    }
   }
 
   /**
@@ -738,6 +802,15 @@ function isMissingObject(error: unknown): boolean {
   const name = errorName(error);
   if (name === 'NoSuchBucket') return false;
   return name === 'NoSuchKey' || name === 'NotFound' || httpStatus(error) === 404;
+}
+
+/** The object's whole-content CRC64NVME (base64), when S3 reports a full-object one. */
+function fullObjectCrc(head: { ChecksumCRC64NVME?: string; ChecksumType?: string }): string | undefined {
+  if (!head.ChecksumCRC64NVME) return undefined;
+  // A composite checksum (a checksum of part checksums, suffixed "-N") says nothing comparable.
+  if (head.ChecksumType !== undefined && head.ChecksumType !== 'FULL_OBJECT') return undefined;
+  if (head.ChecksumCRC64NVME.includes('-')) return undefined;
+  return head.ChecksumCRC64NVME;
 }
 
 /** S3 refused a conditional write because the object exists (`If-None-Match: *`) or changed (`If-Match`). */

@@ -31,6 +31,11 @@ export interface UploadResult {
   readonly key: string;
   /** Bytes the store reports for the object after the write (re-read, not what we think we sent). */
   readonly bytes: number;
+  /**
+   * The object's full-object CRC64NVME (base64) as the store reports it after the write, equal to
+   * the one computed over the bytes sent. Only stores that keep checksums (S3) return it.
+   */
+  readonly crc64nvme?: string;
 }
 
 /**
@@ -101,6 +106,12 @@ export interface ObjectStore {
   getStream(key: string): Promise<Readable>;
   /** Size and date of an object; `undefined` when it does not exist. */
   head(key: string): Promise<StoredObject | undefined>;
+  /**
+   * Size and stored full-object CRC64NVME of an object without reading its body; `undefined` when
+   * it does not exist. Only stores that keep checksums (S3) have it; `crc64nvme` is absent when the
+   * object has none.
+   */
+  headChecksum?(key: string): Promise<{ size: number; crc64nvme?: string } | undefined>;
   /** Every object whose key starts with `prefix`, sorted by key. */
   list(prefix: string): Promise<StoredObject[]>;
   /**

@@ -186,6 +186,7 @@ describe('S3ObjectStore.upload', () => {
     expect(s3Mock.commandCalls(HeadObjectCommand)[0]?.args[0].input).toEqual({
       Bucket: BUCKET,
       Key: 'team/full/a.tar.gz',
+      ChecksumMode: 'ENABLED',
     });
   });
 
