@@ -15,7 +15,7 @@ import { backupIdTime, STATUS_KEY, VERIFY_STATUS_KEY } from './layout.js';
 import type { Manifest } from './manifest.js';
 import type { LastRun } from './status.js';
 import { type ClassifiedObject, listStoreObjects, OBJECT_CATEGORIES, usageReport } from './usage.js';
-import { runVerify } from './verify.js';
+import { oldestNeverDeepVerified, runVerify, type VerifyRecord } from './verify.js';
 
 export type HealthStatus = 'ok' | 'warning' | 'critical';
 
@@ -110,6 +110,8 @@ export interface LastVerify {
   readonly status: 'SUCCEEDED' | 'FAILED';
   readonly deep: boolean;
   readonly checkedAt: string;
+  /** Archive key -> when it was last deep-verified (rotating verify; absent in older records). */
+  readonly deepVerified?: Readonly<Record<string, string>>;
   readonly backups: readonly {
     readonly backupId: string;
     readonly ok: boolean;
@@ -513,10 +515,14 @@ async function checkDeepVerify(view: StoreView, now: Date, maxAgeDays: number): 
       value: Number(ageDays.toFixed(2)),
     };
   }
+  // Rotating deep verify records which archives it deep-verified (issue 12): name the oldest not yet.
+  const never = record.deepVerified
+    ? oldestNeverDeepVerified(view.committed, record as VerifyRecord)
+    : undefined;
   return {
     name: 'deep-verify',
     status: 'ok',
-    message: `The ${record.deep ? 'deep ' : ''}verify of ${record.checkedAt} passed for ${record.backups.length} backup(s).`,
+    message: `The ${record.deep ? 'deep ' : ''}verify of ${record.checkedAt} passed for ${record.backups.length} backup(s).${record.deepVerified ? (never ? ` Oldest archive never deep-verified: ${never.archiveKey} (${never.backupId}).` : ' Every archive has been deep-verified.') : ''}`,
     value: Number(ageDays.toFixed(2)),
   };
 }

@@ -25,7 +25,13 @@ export const handler = async (event: unknown, context: Context): Promise<VerifyR
     logger.info('verify requested', { ...request, store: store.url });
     result = await runVerify(
       { store, clock: systemClock, logger: engineLogger },
-      { backup: request.all ? undefined : request.backup, all: request.all, deep: request.deep },
+      {
+        backup: request.all ? undefined : request.backup,
+        all: request.all,
+        deep: request.deep,
+        // The scheduled drill ({"backup":"latest","deep":true}) rotates over older archives too.
+        rotate: request.deep && !request.all && request.backup === 'latest',
+      },
     );
     if (result.status === 'FAILED') {
       const problems = result.backups.flatMap((b) => b.problems);
