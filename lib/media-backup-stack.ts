@@ -177,7 +177,14 @@ export class MediaBackupStack extends Stack {
       weeklyDigest: config.weeklyDigest,
       timeZone: config.timeZone,
       logRetention,
-      environment: { POWERTOOLS_LOG_LEVEL: common.POWERTOOLS_LOG_LEVEL, STACK_NAME: common.STACK_NAME },
+      environment: {
+        POWERTOOLS_LOG_LEVEL: common.POWERTOOLS_LOG_LEVEL,
+        STACK_NAME: common.STACK_NAME,
+        // Not mounted by the notify function: the emails' advice names these folders.
+        EFS_MOUNT: common.EFS_MOUNT,
+        MEDIA_PATH: common.MEDIA_PATH,
+        RESTORES_PATH: common.RESTORES_PATH,
+      },
     });
 
     const notify = this.notifications.notifyFunction;

@@ -3,19 +3,30 @@ import { SESv2Client, SendEmailCommand } from '@aws-sdk/client-sesv2';
 import type { Context } from 'aws-lambda';
 import { type Clock, systemClock } from '../core/deps.js';
 import { errorMessage } from '../core/errors.js';
+import { type HealthReport, runHealthChecks } from '../core/health.js';
 import {
   type AlarmStateChange,
   type DestinationRecord,
+  type DigestCheck,
   type DigestHealth,
   type DigestInput,
+  type EmailContext,
+  type EmailLocations,
   formatAlarm,
   formatDigest,
   formatInvocationFailure,
   formatInvocationSuccess,
+  isKnownTimeZone,
   type LastGoodBackup,
   type NotificationEmail,
 } from '../core/notify-format.js';
-import { type BackupListing, listBackups, readStoreStatus, type StoreStatus } from '../core/status.js';
+import {
+  type BackupListing,
+  type LastRun,
+  listBackups,
+  readStoreStatus,
+  type StoreStatus,
+} from '../core/status.js';
 import { openHandlerStore, readHandlerConfig } from './config.js';
 import { HandlerConfigError } from './errors.js';
 import { invocationMetrics } from './metrics.js';
@@ -59,6 +70,8 @@ export interface NotifyConfig {
   readonly region: string;
   /** `SES_ENDPOINT`: a local SES (tests); unset in AWS. */
   readonly sesEndpoint: string | undefined;
+  /** `TIME_ZONE`: the stack's IANA zone; every time in the emails is shown in it, with UTC beside it. */
+  readonly timeZone: string;
 }
 
 /** Also in lib/metrics.ts (`METRIC_NAMES.notify`), which the stack's alarm uses. */
@@ -99,13 +112,39 @@ export function readNotifyConfig(env: Env = process.env): NotifyConfig {
       'environment variable AWS_REGION is not set: it names the SES region (Lambda sets it)',
     );
   }
+  const timeZone = value(env, 'TIME_ZONE') ?? 'UTC';
+  if (!isKnownTimeZone(timeZone)) {
+    throw new HandlerConfigError(
+      `environment variable TIME_ZONE must be an IANA time zone such as Europe/Berlin or UTC (got ${JSON.stringify(timeZone)})`,
+    );
+  }
   return {
     senderEmail,
     recipients,
     stackName: value(env, 'STACK_NAME') ?? DEFAULT_STACK_NAME,
     region,
     sesEndpoint: value(env, 'SES_ENDPOINT'),
+    timeZone,
   };
+}
+
+/**
+ * The real mount, media folder and store the advice names, from the same variables the backup
+ * functions read (EFS_MOUNT, MEDIA_PATH, RESTORES_PATH, BUCKET_NAME, BACKUP_PREFIX). Undefined when
+ * they are not usable: the advice then names the variables.
+ */
+export function emailLocations(env: Env = process.env): EmailLocations | undefined {
+  try {
+    const config = readHandlerConfig(env);
+    return {
+      mount: config.efsMount,
+      mediaPath: config.mediaPath,
+      restoresPath: config.restoresPath,
+      store: `s3://${config.bucketName}/${config.backupPrefix}`,
+    };
+  } catch {
+    return undefined;
+  }
 }
 
 function isRecord(input: unknown): input is Record<string, unknown> {
@@ -228,40 +267,97 @@ async function lastGoodBackup(logger: PowertoolsLogger, context: Context): Promi
   return latest ? { backupId: latest.backupId, createdAt: latest.createdAt } : 'none';
 }
 
-/** Health for the digest, from the store's status: the same facts the monitor alarms on. */
+/**
+ * Health for the digest from the store's status alone (when the monitor's checks cannot run): the
+ * last run and the age of the latest backup, the facts the monitor alarms on first.
+ */
 export function digestHealth(status: StoreStatus): DigestHealth {
-  const problems: string[] = [];
   const { lastRun, latestBackup, hoursSinceLastBackup } = status;
+  const checks: DigestCheck[] = [];
   if (lastRun === null) {
-    problems.push('No backup run is recorded (status/last-run.json is missing or unreadable).');
+    checks.push({
+      name: 'last-run',
+      status: 'critical',
+      message: 'No backup run is recorded (status/last-run.json is missing or unreadable).',
+    });
   } else if (lastRun.status === 'FAILED') {
-    problems.push(
-      `The last backup run failed (finished ${lastRun.finishedAt})${lastRun.error ? `: ${lastRun.error.name}: ${lastRun.error.message}` : ''}.`,
-    );
+    checks.push({
+      name: 'last-run',
+      status: 'critical',
+      message: `The last backup run failed (finished ${lastRun.finishedAt})${lastRun.error ? `: ${lastRun.error.name}: ${lastRun.error.message}` : ''}.`,
+    });
+  } else {
+    checks.push({
+      name: 'last-run',
+      status: 'ok',
+      message: `The last backup run succeeded (finished ${lastRun.finishedAt}).`,
+    });
   }
   if (latestBackup === null) {
-    problems.push('The store holds no committed backup: nothing can be restored.');
+    checks.push({
+      name: 'backup-age',
+      status: 'critical',
+      message: 'The store holds no committed backup: nothing can be restored.',
+    });
   } else if (hoursSinceLastBackup !== null && hoursSinceLastBackup > STALE_AFTER_HOURS) {
-    problems.push(
-      `The latest committed backup (${latestBackup.backupId}) is ${hoursSinceLastBackup} hours old, more than ${STALE_AFTER_HOURS}.`,
-    );
+    checks.push({
+      name: 'backup-age',
+      status: 'critical',
+      message: `The latest committed backup (${latestBackup.backupId}) is ${hoursSinceLastBackup} hours old, more than ${STALE_AFTER_HOURS}.`,
+    });
+  } else {
+    checks.push({
+      name: 'backup-age',
+      status: 'ok',
+      message: `The latest committed backup (${latestBackup.backupId}) is ${hoursSinceLastBackup} hours old.`,
+    });
   }
-  return { healthy: status.healthy && problems.length === 0, problems };
+  return { status: worst(checks), checks };
+}
+
+/** The monitor's checks as the digest shows them. */
+export function reportHealth(report: HealthReport): DigestHealth {
+  return {
+    status: report.status,
+    checks: report.checks.map((c) => ({ name: c.name, status: c.status, message: c.message })),
+  };
+}
+
+function worst(checks: readonly DigestCheck[]): DigestHealth['status'] {
+  if (checks.some((c) => c.status === 'critical')) return 'critical';
+  return checks.some((c) => c.status === 'warning') ? 'warning' : 'ok';
 }
 
 async function digestInput(logger: PowertoolsLogger, context: Context, clock: Clock): Promise<DigestInput> {
   const now = clock.now();
   const read = await readStore(logger, context, async (store) => {
-    const [backups, status] = await Promise.all([listBackups(store), readStoreStatus(store, now)]);
-    return { backups, status, url: store.url };
+    const [backups, status, report] = await Promise.all([
+      listBackups(store),
+      readStoreStatus(store, now),
+      // The hourly monitor's checks, the same verdicts its alarms are built on; without the EFS
+      // usage (the notify function has no EFS permission) and without re-reading any archive.
+      runHealthChecks({ store, clock, logger }, { hashLatest: false }).catch((error: unknown) => {
+        logger.warn("health checks failed; the digest shows the status object's facts", {
+          error: errorMessage(error),
+        });
+        return undefined;
+      }),
+    ]);
+    return { backups, status, report, url: store.url };
   });
   if (read === undefined) return { now, backups: 'unknown' };
   return {
     now,
     backups: read.backups as readonly BackupListing[],
-    health: digestHealth(read.status),
+    health: read.report ? reportHealth(read.report) : digestHealth(read.status),
     store: read.url,
   };
+}
+
+/** status/last-run.json for an alarm mail; undefined when the store cannot be read. */
+async function lastRunFor(logger: PowertoolsLogger, context: Context): Promise<LastRun | null | undefined> {
+  const status = await readStore(logger, context, (store) => readStoreStatus(store, systemClock.now()));
+  return status?.lastRun;
 }
 
 export const handler = async (event: unknown, context: Context): Promise<NotifyResult> => {
@@ -286,12 +382,20 @@ export const handler = async (event: unknown, context: Context): Promise<NotifyR
     } catch (error) {
       return failed(logger, metrics, kind, error, 'notification not sent: the function is misconfigured');
     }
-    const ctx = { stackName: config.stackName };
+    const ctx: EmailContext = {
+      stackName: config.stackName,
+      timeZone: config.timeZone,
+      locations: emailLocations(),
+    };
 
     let emails: NotificationEmail[];
     if (classified.kind === 'alarm') {
+      // An alarm about a failed backup carries the run's error and the advice for it.
+      const lastRun = classified.alarms.some(({ alarm }) => alarm.NewStateValue === 'ALARM')
+        ? await lastRunFor(logger, context)
+        : undefined;
       emails = classified.alarms.map(({ alarm, topicArn }) =>
-        formatAlarm(alarm, { topicArn, defaultRegion: config.region }, ctx),
+        formatAlarm(alarm, { topicArn, defaultRegion: config.region, lastRun }, ctx),
       );
     } else if (classified.kind === 'digest') {
       emails = [formatDigest(await digestInput(logger, context, systemClock), ctx)];

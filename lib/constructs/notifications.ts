@@ -102,14 +102,15 @@ export interface NotificationsProps {
   readonly digestTime?: string;
 
   /**
-   * IANA time zone of the digest schedule.
+   * IANA time zone of the digest schedule and of every time in the emails (`TIME_ZONE`).
    *
    * @default 'UTC'
    */
   readonly timeZone?: string;
 
   /**
-   * Extra environment of the notify function (`STACK_NAME`, log level, ...).
+   * Extra environment of the notify function (`STACK_NAME`, log level, and `EFS_MOUNT`, `MEDIA_PATH`,
+   * `RESTORES_PATH` so that the emails' advice names the real folders).
    *
    * @default - none
    */
@@ -210,6 +211,8 @@ export class Notifications extends Construct {
         POWERTOOLS_SERVICE_NAME: 'media-backup-notify',
         NOTIFICATION_EMAIL: notificationEmail,
         BACKUP_PREFIX: props.backupPrefix ?? 'media-backups/',
+        // Every time in the emails is shown in the stack's zone, with UTC beside it.
+        TIME_ZONE: props.timeZone ?? 'UTC',
         ...(props.encryptionKey ? { KMS_KEY_ID: props.encryptionKey.keyArn } : {}),
       },
     });

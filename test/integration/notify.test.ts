@@ -3,7 +3,7 @@ import { type AwsClientStub, mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type BackupSucceeded, runBackup } from '../../lambda/core/backup.js';
 import { silentLogger, systemClock } from '../../lambda/core/deps.js';
-import type { DestinationRecord } from '../../lambda/core/notify-format.js';
+import { CHART_DAYS, type DestinationRecord } from '../../lambda/core/notify-format.js';
 import { handler } from '../../lambda/handlers/notify.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeLambdaContext } from '../fixtures/lambda-context.js';
@@ -184,7 +184,8 @@ describe('notify handler against aws-ses-v2-local', () => {
       `[${STACK}] Restore FAILED: BackupStateError (MediaBackupTest-RestoreFunction-Q1)`,
     );
     expect(email.text).toContain('Last good backup: none: the store holds no committed backup');
-    expect(email.text).toContain('A failed restore leaves the live media folder untouched');
+    // The real folder (EFS_MOUNT and MEDIA_PATH unset: the functions' defaults), not the variables.
+    expect(email.text).toContain('A failed restore leaves the live media folder /mnt/efs/media untouched');
     expect(email.text).toContain(`--payload '{"backup":"latest","mode":"replace"}' out.json`);
     expect(email.html).toContain('Last good backup');
   });
@@ -249,11 +250,13 @@ describe('notify handler against aws-ses-v2-local', () => {
 
     const email = await onlyEmail();
     expect(email.subject).toBe(`[${STACK}] Restore finished: ${backup.backupId}`);
-    expect(email.text).toContain(`Target: restores/${backup.backupId}`);
+    expect(email.text).toContain(`Target: /mnt/efs/restores/${backup.backupId}`);
+    expect(email.text.split('\n')[0]).toMatch(/^RESTORE FINISHED: /);
     expect(email.html).toContain('Every file checked against its sha256');
   });
 
   it('mails an alarm from SNS with reason, time and console link', async () => {
+    vi.stubEnv('TIME_ZONE', 'Europe/Berlin');
     const result = await handler(snsAlarmEvent(noRecentBackupAlarm), makeLambdaContext());
 
     expect(result).toMatchObject({ status: 'SENT', kind: 'alarm' });
@@ -262,7 +265,12 @@ describe('notify handler against aws-ses-v2-local', () => {
     const url =
       'https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#alarmsV2:alarm/MediaBackupTest-NoRecentBackup';
     expect(email.text).toContain(`Reason: ${noRecentBackupAlarm.NewStateReason}`);
-    expect(email.text).toContain('Time: 2025-12-29T03:00:00.000+0000');
+    expect(email.text).toContain('Time: Mon 29 Dec 2025 04:00 CET (03:00 UTC)');
+    // The store's last run (this file's backup succeeded) is in the alarm mail.
+    expect(email.text).toContain(`Last backup run: SUCCEEDED, finished `);
+    expect(email.text).toContain(`(${backup.backupId})`);
+    expect(email.text).toContain(`Backup store: s3://${s3.bucket}/${PREFIX_WITH_BACKUP}`);
+    expect(email.html).toContain('class="banner banner-failed"');
     expect(email.text).toContain(`Console: ${url}`);
     expect(email.html).toContain(`href="${url}"`);
     expect(email.html).toContain('was greater than the threshold (48.0)');
@@ -287,11 +295,20 @@ describe('notify handler against aws-ses-v2-local', () => {
       new RegExp(`^\\[${STACK}\\] Weekly backup digest: 1 backup\\(s\\), .+ uploaded, healthy$`),
     );
     expect(email.text).toContain('Backups taken: 1');
-    expect(email.text).toContain(`- ${backup.backupId} full at `);
-    expect(email.text).toContain(`12 files (12 new or changed)`);
+    expect(email.text).toMatch(/ {2}\w{3} \d{1,2} \w{3} +FULL {2}#{20} {2}.+, 12 files new or changed/);
     expect(email.text).toContain(`Latest backup: ${backup.backupId} (full,`);
-    expect(email.text).toContain(`Health: healthy`);
-    expect(email.html).toContain(`<td>${backup.backupId}</td>`);
+    expect(email.text).toContain(`Oldest restore point: ${backup.backupId} (`);
+    // The monitor's checks ran against the store (the same verdicts its alarms use).
+    expect(email.text).toMatch(/^- \[OK\] backup-age: The latest committed backup, backup_/m);
+    expect(email.text).toMatch(/^- \[OK\] integrity: /m);
+    expect(email.text).toMatch(
+      /^HEALTHY: All \d+ health checks pass; latest backup \d+ min ago, 1 this week\.$/m,
+    );
+    expect(email.html).toContain('class="banner banner-healthy"');
+    // The days before the store's first backup are not shown as missed nights.
+    expect(email.text).toContain('(before the first backup)');
+    expect(email.text).not.toContain('NO BACKUP');
+    expect(email.html.match(/<tr class="chart-day/g)).toHaveLength(CHART_DAYS);
   });
 
   it('ignores an event it does not know and sends nothing', async () => {
