@@ -330,26 +330,24 @@ function worst(checks: readonly DigestCheck[]): DigestHealth['status'] {
 
 async function digestInput(logger: PowertoolsLogger, context: Context, clock: Clock): Promise<DigestInput> {
   const now = clock.now();
-  const read = await readStore(logger, context, async (store) => {
-    const [backups, status, report] = await Promise.all([
-      listBackups(store),
-      readStoreStatus(store, now),
-      // The hourly monitor's checks, the same verdicts its alarms are built on; without the EFS
-      // usage (the notify function has no EFS permission) and without re-reading any archive.
-      runHealthChecks({ store, clock, logger }, { hashLatest: false }).catch((error: unknown) => {
-        logger.warn("health checks failed; the digest shows the status object's facts", {
-          error: errorMessage(error),
-        });
-        return undefined;
-      }),
-    ]);
-    return { backups, status, report, url: store.url };
-  });
+  // Two reads, each within its own time budget: slow health checks (a large manifest) fall back to
+  // the status object's facts instead of turning the whole digest into "store unreadable".
+  const [read, report] = await Promise.all([
+    readStore(logger, context, async (store) => {
+      const [backups, status] = await Promise.all([listBackups(store), readStoreStatus(store, now)]);
+      return { backups, status, url: store.url };
+    }),
+    // The hourly monitor's checks, the verdicts its alarms are built on; without the EFS usage (the
+    // notify function has no EFS permission) and without re-reading any archive.
+    readStore(logger, context, (store) => runHealthChecks({ store, clock, logger }, { hashLatest: false })),
+  ]);
   if (read === undefined) return { now, backups: 'unknown' };
+  if (report === undefined)
+    logger.warn("health checks did not finish; the digest shows the status object's facts");
   return {
     now,
     backups: read.backups as readonly BackupListing[],
-    health: read.report ? reportHealth(read.report) : digestHealth(read.status),
+    health: report ? reportHealth(report) : digestHealth(read.status),
     store: read.url,
   };
 }
