@@ -937,7 +937,9 @@ export function formatDigest(input: DigestInput, ctx: EmailContext): Notificatio
     : 'none: the store holds no committed backup';
   const facts: [string, string][] = [
     ['Period', `${formatTime(since, timeZone)} to ${formatTime(input.now, timeZone)}`],
-    ...(input.store ? [['Store', input.store] as [string, string]] : []),
+    ...((input.store ?? ctx.locations?.store)
+      ? [['Store', input.store ?? ctx.locations?.store ?? ''] as [string, string]]
+      : []),
     ['Backups taken', known ? String(week.length) : 'unknown: the backup store could not be read'],
     ['Uploaded (compressed)', known ? formatBytes(uploaded) : 'unknown'],
     ['Latest backup', known ? latestText : 'unknown'],
@@ -956,7 +958,8 @@ export function formatDigest(input: DigestInput, ctx: EmailContext): Notificatio
     ? {
         tone: 'failed',
         label: 'STORE UNREADABLE',
-        verdict: 'The backup store could not be read: nothing is known about this week’s backups.',
+        verdict:
+          "The backup store could not be read: nothing is known about this week's backups. The notify function's log has the S3 error.",
       }
     : health === undefined
       ? {

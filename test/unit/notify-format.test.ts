@@ -706,3 +706,14 @@ describe('the digest chart', () => {
     expect(email.text).toContain('- [WARN] deep-verify: old');
   });
 });
+
+describe('digest of an unreadable store', () => {
+  it('names the store it tried and where the error is', () => {
+    const email = formatDigest({ now: new Date('2026-11-23T08:00:00.000Z'), backups: 'unknown' }, berlin);
+    expect(email.text).toContain('Store: s3://my-backups/media-backups/');
+    expect(email.text.split('\n')[0]).toBe(
+      "STORE UNREADABLE: The backup store could not be read: nothing is known about this week's backups. The notify function's log has the S3 error.",
+    );
+    expect(email.html).toContain('class="banner banner-failed"');
+  });
+});
