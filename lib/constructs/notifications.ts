@@ -203,7 +203,8 @@ export class Notifications extends Construct {
       entry: props.entry ?? NOTIFY_ENTRY,
       description: 'media-backup: email failed runs, alarms and the weekly digest through SES',
       timeout: Duration.minutes(2),
-      memorySize: 256,
+      // The digest runs the monitor's health checks (manifests in memory): the monitor's memory.
+      memorySize: 512,
       ...(props.logRetention === undefined ? {} : { logRetention: props.logRetention }),
       // No VPC: SES has no gateway endpoint, and the demo VPC has no NAT.
       environment: {

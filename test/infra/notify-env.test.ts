@@ -32,6 +32,17 @@ describe('notify function environment', () => {
     });
   });
 
+  it('has the memory of the monitor, whose health checks the digest runs', () => {
+    const stack = new MediaBackupStack(newTestApp(), 'MediaBackup', {
+      config: parseConfig({ notificationEmail: 'ops@example.com' }),
+    });
+    const fn = stack.notifications.notifyFunction!.function;
+    const logicalId = Stack.of(fn).getLogicalId(fn.node.defaultChild as CfnElement);
+    expect(
+      Template.fromStack(stack).findResources('AWS::Lambda::Function')[logicalId].Properties.MemorySize,
+    ).toBe(512);
+  });
+
   it('defaults TIME_ZONE to UTC like the schedules', () => {
     expect(notifyVariables({ notificationEmail: 'ops@example.com' })).toMatchObject({ TIME_ZONE: 'UTC' });
   });
