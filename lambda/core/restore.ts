@@ -26,6 +26,7 @@ import {
   symlink,
   utimes,
 } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import picomatch from 'picomatch';
@@ -53,6 +54,7 @@ import {
 } from './manifest.js';
 import { resolveRestorePoint } from './resolve.js';
 import { findRestoreLeftovers, type RestoreLeftover } from './restore-leftovers.js';
+import { acquireRestoreLock, restoreLockPath } from './restore-lock.js';
 
 export { findRestoreLeftovers, type RestoreLeftover } from './restore-leftovers.js';
 
@@ -60,6 +62,8 @@ export interface RestoreDeps {
   readonly store: ObjectStore;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** Identifies this run in the target's restore lock (host:pid, or the Lambda request id). */
+  readonly owner?: string;
 }
 
 export type RestoreMode = 'new-folder' | 'replace';
@@ -155,6 +159,24 @@ interface RestorePlan {
  * was. Paths from archives and manifests are never trusted: see `readTarGz` and `decodeManifest`.
  */
 export async function runRestore(deps: RestoreDeps, options: RestoreOptions): Promise<RestoreResult> {
+  // A dry run writes nothing; every other restore holds the target's lock until it is done.
+  if (options.dryRun || !options.target) return restoreUnlocked(deps, options);
+  const target = path.resolve(options.target);
+  const lock = await acquireRestoreLock(target, deps.owner ?? `${hostname()}:${process.pid}`).catch((error) =>
+    Promise.reject(targetError(error, target, 'creating the restore lock', restoreLockPath(target))),
+  );
+  try {
+    return await restoreUnlocked(deps, options);
+  } finally {
+    await lock
+      .release()
+      .catch((error) =>
+        deps.logger.warn('could not release the restore lock', { error: errorMessage(error) }),
+      );
+  }
+}
+
+async function restoreUnlocked(deps: RestoreDeps, options: RestoreOptions): Promise<RestoreResult> {
   const started = deps.clock.now();
   const mode = options.mode ?? 'new-folder';
   const dryRun = options.dryRun ?? false;

@@ -54,7 +54,7 @@ export const handler = async (event: unknown, context: Context): Promise<Restore
     // on a fresh file system).
     if (target) await mkdir(path.dirname(target), { recursive: true });
     const result = await runRestore(
-      { store, clock: systemClock, logger: engineLogger },
+      { store, clock: systemClock, logger: engineLogger, owner: `restore:${context.awsRequestId}` },
       {
         backup: point.backupId,
         paths: request.paths,

@@ -206,7 +206,8 @@ describe.skipIf(mountRefused !== null)('item 11: a full or read-only target is b
 
     await expect(runRestore(deps(), { backup: ID, target })).rejects.toThrow(
       new RegExp(
-        `^restore target ${target}: creating the staging folder ${target}\\.restore-staging-[0-9a-f]+ failed: the file system is read-only\\.`,
+        // The restore lock beside the target is the first thing a restore creates there.
+        `^restore target ${target}: creating the restore lock ${target}\\.restore-lock failed: the file system is read-only\\.`,
       ),
     );
   });
