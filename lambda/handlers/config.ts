@@ -2,6 +2,7 @@ import path from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import { assertSafeRelativePath } from '../core/manifest.js';
 import { DEFAULT_LEVEL } from '../core/parallel-gzip.js';
+import { envMilliseconds } from '../store/open-store.js';
 import { S3ObjectStore } from '../store/s3.js';
 import { HandlerConfigError } from './errors.js';
 
@@ -124,11 +125,14 @@ export function openHandlerStore(config: HandlerConfig): S3ObjectStore {
       endpoint: config.s3.endpoint,
       forcePathStyle: config.s3.forcePathStyle,
       checksums: config.s3.checksums,
+      // Read here, inside the try, so a bad value is a HandlerConfigError naming the variable.
+      connectTimeoutMs: envMilliseconds('S3_CONNECT_TIMEOUT_MS'),
+      idleTimeoutMs: envMilliseconds('S3_IDLE_TIMEOUT_MS'),
     });
   } catch (error) {
     // The store names its option (`bucket`); the operator needs the variable that set it.
     throw new HandlerConfigError(
-      `environment variables BUCKET_NAME / BACKUP_PREFIX do not make a valid store: ${errorMessage(error)}`,
+      `environment variables BUCKET_NAME / BACKUP_PREFIX / S3_* do not make a valid store: ${errorMessage(error)}`,
       { cause: error },
     );
   }

@@ -104,7 +104,8 @@ function envBoolean(name: string): boolean | undefined {
   throw new StoreConfigError(`${name} must be 'true' or 'false', got ${JSON.stringify(value)}`);
 }
 
-function envMilliseconds(name: string): number | undefined {
+/** A positive whole number of milliseconds from the environment (`S3_CONNECT_TIMEOUT_MS`, ...). */
+export function envMilliseconds(name: string): number | undefined {
   const value = env(name);
   if (value === undefined) return undefined;
   const ms = Number(value);

@@ -227,6 +227,21 @@ describe('readHandlerConfig', () => {
     expect(() => openHandlerStore(config)).toThrow(HandlerConfigError);
     expect(() => openHandlerStore(config)).toThrow(/BUCKET_NAME .*"My_Bucket" is not a valid S3 bucket name/);
   });
+
+  it('passes S3_CONNECT_TIMEOUT_MS / S3_IDLE_TIMEOUT_MS to the store, and names a bad one', () => {
+    const config = readHandlerConfig({ BUCKET_NAME: 'media-backups-bucket' });
+    vi.stubEnv('S3_IDLE_TIMEOUT_MS', '5s');
+    try {
+      expect(() => openHandlerStore(config)).toThrow(
+        /S3_IDLE_TIMEOUT_MS must be a positive whole number of milliseconds, got "5s"/,
+      );
+      vi.stubEnv('S3_IDLE_TIMEOUT_MS', '120000');
+      vi.stubEnv('S3_CONNECT_TIMEOUT_MS', '2500');
+      expect(openHandlerStore(config).timeouts).toEqual({ connectMs: 2500, idleMs: 120000 });
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  });
 });
 
 describe('backup keys as people paste them (restore and verify)', () => {
