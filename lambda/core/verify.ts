@@ -160,7 +160,7 @@ export async function runVerify(
     const earlier = parseVerifyRecord(await deps.store.get(VERIFY_STATUS_KEY).catch(() => undefined));
     const slice = rotationSlice(
       await listCommittedBackups(deps.store),
-      earlier?.deepVerified ?? {},
+      earlier?.deepVerified,
       covered,
       options.deepSlice ?? DEFAULT_DEEP_SLICE,
     );
@@ -410,14 +410,18 @@ function hashingReads(store: ObjectStore): {
 /**
  * Rotating verify's archive checks: archives the latest drill did not cover, never deep-verified
  * first (oldest first: the nearest to expiry), then those deep-verified longest ago; `limit` of them.
+ * Without a record of earlier runs (`deepVerified` undefined: none yet, or the verify role cannot
+ * write one) nothing says what was checked before, so the newest come first: what was written since
+ * the last run, rather than the same oldest archives every time.
  */
 export function rotationSlice(
   committed: readonly CatalogEntry[],
-  deepVerified: Readonly<Record<string, string>>,
+  deepVerified: Readonly<Record<string, string>> | undefined,
   coveredNow: ReadonlySet<string>,
   limit: number,
 ): CatalogEntry[] {
   const candidates = committed.filter((c) => !coveredNow.has(c.archiveKey));
+  if (deepVerified === undefined) return [...candidates].reverse().slice(0, Math.max(0, limit));
   const never = candidates.filter((c) => deepVerified[c.archiveKey] === undefined);
   const before = candidates
     .filter((c) => deepVerified[c.archiveKey] !== undefined)

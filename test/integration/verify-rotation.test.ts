@@ -7,7 +7,12 @@ import { listCommittedBackups } from '../../lambda/core/catalog.js';
 import { silentLogger } from '../../lambda/core/deps.js';
 import { runHealthChecks } from '../../lambda/core/health.js';
 import { VERIFY_STATUS_KEY } from '../../lambda/core/layout.js';
-import { oldestNeverDeepVerified, parseVerifyRecord, runVerify } from '../../lambda/core/verify.js';
+import {
+  oldestNeverDeepVerified,
+  parseVerifyRecord,
+  rotationSlice,
+  runVerify,
+} from '../../lambda/core/verify.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import type { ObjectStore } from '../../lambda/store/types.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
@@ -139,5 +144,36 @@ describe('rotating deep verify', () => {
     expect(old?.ok).toBe(false);
     expect(old?.problems.join('\n')).toContain(backups[0].archiveKey);
     expect((await verifyRecord())?.deepVerified?.[backups[0].archiveKey]).toBeUndefined();
+  });
+});
+
+describe('rotationSlice', () => {
+  const entry = (n: number) => ({
+    backupId: `backup_2025120${n}_020000`,
+    type: 'full' as const,
+    archiveKey: `full/backup_2025120${n}_020000.tar.gz`,
+    metadataKey: `full/backup_2025120${n}_020000.tar.gz.metadata.json`,
+    manifestKey: `full/backup_2025120${n}_020000.manifest.jsonl.gz`,
+    committedAt: new Date(Date.UTC(2025, 11, n, 2)),
+  });
+  const committed = [1, 2, 3, 4, 5].map(entry);
+  const ids = (slice: { backupId: string }[]) => slice.map((e) => e.backupId.slice(13, 15));
+
+  it('with a record: never deep-verified oldest first, then the longest ago', () => {
+    const deepVerified = {
+      [entry(1).archiveKey]: '2025-12-05T00:00:00Z',
+      [entry(3).archiveKey]: '2025-12-04T00:00:00Z',
+    };
+
+    expect(ids(rotationSlice(committed, deepVerified, new Set([entry(5).archiveKey]), 4))).toEqual([
+      '02',
+      '04',
+      '03',
+      '01',
+    ]);
+  });
+
+  it('without a record (the verify role cannot write one): the newest first, not the same oldest ones every run', () => {
+    expect(ids(rotationSlice(committed, undefined, new Set([entry(5).archiveKey]), 2))).toEqual(['04', '03']);
   });
 });
