@@ -21,8 +21,19 @@ export interface MediaBackupConfig {
    * run time with AccessDenied.
    */
   readonly kmsKeyArn?: string;
-  /** Create the bucket with S3 Object Lock (governance mode) so backups cannot be deleted early. */
+  /**
+   * Create the bucket with S3 Object Lock so backups cannot be deleted or overwritten early (in
+   * {@link MediaBackupConfig.objectLockMode}). Can only be chosen when the bucket is created.
+   */
   readonly objectLock: boolean;
+  /**
+   * Object Lock retention mode, present exactly when `objectLock` is true (default `GOVERNANCE`).
+   * `GOVERNANCE`: anyone with `s3:BypassGovernanceRetention` (any administrator with `s3:*`) can
+   * still delete or overwrite a locked version early. `COMPLIANCE`: nobody, not even the account
+   * root, until the lock runs out; a wrong setting cannot be undone and the objects are billed
+   * until then.
+   */
+  readonly objectLockMode?: ObjectLockMode;
   /** Local start time of the daily backup, `HH:MM` (24 h) in {@link MediaBackupConfig.timeZone}. */
   readonly backupSchedule: string;
   /** Day of the week (`MON`..`SUN`) whose scheduled backup is a `full`; every other day runs `auto`. */
@@ -172,6 +183,7 @@ export const DEFAULT_CONFIG = {
   | 'efsWarnBytes'
   | 'existingFileSystem'
   | 'createS3GatewayEndpoint'
+  | 'objectLockMode'
 >;
 
 /** The keys of an existing file system and network: set all of them or none. */
@@ -191,6 +203,7 @@ export const CONFIG_KEYS = [
   'backupPrefix',
   'kmsKeyArn',
   'objectLock',
+  'objectLockMode',
   'backupSchedule',
   'fullBackupDay',
   'timeZone',
@@ -268,6 +281,7 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
   const backupPrefix = parseBackupPrefix(raw.backupPrefix, problems);
   const kmsKeyArn = parseKmsKeyArn(raw.kmsKeyArn, problems);
   const objectLock = parseBoolean('objectLock', raw.objectLock, DEFAULT_CONFIG.objectLock, problems);
+  const objectLockMode = parseObjectLockMode(raw.objectLockMode, objectLock, problems);
 
   const backupSchedule = parseTimeOfDayKey(raw.backupSchedule, problems);
   const fullBackupDay = parseWeekday(raw.fullBackupDay, problems);
@@ -456,6 +470,7 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     fullIntervalDays,
     backupPrefix,
     objectLock,
+    ...(objectLockMode === undefined ? {} : { objectLockMode }),
     ...(kmsKeyArn === undefined ? {} : { kmsKeyArn }),
     backupSchedule,
     fullBackupDay,
@@ -545,6 +560,35 @@ function parseBoolean(
   if (value === false || value === 'false') return false;
   problems.push(`\`${key}\` must be true or false (got ${describe(value)})`);
   return undefined;
+}
+
+/** Object Lock retention modes, in the spelling S3 and `cdk.json` use. */
+export const OBJECT_LOCK_MODES = ['GOVERNANCE', 'COMPLIANCE'] as const;
+/** An Object Lock retention mode. */
+export type ObjectLockMode = (typeof OBJECT_LOCK_MODES)[number];
+
+/** The mode when `objectLock` is true (`GOVERNANCE` unless set), nothing when it is false. */
+function parseObjectLockMode(
+  value: unknown,
+  objectLock: boolean | undefined,
+  problems: string[],
+): ObjectLockMode | undefined {
+  const text = typeof value === 'string' ? value.trim().toUpperCase() : undefined;
+  const mode = OBJECT_LOCK_MODES.find((m) => m === text);
+  if (!isAbsent(value) && !mode) {
+    problems.push(
+      `\`objectLockMode\` must be one of ${OBJECT_LOCK_MODES.join(', ')} (got ${describe(value)})`,
+    );
+    return undefined;
+  }
+  if (objectLock === false && mode) {
+    problems.push(
+      `\`objectLockMode\` needs \`objectLock\`: true (got objectLockMode ${mode} with objectLock false); ` +
+        'set objectLock to true when the bucket is first created, or remove objectLockMode',
+    );
+    return undefined;
+  }
+  return objectLock ? (mode ?? 'GOVERNANCE') : undefined;
 }
 
 function parseBackupPrefix(value: unknown, problems: string[]): string | undefined {

@@ -4,6 +4,7 @@ import { type CfnElement, CfnOutput, Duration, Fn, Stack, type StackProps, Valid
 import { Key } from 'aws-cdk-lib/aws-kms';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
+import { VERIFY_STATUS_KEY } from '../lambda/core/layout.js';
 import type { MediaBackupConfig } from './config.js';
 import { BackupBucket } from './constructs/backup-bucket.js';
 import { BackupFunction, EFS_MOUNT_PATH } from './constructs/backup-function.js';
@@ -55,10 +56,10 @@ export class MediaBackupStack extends Stack {
       fullIntervalDays: config.fullIntervalDays,
       backupPrefix: config.backupPrefix,
       objectLock: config.objectLock,
+      ...(config.objectLockMode ? { objectLockMode: config.objectLockMode } : {}),
       ...(encryptionKey ? { encryptionKey } : {}),
     });
     const { bucket, backupPrefix } = this.backupBucket;
-    const backupObjects = `${backupPrefix}*`;
 
     this.mediaFileSystem = new MediaFileSystem(this, 'MediaFileSystem', {
       ...(config.existingFileSystem ? { existing: config.existingFileSystem } : {}),
@@ -104,13 +105,14 @@ export class MediaBackupStack extends Stack {
         ...(config.backupExclude.length > 0 ? { BACKUP_EXCLUDE: config.backupExclude.join(',') } : {}),
       },
     });
-    // Writes new objects under the prefix (archives, metadata, manifests, status, lock) and aborts
-    // its own failed multipart uploads; reads and lists what the diff and the lock need. No delete
-    // action anywhere: only lifecycle removes backups. grantPut/grantRead also grant the KMS key.
-    this.backupFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) => {
-      bucket.grantPut(fn, backupObjects);
-      bucket.grantRead(fn, backupObjects);
-    });
+    // Creates archives, metadata and manifests only where no object exists yet (IAM requires
+    // `If-None-Match: *`), replaces only the lock and status records, aborts multipart uploads and
+    // reads what the diff, the lock and the leftover sweep need (BackupBucket.grantBackupWrite). No
+    // delete, retention, legal hold, tagging or ACL action: only lifecycle removes backups. The
+    // grant covers the KMS key too.
+    this.backupFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) =>
+      this.backupBucket.grantBackupWrite(fn),
+    );
 
     this.restoreFunction = new BackupFunction(this, 'Restore', {
       entry: path.join(HANDLERS_DIR, 'restore.ts'),
@@ -123,8 +125,10 @@ export class MediaBackupStack extends Stack {
       ...network,
       environment: { ...common, POWERTOOLS_SERVICE_NAME: 'media-backup-restore' },
     });
+    // Read only: GetObject (archives, manifests, metadata, status, and import/<name>.tar.gz for a
+    // media import) and the prefix's listing. It writes to EFS, never to the bucket.
     this.restoreFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) =>
-      bucket.grantRead(fn, backupObjects),
+      this.backupBucket.grantBackupRead(fn),
     );
 
     // Verify needs no EFS, but runs in the VPC anyway: the bucket is reached through the gateway
@@ -138,9 +142,13 @@ export class MediaBackupStack extends Stack {
       ...network,
       environment: { ...common, POWERTOOLS_SERVICE_NAME: 'media-backup-verify' },
     });
-    this.verifyFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) =>
-      bucket.grantRead(fn, backupObjects),
-    );
+    // Reads (GetObject; the quick verify's HeadObject with checksum mode is s3:GetObject too) and
+    // rewrites its one record, status/last-verify.json, which the rotating deep verify needs to move
+    // on to older archives. No other write.
+    this.verifyFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) => {
+      this.backupBucket.grantBackupRead(fn);
+      this.backupBucket.grantStatusWrite(fn, VERIFY_STATUS_KEY);
+    });
 
     if (encryptionKey) {
       // Grants were added with the bucket grants above; the id tells the engine to request SSE-KMS.
@@ -232,39 +240,37 @@ export class MediaBackupStack extends Stack {
 
   private acknowledgeGrantWildcards(withKey: boolean): void {
     const { bucket, backupPrefix } = this.backupBucket;
-    const objects = `Resource::<${this.getLogicalId(bucket.node.defaultChild as CfnElement)}.Arn>/${backupPrefix}*`;
-    const reasons: Record<string, string> = {
-      [objects]:
-        'Backup objects are created under the configured prefix with new keys every run (backup ids), so ' +
-        'object permissions must cover the prefix with a wildcard; nothing outside it is granted',
-      'Action::s3:GetObject*':
-        'CDK grantRead: GetObject plus its version, attributes, tagging and ACL reads, all read only and ' +
-        'limited to objects under the backup prefix',
-      'Action::s3:GetBucket*':
-        'CDK grantRead: bucket location and configuration reads the SDK needs, read only, on the one backup bucket',
-      'Action::s3:List*':
-        'CDK grantRead: listing backups under the prefix is how the engine finds manifests and the latest backup',
+    const objects = (pattern: string) =>
+      `Resource::<${this.getLogicalId(bucket.node.defaultChild as CfnElement)}.Arn>/${backupPrefix}${pattern}`;
+    const reader: Record<string, string> = {
+      [objects('*')]:
+        'Backup objects get new keys every run (backup ids) under the configured prefix, so GetObject (and, ' +
+        'for the backup role, conditional-create PutObject, AbortMultipartUpload and ListMultipartUploadParts) ' +
+        'must cover the prefix with a wildcard; nothing outside the prefix is granted',
     };
     const writer: Record<string, string> = {
-      'Action::s3:Abort*':
-        'CDK grantPut: AbortMultipartUpload lets a failed backup clean up its own partial archive upload; ' +
-        'it cannot remove any committed object',
+      [objects('locks/*')]:
+        'The backup lock is replaced under If-Match by the run holding it; one object per lock name, ' +
+        'only under locks/, where no backup history lives',
+      [objects('status/*')]:
+        'The backup rewrites its run summaries (status/last-run.json and the like) every run; status ' +
+        'records are not backup history, and archives, metadata and manifests stay create-only',
     };
+    // grantDecrypt is kms:Decrypt only; writers (backup, verify's status record) also encrypt.
     const kms: Record<string, string> = {
       'Action::kms:GenerateDataKey*':
-        'SSE-KMS needs data keys for every object written or read, only on the configured backup key',
+        'SSE-KMS needs data keys for every object written, only on the configured backup key',
       'Action::kms:ReEncrypt*': 'CDK key grant for SSE-KMS objects, restricted to the configured backup key',
     };
     const notify = this.notifications.notifyFunction;
-    const functions = [
-      this.backupFunction,
-      this.restoreFunction,
-      this.verifyFunction,
-      this.monitoring.monitorFunction,
-      ...(notify ? [notify] : []),
+    const grants: [BackupFunction, Record<string, string>][] = [
+      [this.backupFunction, { ...reader, ...writer, ...(withKey ? kms : {}) }],
+      [this.restoreFunction, reader],
+      [this.verifyFunction, { ...reader, ...(withKey ? kms : {}) }],
+      [this.monitoring.monitorFunction, reader],
+      ...(notify ? [[notify, reader] as [BackupFunction, Record<string, string>]] : []),
     ];
-    for (const fn of functions) {
-      const entries = { ...reasons, ...(withKey ? kms : {}), ...(fn === this.backupFunction ? writer : {}) };
+    for (const [fn, entries] of grants) {
       for (const [finding, reason] of Object.entries(entries)) {
         Validations.of(fn.function).acknowledge({ id: `AwsSolutions-IAM5[${finding}]`, reason });
       }

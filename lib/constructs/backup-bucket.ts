@@ -5,6 +5,7 @@ import {
   BlockPublicAccess,
   Bucket,
   BucketEncryption,
+  type IBucket,
   ObjectLockRetention,
   ObjectOwnership,
 } from 'aws-cdk-lib/aws-s3';
@@ -212,26 +213,14 @@ export class BackupBucket extends Construct {
     return this.bucket.arnForObjects(`${this.backupPrefix}${pattern}`);
   }
 
-  /** Listing the bucket, limited to keys under the backup prefix by an `s3:prefix` condition. */
-  private listUnderPrefix(): PolicyStatement {
-    return new PolicyStatement({
-      actions: ['s3:ListBucket'],
-      resources: [this.bucket.bucketArn],
-      conditions: { StringLike: { 's3:prefix': [`${this.backupPrefix}*`] } },
-    });
-  }
-
   /**
    * What the restore and verify functions need: read objects under the prefix and list them.
    * Exactly `s3:GetObject` (HeadObject and GetObject with checksum mode included) and a prefix-
    * limited `s3:ListBucket`, unlike `grantRead`'s `s3:GetObject*`, `s3:GetBucket*` and `s3:List*`.
+   * See {@link grantStoreRead}.
    */
-  public grantBackupRead(grantee: IGrantable): void {
-    grantee.grantPrincipal.addToPrincipalPolicy(
-      new PolicyStatement({ actions: ['s3:GetObject'], resources: [this.objects('*')] }),
-    );
-    grantee.grantPrincipal.addToPrincipalPolicy(this.listUnderPrefix());
-    this.encryptionKey?.grantDecrypt(grantee);
+  public grantBackupRead(grantee: IGrantable, options: StoreReadOptions = {}): void {
+    grantStoreRead(grantee, this.bucket, this.backupPrefix, this.encryptionKey, options);
   }
 
   /**
@@ -265,7 +254,7 @@ export class BackupBucket extends Construct {
    * CompleteMultipartUpload, and are aborted or expired by lifecycle otherwise.
    */
   public grantBackupWrite(grantee: IGrantable): void {
-    this.grantBackupRead(grantee);
+    this.grantBackupRead(grantee, { multipartUploads: true });
     const principal = grantee.grantPrincipal;
     principal.addToPrincipalPolicy(
       new PolicyStatement({
@@ -290,19 +279,63 @@ export class BackupBucket extends Construct {
         resources: [this.objects('locks/*'), this.objects('status/*')],
       }),
     );
+    // Aborts its own failed uploads and the leftovers of a killed run (AbortMultipartUpload). It
+    // removes parts that never became an object, never a committed object.
     principal.addToPrincipalPolicy(
-      new PolicyStatement({
-        actions: ['s3:AbortMultipartUpload', 's3:ListMultipartUploadParts'],
-        resources: [this.objects('*')],
-      }),
-    );
-    // The leftover sweep lists uploads under the prefix (ListMultipartUploads takes no s3:prefix
-    // condition key; it reveals keys and upload ids only).
-    principal.addToPrincipalPolicy(
-      new PolicyStatement({ actions: ['s3:ListBucketMultipartUploads'], resources: [this.bucket.bucketArn] }),
+      new PolicyStatement({ actions: ['s3:AbortMultipartUpload'], resources: [this.objects('*')] }),
     );
     this.encryptionKey?.grantEncryptDecrypt(grantee);
   }
+}
+
+/** Options of {@link grantStoreRead}. */
+export interface StoreReadOptions {
+  /**
+   * Also list multipart uploads in progress and their parts (`s3:ListBucketMultipartUploads` on
+   * the bucket, `s3:ListMultipartUploadParts` under the prefix): the health check's leftover
+   * report and the backup's leftover sweep. Read only: they reveal keys, upload ids and sizes.
+   *
+   * @default false
+   */
+  readonly multipartUploads?: boolean;
+}
+
+/**
+ * Read access to the backup store `<bucket>/<backupPrefix>`, and nothing more: `s3:GetObject`
+ * on objects under the prefix (GetObject and HeadObject, with or without checksum mode),
+ * `s3:ListBucket` limited to the prefix by an `s3:prefix` condition (ListObjectsV2), and with
+ * `multipartUploads` the two multipart listings. `encryptionKey` (or the bucket's own) gets
+ * `kms:Decrypt`. Unlike `bucket.grantRead`: no `s3:GetObject*` (tagging, ACL, versions,
+ * attributes), no `s3:GetBucket*`, no `s3:List*`.
+ */
+export function grantStoreRead(
+  grantee: IGrantable,
+  bucket: IBucket,
+  backupPrefix: string,
+  encryptionKey: IKey | undefined = bucket.encryptionKey,
+  options: StoreReadOptions = {},
+): void {
+  const principal = grantee.grantPrincipal;
+  const objects = bucket.arnForObjects(`${backupPrefix}*`);
+  principal.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:GetObject'], resources: [objects] }));
+  principal.addToPrincipalPolicy(
+    new PolicyStatement({
+      actions: ['s3:ListBucket'],
+      resources: [bucket.bucketArn],
+      conditions: { StringLike: { 's3:prefix': [`${backupPrefix}*`] } },
+    }),
+  );
+  if (options.multipartUploads) {
+    // ListMultipartUploads takes no s3:prefix condition key: the bucket-wide listing reveals keys
+    // and upload ids only; the code asks for the prefix's uploads.
+    principal.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['s3:ListBucketMultipartUploads'], resources: [bucket.bucketArn] }),
+    );
+    principal.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['s3:ListMultipartUploadParts'], resources: [objects] }),
+    );
+  }
+  encryptionKey?.grantDecrypt(grantee);
 }
 
 function requireWholeDays(key: string, value: number): void {

@@ -23,6 +23,7 @@ import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { BackupMetrics } from '../metrics.js';
+import { grantStoreRead } from './backup-bucket.js';
 import { BackupFunction } from './backup-function.js';
 import type { ScheduledInvoker } from './schedules.js';
 
@@ -44,7 +45,7 @@ export interface MonitoringProps {
   readonly backupPrefix?: string;
 
   /**
-   * The bucket's customer-managed key (handed to the monitor as `KMS_KEY_ID`; `grantRead` covers it).
+   * The bucket's customer-managed key (handed to the monitor as `KMS_KEY_ID`; `the read grant covers it).
    *
    * @default - SSE-S3
    */
@@ -236,8 +237,10 @@ export class Monitoring extends Construct {
         ...(props.encryptionKey ? { KMS_KEY_ID: props.encryptionKey.keyArn } : {}),
       },
     });
+    // Read only: the health checks get and list the store, and list multipart uploads a killed run
+    // left behind (the orphans check).
     this.monitorFunction.addEnvironmentAndGrant('BUCKET_NAME', props.bucket.bucketName, (fn) =>
-      props.bucket.grantRead(fn, `${backupPrefix}*`),
+      grantStoreRead(fn, props.bucket, backupPrefix, props.encryptionKey, { multipartUploads: true }),
     );
     this.monitorFunction.addEnvironmentAndGrant('FILE_SYSTEM_ID', props.fileSystem.fileSystemId, (fn) =>
       props.fileSystem.grant(fn, 'elasticfilesystem:DescribeFileSystems'),

@@ -11,6 +11,7 @@ import { EmailSubscription, LambdaSubscription } from 'aws-cdk-lib/aws-sns-subsc
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { parseTimeOfDay, WEEKDAYS, type Weekday } from '../config.js';
+import { grantStoreRead } from './backup-bucket.js';
 import { BackupFunction } from './backup-function.js';
 import type { ScheduledInvoker } from './schedules.js';
 
@@ -221,8 +222,12 @@ export class Notifications extends Construct {
     const identity = this.senderIdentity;
     // grantSendEmail: ses:SendEmail and ses:SendRawEmail on this identity's ARN only.
     notify.addEnvironmentAndGrant('SENDER_EMAIL', senderEmail, (fn) => identity.grantSendEmail(fn));
+    // Read only: the emails' store status and health report (which lists a killed run's multipart
+    // uploads) read the store; nothing is written.
     notify.addEnvironmentAndGrant('BUCKET_NAME', props.bucket.bucketName, (fn) =>
-      props.bucket.grantRead(fn, `${props.backupPrefix ?? 'media-backups/'}*`),
+      grantStoreRead(fn, props.bucket, props.backupPrefix ?? 'media-backups/', props.encryptionKey, {
+        multipartUploads: true,
+      }),
     );
 
     this.topic.addSubscription(new LambdaSubscription(notify.function));

@@ -46,6 +46,19 @@ describe('parseConfig', () => {
     expect(parseConfig(raw)).toMatchObject(expected);
   });
 
+  it.each<[Record<string, unknown>, Record<string, unknown> | undefined]>([
+    [{}, undefined],
+    [{ objectLock: 'false' }, undefined],
+    [{ objectLock: 'true' }, { objectLockMode: 'GOVERNANCE' }],
+    [{ objectLock: true, objectLockMode: 'GOVERNANCE' }, { objectLockMode: 'GOVERNANCE' }],
+    [{ objectLock: 'true', objectLockMode: 'compliance' }, { objectLockMode: 'COMPLIANCE' }],
+  ])('objectLockMode: %o gives %o (GOVERNANCE by default, only with objectLock)', (raw, expected) => {
+    const config = parseConfig(raw);
+
+    if (expected) expect(config).toMatchObject({ objectLock: true, ...expected });
+    else expect(config).not.toHaveProperty('objectLockMode');
+  });
+
   it('treats an empty `kmsKeyArn` (`-c kmsKeyArn=`) as SSE-S3', () => {
     expect(parseConfig({ kmsKeyArn: '' })).not.toHaveProperty('kmsKeyArn');
   });
@@ -78,6 +91,18 @@ describe('parseConfig', () => {
     ],
     [{ objectLock: 'yes' }, /`objectLock` must be true or false \(got "yes"\)/],
     [{ objectLock: 1 }, /`objectLock` must be true or false \(got 1\)/],
+    [
+      { objectLock: 'true', objectLockMode: 'LEGAL_HOLD' },
+      /`objectLockMode` must be one of GOVERNANCE, COMPLIANCE \(got "LEGAL_HOLD"\)/,
+    ],
+    [
+      { objectLock: 'true', objectLockMode: 1 },
+      /`objectLockMode` must be one of GOVERNANCE, COMPLIANCE \(got 1\)/,
+    ],
+    [
+      { objectLockMode: 'COMPLIANCE' },
+      /`objectLockMode` needs `objectLock`: true \(got objectLockMode COMPLIANCE with objectLock false\)/,
+    ],
   ])('rejects %o', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(message);
   });
@@ -104,6 +129,7 @@ describe('loadConfig', () => {
       retentionDays: 60,
       fullIntervalDays: 14,
       objectLock: true,
+      objectLockMode: 'GOVERNANCE',
     });
   });
 

@@ -226,30 +226,44 @@ describe('MediaBackupStack least privilege', () => {
       actions.filter((action) => /^s3:(Put|Delete)(Bucket|Lifecycle)|^s3:\*$|^s3:Bypass/.test(action)),
     ).toEqual([]);
     expect(actions).toEqual(
-      expect.arrayContaining(['s3:PutObject', 's3:Abort*', 's3:GetObject*', 's3:List*']),
+      expect.arrayContaining(['s3:PutObject', 's3:AbortMultipartUpload', 's3:GetObject']),
     );
   });
 
-  it('limits backup object writes to the backup prefix', () => {
+  it('limits backup object writes to the backup prefix (backup-role-iam.test.ts checks their conditions)', () => {
     const { stack, template } = synthStack();
     const puts = roleStatements(template, stack.backupFunction).filter((s) =>
       actionsOf([s]).includes('s3:PutObject'),
     );
-
-    expect(puts).toHaveLength(1);
-    expect(puts[0]!.Resource).toEqual({
-      'Fn::Join': ['', [{ 'Fn::GetAtt': [id(stack.backupBucket.bucket), 'Arn'] }, '/media-backups/*']],
+    const under = (key: string) => ({
+      'Fn::Join': ['', [{ 'Fn::GetAtt': [id(stack.backupBucket.bucket), 'Arn'] }, `/media-backups/${key}`]],
     });
+
+    expect(puts.map((s) => s.Resource)).toEqual([
+      under('*'),
+      under('*'),
+      [under('locks/*'), under('status/*')],
+    ]);
   });
 
   it.each(['restoreFunction', 'verifyFunction'] as const)(
-    'gives the %s role no S3 write or delete',
+    'gives the %s role no S3 write or delete (verify: its one status record)',
     (key) => {
       const { stack, template } = synthStack({ kmsKeyArn: KMS_KEY_ARN });
       const s3Actions = actionsOf(roleStatements(template, stack[key])).filter((a) => a.startsWith('s3:'));
 
+      const writes = roleStatements(template, stack[key]).filter((s) =>
+        actionsOf([s]).some((a) => /^s3:(Put|Delete|Abort|Replicate|Restore)/.test(a)),
+      );
+
       expect(s3Actions.length).toBeGreaterThan(0);
-      expect(s3Actions.filter((a) => /^s3:(Put|Delete|Abort|Replicate|Restore)/.test(a))).toEqual([]);
+      // Verify rewrites its own record (status/last-verify.json) and nothing else.
+      expect(
+        writes.map((s) => [
+          s.Action,
+          JSON.stringify(s.Resource).includes('/media-backups/status/last-verify.json"'),
+        ]),
+      ).toEqual(key === 'verifyFunction' ? [['s3:PutObject', true]] : []);
     },
   );
 
