@@ -67,6 +67,7 @@ export class MediaBackupStack extends Stack {
       posixUid: config.posixUid,
       posixGid: config.posixGid,
       createS3GatewayEndpoint: config.createS3GatewayEndpoint,
+      s3EndpointStore: { bucket, backupPrefix },
     });
     const network = {
       vpc: this.mediaFileSystem.vpc,

@@ -16,7 +16,8 @@ import {
   PerformanceMode,
   ThroughputMode,
 } from 'aws-cdk-lib/aws-efs';
-import { AccountRootPrincipal, PolicyDocument, PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import { AccountRootPrincipal, AnyPrincipal, PolicyDocument, PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import type { ExistingFileSystemConfig } from '../config.js';
 
@@ -69,6 +70,18 @@ export interface MediaFileSystemProps {
    * @default - true for a created VPC, false for an existing one
    */
   readonly createS3GatewayEndpoint?: boolean;
+
+  /**
+   * The backup store the functions reach through the S3 gateway endpoint. When the endpoint is
+   * created in the demo VPC, its policy then allows only the S3 actions the functions call
+   * (lambda/store/s3.ts), on this bucket and the objects under `backupPrefix`: nothing in the VPC
+   * can copy data to another bucket through it. In an existing VPC the endpoint keeps the default
+   * full-access policy: it serves every S3 request of the route tables' subnets, including other
+   * workloads'.
+   *
+   * @default - the default full-access endpoint policy
+   */
+  readonly s3EndpointStore?: { readonly bucket: IBucket; readonly backupPrefix: string };
 
   /**
    * What happens to the created file system when it leaves the stack. Ignored with `existing`.
@@ -211,13 +224,46 @@ export class MediaFileSystem extends Construct {
     }
 
     if (createEndpoint) {
-      this.vpc.addGatewayEndpoint('S3Endpoint', {
+      const endpoint = this.vpc.addGatewayEndpoint('S3Endpoint', {
         service: GatewayVpcEndpointAwsService.S3,
         subnets: [this.subnets],
       });
+      const store = props.s3EndpointStore;
+      if (store && !existing) {
+        // The union of what the functions' roles may do (each role is limited further by IAM).
+        endpoint.addToPolicy(
+          new PolicyStatement({
+            sid: 'BackupStoreObjects',
+            principals: [new AnyPrincipal()],
+            actions: S3_ENDPOINT_OBJECT_ACTIONS,
+            resources: [store.bucket.arnForObjects(`${store.backupPrefix}*`)],
+          }),
+        );
+        endpoint.addToPolicy(
+          new PolicyStatement({
+            sid: 'BackupStoreListing',
+            principals: [new AnyPrincipal()],
+            actions: S3_ENDPOINT_BUCKET_ACTIONS,
+            resources: [store.bucket.bucketArn],
+          }),
+        );
+      }
     }
   }
 }
+
+/**
+ * Object actions the functions call through the S3 endpoint: GetObject (and HeadObject),
+ * PutObject (and the multipart upload steps), AbortMultipartUpload, ListParts.
+ */
+export const S3_ENDPOINT_OBJECT_ACTIONS = [
+  's3:GetObject',
+  's3:PutObject',
+  's3:AbortMultipartUpload',
+  's3:ListMultipartUploadParts',
+];
+/** Bucket actions the functions call through the S3 endpoint: ListObjectsV2, ListMultipartUploads. */
+export const S3_ENDPOINT_BUCKET_ACTIONS = ['s3:ListBucket', 's3:ListBucketMultipartUploads'];
 
 function requirePosixId(key: string, value: number): void {
   if (!Number.isSafeInteger(value) || value < 0 || value > 4294967295) {
