@@ -490,10 +490,10 @@ async function checkDeepVerify(view: StoreView, now: Date, maxAgeDays: number): 
   if (!raw) {
     return {
       name: 'deep-verify',
-      // Not a warning: in the deployed stack nothing can record it (least privilege), and a
-      // permanent warning would make the HealthWarning metric useless.
+      // Not a warning: a new store has none until the first weekly drill, and a warning for that
+      // week would only teach people to ignore HealthWarning.
       status: 'ok',
-      message: `No deep verify is recorded in the store (${VERIFY_STATUS_KEY}). The scheduled restore drill cannot write to the bucket, so its failures alarm through the VerifyFailures metric (watch that alarm); "media-backup verify --deep" runs the drill by hand.`,
+      message: `No verify is recorded in the store yet (${VERIFY_STATUS_KEY}): the weekly scheduled restore drill writes it (its failures also alarm through the VerifyFailures metric); "media-backup verify --deep" runs the drill now.`,
     };
   }
   const record = JSON.parse(raw.toString('utf8')) as LastVerify;

@@ -58,7 +58,7 @@ describe('media-backup health', () => {
 
     expect(run.code).toBe(EXIT.ok);
     expect(run.stdout).toMatch(/^OK +backup-age +The latest committed backup, backup_\d{8}_\d{6} \(full\)/m);
-    expect(run.stdout).toMatch(/^OK +deep-verify +No deep verify is recorded/m);
+    expect(run.stdout).toMatch(/^OK +deep-verify +No verify is recorded in the store yet/m);
     expect(run.stdout).not.toMatch(/^WARNING /m);
   });
 
