@@ -19,7 +19,7 @@ export const READ_COST_PER_SCAN_ENTRY = 1.5;
 /** Compress + upload throughput assumed when none is given: well below this machine's ~90 MB/s. */
 export const DEFAULT_BYTES_PER_SECOND = 30e6;
 /** Manifest, metadata, status and lock release after the archive: a few requests. */
-export const DEFAULT_COMMIT_MS = 5_000;
+export const DEFAULT_COMMIT_MS = 2_000;
 /** A file costs at least this much CPU (tar header, hash set-up, bookkeeping), even on a local disk. */
 export const MIN_PER_FILE_MS = 0.05;
 

@@ -49,7 +49,7 @@ describe('time model (issue 13)', () => {
     expect(() => assertFitsInTime(e, e.totalMs + 1, '/mnt/efs')).not.toThrow();
     expect(() => assertFitsInTime(e, 600_000, '/mnt/efs')).toThrow(InsufficientTimeError);
     expect(() => assertFitsInTime(e, 600_000, '/mnt/efs')).toThrow(
-      /backup of \/mnt\/efs would not finish in time: 200000 files \(2000\.0 MB\) to read need about 672 s .* only 600 s remain .*Nothing was written/,
+      /backup of \/mnt\/efs would not finish in time: 200000 files \(2000\.0 MB\) to read need about 669 s .* only 600 s remain .*Nothing was written/,
     );
   });
 });
