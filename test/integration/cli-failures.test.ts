@@ -2,12 +2,12 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { EXIT, main } from '../../bin/media-backup.js';
+import { EXIT } from '../../bin/media-backup.js';
 import { keysFor } from '../../lambda/core/layout.js';
+import { runCli } from '../fixtures/cli.js';
 import { manifestBytes } from '../fixtures/crafted-backup.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';
@@ -26,25 +26,7 @@ const CONFIG_ENV = [
   'COMPRESSION_LEVEL',
 ];
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI in-process (the same `main` the bin entry runs) and captures its output. */
-async function cli(args: string[]): Promise<Run> {
-  const capture = () => {
-    const stream = new PassThrough();
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
-  };
-  const out = capture();
-  const err = capture();
-  const code = await main(args, { stdout: out.stream, stderr: err.stream });
-  return { code, stdout: out.text(), stderr: err.text() };
-}
+const cli = runCli;
 
 /** The caller's environment minus settings that would point the CLI elsewhere. */
 function childEnv(): NodeJS.ProcessEnv {

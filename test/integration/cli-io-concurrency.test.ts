@@ -1,23 +1,12 @@
 /** `media-backup backup --io-concurrency N` / IO_CONCURRENCY (issue 13). */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { EXIT, main } from '../../bin/media-backup.js';
+import { EXIT } from '../../bin/media-backup.js';
+import { runCli } from '../fixtures/cli.js';
 import { tempDirs } from '../fixtures/engine.js';
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const capture = () => {
-    const stream = new PassThrough();
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
-  };
-  const out = capture();
-  const err = capture();
-  const code = await main(args, { stdout: out.stream, stderr: err.stream });
-  return { code, stdout: out.text(), stderr: err.text() };
-}
+const cli = runCli;
 
 const dirs = tempDirs();
 let media: string;
