@@ -72,6 +72,11 @@ export interface MediaBackupConfig {
   readonly weeklyDigest: boolean;
   /** Memory of the monitor function in MB. */
   readonly monitorMemoryMb: number;
+  /**
+   * Deploy the CloudWatch dashboard `<stack>-media-backup` ($3 a month at list price beyond an
+   * account's first 3 dashboards). Without it the alarms, metrics and emails stay the same.
+   */
+  readonly dashboard: boolean;
   /** The existing EFS file system and network to back up; absent means a demo VPC and EFS are created. */
   readonly existingFileSystem?: ExistingFileSystemConfig;
   /**
@@ -171,6 +176,7 @@ export const DEFAULT_CONFIG = {
   maxShrinkPercent: 50,
   weeklyDigest: true,
   monitorMemoryMb: 512,
+  dashboard: true,
   reserveBackupConcurrency: false,
   useExistingSesIdentity: false,
   rawAlarmEmail: false,
@@ -217,6 +223,7 @@ export const CONFIG_KEYS = [
   'efsWarnBytes',
   'weeklyDigest',
   'monitorMemoryMb',
+  'dashboard',
   ...EXISTING_FILE_SYSTEM_KEYS,
   'privateSubnetRouteTableIds',
   'demoAvailabilityZones',
@@ -348,6 +355,7 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     DEFAULT_CONFIG.monitorMemoryMb,
     problems,
   );
+  const dashboard = parseBoolean('dashboard', raw.dashboard, DEFAULT_CONFIG.dashboard, problems);
   const existingFileSystem = parseExistingFileSystem(raw, problems);
   const demoAvailabilityZones = isBlank(raw.demoAvailabilityZones)
     ? undefined
@@ -459,6 +467,7 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     maxShrinkPercent === undefined ||
     weeklyDigest === undefined ||
     monitorMemoryMb === undefined ||
+    dashboard === undefined ||
     useExistingSesIdentity === undefined ||
     rawAlarmEmail === undefined ||
     reserveBackupConcurrency === undefined
@@ -485,6 +494,7 @@ export function parseConfig(raw: Record<string, unknown>): MediaBackupConfig {
     ...(efsWarnBytes === undefined ? {} : { efsWarnBytes }),
     weeklyDigest,
     monitorMemoryMb,
+    dashboard,
     ...(existingFileSystem === undefined ? {} : { existingFileSystem }),
     ...(demoAvailabilityZones === undefined ? {} : { demoAvailabilityZones }),
     posixUid,

@@ -218,6 +218,7 @@ export class MediaBackupStack extends Stack {
       ...(config.efsWarnBytes === undefined ? {} : { efsWarnBytes: config.efsWarnBytes }),
       retentionDays: config.retentionDays,
       memorySize: config.monitorMemoryMb,
+      dashboard: config.dashboard,
       logRetention,
       environment: common,
     });
@@ -309,7 +310,9 @@ export class MediaBackupStack extends Stack {
       description: 'SNS topic every alarm publishes to: subscribe more endpoints here',
       value: this.notifications.topic.topicArn,
     });
-    new CfnOutput(this, 'DashboardName', { value: this.monitoring.dashboard.dashboardName });
+    if (this.monitoring.dashboard) {
+      new CfnOutput(this, 'DashboardName', { value: this.monitoring.dashboard.dashboardName });
+    }
     new CfnOutput(this, 'ManualBackupCommand', {
       description: 'Run a full backup now and print its result (waits up to 15 minutes)',
       value: invoke(this.backupFunction, { type: 'full' }),

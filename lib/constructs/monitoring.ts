@@ -22,12 +22,31 @@ import { Schedule, ScheduleExpression } from 'aws-cdk-lib/aws-scheduler';
 import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { BackupMetrics } from '../metrics.js';
+import { type BackupMetricName, BackupMetrics } from '../metrics.js';
 import { grantStoreRead } from './backup-bucket.js';
 import { BackupFunction } from './backup-function.js';
 import type { ScheduledInvoker } from './schedules.js';
 
 const MONITOR_ENTRY = fileURLToPath(new URL('../../lambda/handlers/monitor.ts', import.meta.url));
+
+/**
+ * Custom metrics that no alarm uses, only dashboard panels. With `dashboard: false` the handlers
+ * still publish them, on purpose: the handlers do not know whether a dashboard exists, and a switch
+ * for it would be one more setting to keep in step. They cost little: CloudWatch bills a custom
+ * metric only for the hours it receives data, so the five backup metrics (one data point a day)
+ * cost ~1/24 of $0.30 a month each and HealthWarning (hourly) $0.30 (see lib/cost-model.ts): about
+ * $0.36 a month, against the dashboard's $3. They stay queryable in the console (HealthWarning is
+ * the only trend of the monitor's warnings), and a dashboard switched back on shows their history.
+ * test/infra/monitoring.test.ts checks this list against the synthesized alarms and panels.
+ */
+export const PANEL_ONLY_METRICS = [
+  'BackupSucceeded',
+  'ArchiveBytes',
+  'SourceBytes',
+  'ChangedFiles',
+  'DurationSeconds',
+  'HealthWarning',
+] as const satisfies readonly BackupMetricName[];
 
 /** Properties of {@link Monitoring}. */
 export interface MonitoringProps {
@@ -124,6 +143,14 @@ export interface MonitoringProps {
   readonly environment?: Readonly<Record<string, string>>;
 
   /**
+   * Create the CloudWatch dashboard. Without it the alarms and the metrics stay the same: the
+   * metrics that only panels use (see {@link PANEL_ONLY_METRICS}) are still published.
+   *
+   * @default true
+   */
+  readonly dashboard?: boolean;
+
+  /**
    * Memory of the monitor function in MB.
    *
    * @default 512
@@ -171,7 +198,7 @@ interface AlarmSpec {
 /**
  * Health monitoring of a media-backup deployment: the monitor function run hourly by EventBridge
  * Scheduler, alarms on its metrics, on the backup and verify metrics and on every function, all
- * publishing to one SNS topic, and a CloudWatch dashboard.
+ * publishing to one SNS topic, and a CloudWatch dashboard (unless `dashboard: false`).
  *
  * The monitor runs **outside the VPC**: it mounts nothing (it reads the store and the file
  * system's metered size through the EFS API), and the demo VPC's isolated subnets have no route to
@@ -194,8 +221,8 @@ export class Monitoring extends Construct {
    * critical health, new dead letters). The one alarm a failed backup mails about, and its recovery.
    */
   public readonly failingAlarm: CompositeAlarm;
-  /** The dashboard. */
-  public readonly dashboard: Dashboard;
+  /** The dashboard; absent with `dashboard: false`. */
+  public readonly dashboard?: Dashboard;
 
   constructor(scope: Construct, id: string, props: MonitoringProps) {
     super(scope, id);
@@ -405,7 +432,9 @@ export class Monitoring extends Construct {
     this.failingAlarm.addAlarmAction(action);
     this.failingAlarm.addOkAction(action);
 
-    this.dashboard = this.createDashboard(stackName, maxBackupAgeHours, props.backupFunction, functions);
+    if (props.dashboard ?? true) {
+      this.dashboard = this.createDashboard(stackName, maxBackupAgeHours, props.backupFunction, functions);
+    }
   }
 
   /**

@@ -288,6 +288,7 @@ describe('parseConfig: monitoring and email', () => {
       maxShrinkPercent: 50,
       weeklyDigest: true,
       monitorMemoryMb: 512,
+      dashboard: true,
     });
     expect(config).not.toHaveProperty('efsWarnBytes');
     expect(config).not.toHaveProperty('notificationEmail');
@@ -310,6 +311,7 @@ describe('parseConfig: monitoring and email', () => {
         efsWarnBytes: '5000000000',
         weeklyDigest: 'false',
         monitorMemoryMb: '1024',
+        dashboard: 'false',
       }),
     ).toMatchObject({
       maxBackupAgeHours: 72,
@@ -318,6 +320,7 @@ describe('parseConfig: monitoring and email', () => {
       efsWarnBytes: 5_000_000_000,
       weeklyDigest: false,
       monitorMemoryMb: 1024,
+      dashboard: false,
     });
   });
 
@@ -336,6 +339,8 @@ describe('parseConfig: monitoring and email', () => {
     [{ efsWarnBytes: 0 }, /`efsWarnBytes` must be a whole number from 1/],
     [{ efsWarnBytes: '1.5GB' }, /`efsWarnBytes` must be a whole number/],
     [{ weeklyDigest: 'weekly' }, /`weeklyDigest` must be true or false \(got "weekly"\)/],
+    [{ dashboard: 'no' }, /`dashboard` must be true or false \(got "no"\)/],
+    [{ dashboard: 0 }, /`dashboard` must be true or false \(got 0\)/],
     [{ monitorMemoryMb: 64 }, /`monitorMemoryMb` must be a whole number from 128 to 10240 \(got 64\)/],
   ])('rejects %o', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(ConfigError);

@@ -1,7 +1,13 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type CfnElement, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
+import { METRIC } from '../../lambda/handlers/metrics.js';
+import { NOTIFICATION_FAILURES_METRIC } from '../../lambda/handlers/notify.js';
+import { PANEL_ONLY_METRICS } from '../../lib/constructs/monitoring.js';
 import { METRIC_NAMES, MediaBackupStack, Monitoring, parseConfig } from '../../lib/index.js';
 import { newTestApp } from './test-app.js';
 
@@ -320,5 +326,111 @@ describe('Monitoring dashboard', () => {
     }
     expect(body).toContain('MediaBackup');
     expect(body).toContain('alarm');
+  });
+});
+
+/** The text of a `Fn::Join` of strings and tokens, each token as `TOKEN` (they all sit inside JSON strings). */
+function joined(value: unknown): string {
+  const join = (value as { 'Fn::Join': [string, unknown[]] })['Fn::Join'];
+  return join[1].map((part) => (typeof part === 'string' ? part : 'TOKEN')).join(join[0]);
+}
+
+/** MediaBackup metric names an alarm of `template` watches. */
+function alarmedMetrics(template: Template): Set<string> {
+  const names = new Set<string>();
+  for (const alarm of Object.values(template.findResources('AWS::CloudWatch::Alarm')) as Resource[]) {
+    const p = alarm.Properties as {
+      Namespace?: string;
+      MetricName?: string;
+      Metrics?: { MetricStat?: { Metric: { Namespace: string; MetricName: string } } }[];
+    };
+    if (p.Namespace === 'MediaBackup' && p.MetricName) names.add(p.MetricName);
+    for (const query of p.Metrics ?? []) {
+      const metric = query.MetricStat?.Metric;
+      if (metric?.Namespace === 'MediaBackup') names.add(metric.MetricName);
+    }
+  }
+  return names;
+}
+
+/** MediaBackup metric names a panel of the dashboard of `template` graphs (none without a dashboard). */
+function panelMetrics(template: Template): Set<string> {
+  const names = new Set<string>();
+  for (const dashboard of Object.values(template.findResources('AWS::CloudWatch::Dashboard')) as Resource[]) {
+    const body = JSON.parse(joined(dashboard.Properties.DashboardBody)) as {
+      widgets: { properties: { metrics?: unknown[][] } }[];
+    };
+    for (const widget of body.widgets) {
+      for (const line of widget.properties.metrics ?? []) {
+        if (line[0] === 'MediaBackup' && typeof line[1] === 'string') names.add(line[1]);
+      }
+    }
+  }
+  return names;
+}
+
+/**
+ * Every metric name the functions publish: each `addMetric(` call in lambda/ names its metric
+ * through `METRIC.<key>` (lambda/handlers/metrics.ts) or `NOTIFICATION_FAILURES_METRIC` (notify).
+ */
+function emittedMetrics(): Set<string> {
+  const root = fileURLToPath(new URL('../../lambda/', import.meta.url));
+  const names = new Set<string>();
+  for (const file of readdirSync(root, { recursive: true, encoding: 'utf8' })) {
+    if (!file.endsWith('.ts')) continue;
+    const source = readFileSync(join(root, file), 'utf8');
+    for (const [, argument] of source.matchAll(/\.addMetric\(\s*([^,]+),/g)) {
+      const key = /^METRIC\.(\w+)$/.exec(argument!.trim())?.[1];
+      const name =
+        key !== undefined
+          ? (METRIC as Record<string, string>)[key]
+          : argument!.trim() === 'NOTIFICATION_FAILURES_METRIC'
+            ? NOTIFICATION_FAILURES_METRIC
+            : undefined;
+      expect(
+        name,
+        `lambda/${file}: addMetric(${argument}) names its metric in a way this test cannot read`,
+      ).toBeDefined();
+      names.add(name!);
+    }
+  }
+  return names;
+}
+
+describe('Monitoring: every published metric is used', () => {
+  const { template } = synthStack({ notificationEmail: 'ops@example.com' });
+  const published = [...Object.values(METRIC_NAMES).flat()].sort();
+
+  it('lib/metrics.ts METRIC_NAMES lists exactly the metrics the functions publish', () => {
+    expect([...emittedMetrics()].sort()).toEqual(published);
+  });
+
+  it('publishes no metric that no alarm and no dashboard panel uses', () => {
+    const used = new Set([...alarmedMetrics(template), ...panelMetrics(template)]);
+    expect(published.filter((name) => !used.has(name))).toEqual([]);
+  });
+
+  it('PANEL_ONLY_METRICS are exactly the published metrics no alarm uses (kept with dashboard=false)', () => {
+    const alarmed = alarmedMetrics(template);
+    expect(published.filter((name) => !alarmed.has(name))).toEqual([...PANEL_ONLY_METRICS].sort());
+  });
+});
+
+describe('Monitoring: dashboard context key', () => {
+  it('synthesizes the dashboard and its DashboardName output by default', () => {
+    const { template } = synthStack();
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+    expect(Object.keys(template.findOutputs('DashboardName'))).toHaveLength(1);
+  });
+
+  it('synthesizes no dashboard and no DashboardName output with dashboard=false, with the same alarms', () => {
+    const { template: without } = synthStack({ dashboard: 'false' });
+    const { template: withDashboard } = synthStack();
+    without.resourceCountIs('AWS::CloudWatch::Dashboard', 0);
+    expect(without.findOutputs('DashboardName')).toEqual({});
+    expect(Object.keys(without.findResources('AWS::CloudWatch::Alarm')).sort()).toEqual(
+      Object.keys(withDashboard.findResources('AWS::CloudWatch::Alarm')).sort(),
+    );
+    without.resourceCountIs('AWS::CloudWatch::CompositeAlarm', 1);
   });
 });
