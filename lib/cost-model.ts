@@ -182,7 +182,10 @@ export interface CostInputs {
   readonly compositeAlarms: number;
   /** Custom metrics, by who publishes them (see {@link DEFAULT_CUSTOM_METRICS}). */
   readonly customMetrics: CustomMetricCounts;
-  /** Whether the CloudWatch dashboard is deployed. */
+  /**
+   * Whether the CloudWatch dashboard is deployed: the stack's `dashboard` context key (default true).
+   * Without it the custom metrics stay the same (lib/constructs/monitoring.ts `PANEL_ONLY_METRICS`).
+   */
   readonly dashboard: boolean;
   /** Log bytes per invocation, KB (JSON logs + EMF lines + Lambda's START/END/REPORT; not measured). */
   readonly logKBPerInvocation: number;

@@ -144,7 +144,7 @@ export function renderCostTables(): string {
       `metrics cost the full price, the ${m.perBackupRun} backup metrics about 1/24 of it; ` +
       `$${((m.hourly + m.perBackupRun + m.perVerifyRun + m.perNotification) * PRICES.cloudWatchCustomMetricMonth).toFixed(2)} ` +
       `if every metric were billed all month); the dashboard ${price(PRICES.cloudWatchDashboardMonth)} (free as one of an ` +
-      `account's first 3); logs ${price(PRICES.cloudWatchLogsIngestGB)}/GB ingested at ~${t.logKBPerInvocation} KB per invocation.`,
+      `account's first 3; \`dashboard=false\` leaves it out); logs ${price(PRICES.cloudWatchLogsIngestGB)}/GB ingested at ~${t.logKBPerInvocation} KB per invocation.`,
     '- The free tier (10 alarms, 10 custom metrics, 3 dashboards, 5 GB of logs, 400,000 Lambda GB-s and 1M ' +
       'requests a month) would remove most of the CloudWatch and Lambda lines in an account that uses nothing ' +
       'else; it is not subtracted.',
