@@ -2,6 +2,7 @@ import type { Context } from 'aws-lambda';
 import { type BackupSucceeded, runBackup } from '../core/backup.js';
 import { systemClock } from '../core/deps.js';
 import { errorMessage } from '../core/errors.js';
+import type { TimeModelRates } from '../core/time-model.js';
 import { type HandlerConfig, openHandlerStore, readHandlerConfig, underMount } from './config.js';
 import { BackupDeadlineError } from './errors.js';
 import { parseBackupEvent } from './events.js';
@@ -13,52 +14,80 @@ import { invocationLogger } from './runtime.js';
  * (default auto). Returns the engine's typed result; any failure throws, so Lambda marks the invocation
  * failed, the schedule's retry policy applies and the error alarm fires.
  *
- * The run is aborted `DEADLINE_MARGIN_MS` before the invocation would time out: an aborted run
- * uploads nothing visible (the multipart upload is aborted), records FAILED in status/last-run.json
- * and releases the lock, whereas a run killed by the timeout leaves the lock to expire.
+ * Two guards against the invocation's timeout, both `DEADLINE_MARGIN_MS` before it:
+ * - after the scan, the engine's time model (core/time-model.ts) estimates the run from the plan; a run
+ *   that cannot finish in the time left fails at once with InsufficientTimeError, before anything is
+ *   uploaded, instead of working for minutes and dying at the deadline;
+ * - a run that the estimate let through but that turns out slower is aborted by the deadline watch: it
+ *   uploads nothing visible (the multipart upload is aborted).
+ * Either way it records FAILED in status/last-run.json and releases the lock, whereas a run killed by
+ * the timeout leaves the lock to expire.
  */
-export const handler = async (event: unknown, context: Context): Promise<BackupSucceeded> => {
-  // Every invocation counts as succeeded or failed (EMF on stdout), whatever stopped it.
-  const metrics = invocationMetrics();
-  const started = Date.now();
-  try {
-    const result = await backupInvocation(event, context);
-    recordBackupSucceeded(metrics, result, Date.now() - started);
-    return result;
-  } catch (error) {
-    recordBackupFailed(metrics, Date.now() - started);
-    throw error;
-  } finally {
-    metrics.publishStoredMetrics();
-  }
-};
+export const handler = makeBackupHandler();
 
-async function backupInvocation(event: unknown, context: Context): Promise<BackupSucceeded> {
+export interface BackupHandlerOptions {
+  /** Rates of the up-front estimate. @default the engine's (per-file cost measured by the scan) */
+  readonly timeModel?: TimeModelRates;
+}
+
+/** The backup handler; options exist for tests (e.g. an estimate that lets a run reach the deadline watch). */
+export function makeBackupHandler(options: BackupHandlerOptions = {}) {
+  return async (event: unknown, context: Context): Promise<BackupSucceeded> => {
+    // Every invocation counts as succeeded or failed (EMF on stdout), whatever stopped it.
+    const metrics = invocationMetrics();
+    const started = Date.now();
+    try {
+      const result = await backupInvocation(event, context, options);
+      recordBackupSucceeded(metrics, result, Date.now() - started);
+      return result;
+    } catch (error) {
+      recordBackupFailed(metrics, Date.now() - started);
+      throw error;
+    } finally {
+      metrics.publishStoredMetrics();
+    }
+  };
+}
+
+async function backupInvocation(
+  event: unknown,
+  context: Context,
+  options: BackupHandlerOptions,
+): Promise<BackupSucceeded> {
   const request = parseBackupEvent(event);
   const config = readHandlerConfig();
   const { powertools: logger, engine: engineLogger } = invocationLogger(context, 'backup');
   const source = underMount(config, config.mediaPath);
 
-  const remainingMs = context.getRemainingTimeInMillis();
-  const budgetMs = remainingMs - config.deadlineMarginMs;
+  const leftAtStart = context.getRemainingTimeInMillis();
+  const budgetMs = leftAtStart - config.deadlineMarginMs;
   if (budgetMs <= 0) {
     throw new BackupDeadlineError(
-      `the backup of ${source} was not started: this invocation has ${remainingMs} ms left, not more than DEADLINE_MARGIN_MS (${config.deadlineMarginMs} ms). Nothing was written. Raise the function's timeout well above DEADLINE_MARGIN_MS (up to 15 minutes), or lower DEADLINE_MARGIN_MS.`,
+      `the backup of ${source} was not started: this invocation has ${leftAtStart} ms left, not more than DEADLINE_MARGIN_MS (${config.deadlineMarginMs} ms). Nothing was written. Raise the function's timeout well above DEADLINE_MARGIN_MS (up to 15 minutes), or lower DEADLINE_MARGIN_MS.`,
     );
   }
   const store = openHandlerStore(config);
   const deadline = new AbortController();
+  const deadlineError = () =>
+    new BackupDeadlineError(
+      `the backup of ${source} could not finish within this invocation's time limit (stopped ${config.deadlineMarginMs} ms before the timeout, after ${budgetMs} ms). Nothing was committed and the upload was aborted; the previous backups are intact. Give the function more memory (Lambda allots CPU in proportion to memory, and compression is CPU-bound), or make each run smaller: exclude folders with BACKUP_EXCLUDE or split the tree into several functions.`,
+    );
   const timer = setTimeout(
-    () => {
-      deadline.abort(
-        new BackupDeadlineError(
-          `the backup of ${source} could not finish within this invocation's time limit (stopped ${config.deadlineMarginMs} ms before the timeout, after ${budgetMs} ms). Nothing was committed and the upload was aborted; the previous backups are intact. Give the function more memory (Lambda allots CPU in proportion to memory, and compression is CPU-bound), or make each run smaller: exclude folders with BACKUP_EXCLUDE or split the tree into several functions.`,
-        ),
-      );
-    },
+    () => deadline.abort(deadlineError()),
     // setTimeout fires at once for delays past 2^31-1 ms; Lambda's 15 minutes are far below that.
     Math.min(budgetMs, 2 ** 31 - 1),
   );
+  /**
+   * The time the engine's estimate must fit in: what the deadline watch leaves. Once that is spent
+   * (the watch's timer may run late on a busy event loop), the run has met the deadline: abort with
+   * its error rather than report an estimate against no time at all.
+   */
+  const remainingMs = () => {
+    const left = context.getRemainingTimeInMillis() - config.deadlineMarginMs;
+    if (left <= 0 && !deadline.signal.aborted) deadline.abort(deadlineError());
+    deadline.signal.throwIfAborted();
+    return left;
+  };
 
   logger.info('backup requested', { type: request.type, source, store: store.url, budgetMs });
   try {
@@ -72,6 +101,9 @@ async function backupInvocation(event: unknown, context: Context): Promise<Backu
         // Workers default to os.availableParallelism(): the function's vCPUs, set by its memory.
         gzip: { level: config.compressionLevel },
         signal: deadline.signal,
+        // Refuse up front (InsufficientTimeError, FAILED recorded) a run the estimate says cannot finish.
+        remainingMs,
+        timeModel: options.timeModel,
         sourceHint: sourceHint(config, store.url),
         // EFS: every stat is a network round trip, so scan with concurrent calls.
         concurrentIo: true,

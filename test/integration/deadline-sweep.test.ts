@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { listCommittedBackups } from '../../lambda/core/catalog.js';
-import { handler as backupHandler } from '../../lambda/handlers/backup.js';
+import { makeBackupHandler } from '../../lambda/handlers/backup.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeLambdaContext } from '../fixtures/lambda-context.js';
 import { makeMediaTree, randomBytesFrom, seededRandom } from '../fixtures/media-tree.js';
@@ -17,6 +17,12 @@ afterAll(async () => {
   vi.unstubAllEnvs();
   await s3.stop();
   await dirs.cleanup();
+});
+
+// A 0 ms estimate lets every run start: with the real one, these budgets (1-150 ms) would be refused
+// up front by InsufficientTimeError and the deadline watch would never fire mid-archive.
+const backupHandler = makeBackupHandler({
+  timeModel: { perFileMs: 0, bytesPerSecond: Number.POSITIVE_INFINITY, commitMs: 0 },
 });
 
 // The deadline can fire in any phase (lock, scan, listing, mid-archive, upload). Found by this

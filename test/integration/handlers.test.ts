@@ -1,9 +1,10 @@
-import { readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, truncate, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { listCommittedBackups } from '../../lambda/core/catalog.js';
 import { STATUS_KEY } from '../../lambda/core/layout.js';
-import { handler as backupHandler } from '../../lambda/handlers/backup.js';
+import { InsufficientTimeError } from '../../lambda/core/time-model.js';
+import { handler as backupHandler, makeBackupHandler } from '../../lambda/handlers/backup.js';
 import {
   BackupDeadlineError,
   EventValidationError,
@@ -44,6 +45,27 @@ afterEach(async () => {
   vi.unstubAllEnvs();
   await dirs.cleanup();
 });
+
+/**
+ * A backup handler whose up-front estimate is 0 ms: every run is let through, as when the estimate is
+ * too optimistic (EFS slower than the scan measured), so the deadline watch is what stops it.
+ */
+const handlerEstimatingNoTime = makeBackupHandler({
+  timeModel: { perFileMs: 0, bytesPerSecond: Number.POSITIVE_INFINITY, commitMs: 0 },
+});
+
+/** Values of BackupFailed/BackupSucceeded printed as EMF in the given stdout writes. */
+function emittedBackupMetrics(writes: readonly unknown[][]): Record<string, unknown> {
+  const values: Record<string, unknown> = {};
+  for (const [chunk] of writes) {
+    for (const line of String(chunk).split('\n')) {
+      if (!line.startsWith('{') || !line.includes('"_aws"')) continue;
+      const doc = JSON.parse(line) as Record<string, unknown>;
+      for (const name of ['BackupFailed', 'BackupSucceeded']) if (name in doc) values[name] = doc[name];
+    }
+  }
+  return values;
+}
 
 const snapshot = (root: string) => snapshotTree(root, { mtimes: true, modes: true });
 
@@ -183,8 +205,12 @@ describe('Lambda handlers against s3rver and a folder standing in for EFS', () =
     await writeFile(path.join(media, 'lecture.mp4'), randomBytesFrom(seededRandom(9), 48 * 1024 * 1024));
     vi.stubEnv('DEADLINE_MARGIN_MS', '60000');
 
-    // 50 ms of budget: the watch fires long before 48 MiB are compressed and uploaded.
-    const attempt = backupHandler({ type: 'full' }, makeLambdaContext({ remainingTimeInMillis: 60_050 }));
+    // 50 ms of budget: the watch fires long before 48 MiB are compressed and uploaded. The estimate
+    // lets the run start (the real one would refuse it up front: next test).
+    const attempt = handlerEstimatingNoTime(
+      { type: 'full' },
+      makeLambdaContext({ remainingTimeInMillis: 60_050 }),
+    );
     await expect(attempt).rejects.toThrow(BackupDeadlineError);
     await expect(attempt).rejects.toThrow(
       /could not finish within this invocation's time limit.*Nothing was committed and the upload was aborted.*more memory/,
@@ -197,6 +223,44 @@ describe('Lambda handlers against s3rver and a folder standing in for EFS', () =
     // The lock was released: the next invocation (with time to spare) backs up at once.
     const next = await backupHandler({}, makeLambdaContext());
     expect(next).toMatchObject({ type: 'full', files: 6 });
+  });
+
+  it('refuses up front a backup whose estimate exceeds the time left: InsufficientTimeError, FAILED, BackupFailed counted, nothing archived', async () => {
+    await makeMediaTree(media, { files: 5, seed: 3 });
+    // 3 GB (sparse: no disk, no time to create) at the model's 30 MB/s: ~100 s, in a 30 s budget.
+    const big = path.join(media, 'archive.mov');
+    await writeFile(big, '');
+    await truncate(big, 3e9);
+    vi.stubEnv('DEADLINE_MARGIN_MS', '60000');
+    const stdout = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    const outcome = await backupHandler(
+      { type: 'full' },
+      makeLambdaContext({ remainingTimeInMillis: 90_000 }),
+    ).then(
+      () => 'SUCCEEDED',
+      (error: unknown) => error,
+    );
+    const writes = [...stdout.mock.calls];
+    stdout.mockRestore();
+    expect(outcome).toBeInstanceOf(InsufficientTimeError);
+    expect((outcome as Error).message).toMatch(
+      /would not finish in time: 6 files \(3000\.\d MB\) to read need about 10\d s .* but only (29|30) s remain in this invocation\. Nothing was written/,
+    );
+    expect(emittedBackupMetrics(writes)).toEqual({ BackupFailed: 1, BackupSucceeded: 0 });
+    const status = JSON.parse((await store.get(STATUS_KEY))!.toString('utf8'));
+    expect(status).toMatchObject({ status: 'FAILED', error: { name: 'InsufficientTimeError' } });
+    expect(await listCommittedBackups(store)).toEqual([]);
+    expect(await store.list('full/')).toEqual([]);
+    expect(await store.list('incremental/')).toEqual([]);
+
+    // The lock was released: without the big file, the next run fits and commits.
+    await rm(big);
+    await expect(
+      backupHandler({}, makeLambdaContext({ remainingTimeInMillis: 90_000 })),
+    ).resolves.toMatchObject({
+      type: 'full',
+      files: 5,
+    });
   });
 
   it('refuses to start a backup when the invocation has no time beyond the margin, writing nothing', async () => {
