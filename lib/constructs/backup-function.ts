@@ -170,6 +170,10 @@ export class BackupFunction extends Construct {
       loggingFormat: LoggingFormat.JSON,
       environment: {
         NODE_OPTIONS: '--enable-source-maps',
+        // libuv's pool of 4 threads caps async fs calls in flight at 4: the backup's read-ahead and the
+        // restore's concurrent writes on EFS (a network round trip per call) need many more. Measured on
+        // a latency fs: 201 files/s with 4 threads, 463 with 64. Read once, when the pool starts.
+        UV_THREADPOOL_SIZE: '64',
         ...props.environment,
       },
       bundling: {

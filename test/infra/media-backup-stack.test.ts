@@ -76,6 +76,7 @@ describe('MediaBackupStack functions', () => {
         Environment: {
           Variables: Match.objectEquals({
             NODE_OPTIONS: '--enable-source-maps',
+            UV_THREADPOOL_SIZE: '64',
             BUCKET_NAME: { Ref: id(stack.backupBucket.bucket) },
             BACKUP_PREFIX: 'media-backups/',
             EFS_MOUNT: '/mnt/efs',
@@ -110,6 +111,23 @@ describe('MediaBackupStack functions', () => {
     expect(readme).toContain(
       'timeouts of 15 minutes for `backup`, `restore` and `verify`, 300 s for `monitor` and 120 s for `notify`',
     );
+  });
+
+  it('sizes the libuv thread pool for EFS on every function (UV_THREADPOOL_SIZE 64, not 4)', () => {
+    const { stack: withEmail, template: t } = synthStack({ notificationEmail: 'ops@example.com' });
+    const threads = (fn: BackupFunction) =>
+      (
+        t.findResources('AWS::Lambda::Function')[id(fn.function)] as {
+          Properties: { Environment: { Variables: Record<string, unknown> } };
+        }
+      ).Properties.Environment.Variables.UV_THREADPOOL_SIZE;
+    expect({
+      backup: threads(withEmail.backupFunction),
+      restore: threads(withEmail.restoreFunction),
+      verify: threads(withEmail.verifyFunction),
+      monitor: threads(withEmail.monitoring.monitorFunction),
+      notify: threads(withEmail.notifications.notifyFunction!),
+    }).toEqual({ backup: '64', restore: '64', verify: '64', monitor: '64', notify: '64' });
   });
 
   it('gives every function its own log group with the configured retention', () => {
