@@ -1,15 +1,11 @@
 import { availableParallelism } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
 import { Worker } from 'node:worker_threads';
+import { DEFAULT_LEVEL } from './defaults.js';
 import { GZIP_WORKER_SOURCE } from './gzip-worker-source.js';
 
-/**
- * Default gzip level, picked from `npm run bench` (README "Throughput and memory"): on the bench tree
- * level 5 writes 0.16% more than level 6 and 0.76% more than GNU `tar -czf` (smaller than restic's
- * repository) in ~25% less time; level 1 is ~1.2x faster again but 3.4% larger than tar, over
- * issue 2's +2% budget.
- */
-export const DEFAULT_LEVEL = 5;
+// The default level lives in a module without imports so the CDK app can read it (lib/config.ts).
+export { DEFAULT_LEVEL };
 
 export interface ParallelGzipOptions {
   /** zlib level for compressible chunks, 0-9. @default DEFAULT_LEVEL */

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_LEVEL } from '../../lambda/core/parallel-gzip.js';
 import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG, loadConfig, parseConfig } from '../../lib/config.js';
 import { bareTestApp } from './test-app.js';
 
@@ -395,5 +396,60 @@ describe('parseConfig: deploy traps', () => {
     ],
   ])('refuses %j', (raw, message) => {
     expect(() => parseConfig(raw)).toThrow(message);
+  });
+});
+
+describe('the settings schema', () => {
+  it('refuses an unknown key by name, suggesting the known key it is probably a typo of', () => {
+    const parse = () => parseConfig({ retentionDay: 30, fullIntervalDays: 7, colour: 'blue' });
+
+    expect(parse).toThrow(ConfigError);
+    expect(parse).toThrow(/unknown settings `retentionDay` \(did you mean `retentionDays`\?\), `colour`:/);
+  });
+
+  it('refuses a misspelt context key, but leaves the namespaced keys of the CDK and libraries alone', () => {
+    const app = bareTestApp({
+      '@aws-cdk/core:validateAgainstDefaultRules': true,
+      'aws:cdk:bundling-stacks': [],
+      'availability-zones:account=123456789012:region=eu-west-1': ['eu-west-1a'],
+      objectLockmode: 'COMPLIANCE',
+    });
+
+    expect(() => loadConfig(app)).toThrow(
+      /unknown setting `objectLockmode` \(did you mean `objectLockMode`\?\)/,
+    );
+  });
+
+  it('reports a rule across keys together with an invalid key', () => {
+    const parse = () => parseConfig({ retentionDays: 5, backupPrefix: 'media' });
+
+    expect(parse).toThrow(
+      /`backupPrefix` must be empty or end with "\/"[\s\S]*`retentionDays` must be at least/,
+    );
+  });
+
+  it('takes the default gzip level from the module the Lambda code uses', () => {
+    expect(DEFAULT_CONFIG.compressionLevel).toBe(DEFAULT_LEVEL);
+  });
+
+  it('has a row in the README table "Configuration (CDK context)" for every key, and no row for another', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const section = readme.slice(readme.indexOf('### Configuration (CDK context)'));
+    const rows = section
+      .slice(0, section.indexOf('\n\n', section.indexOf('| key |')))
+      .split('\n')
+      .filter((line) => line.startsWith('| `'))
+      .map((line) => line.split('|').map((cell) => cell.trim()));
+    const keysOf = (cell: string) => [...cell.matchAll(/`([^`]+)`/g)].map((match) => match[1]);
+    const documented = rows.flatMap(([, keys = '']) => keysOf(keys));
+
+    expect([...documented].sort()).toEqual([...CONFIG_KEYS].sort());
+    // The default column shows each default the schema has (lists and keys without one aside).
+    for (const [, keys = '', , shown = ''] of rows) {
+      for (const key of keysOf(keys)) {
+        const value: unknown = DEFAULT_CONFIG[key as keyof typeof DEFAULT_CONFIG];
+        if (value !== undefined && !Array.isArray(value)) expect(shown, key).toContain(String(value));
+      }
+    }
   });
 });
