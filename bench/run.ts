@@ -37,7 +37,7 @@ import {
 } from 'node:fs';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import path from 'node:path';
-import { DEFAULT_LEVEL } from '../lambda/core/parallel-gzip.js';
+import { DEFAULT_LEVEL } from '../lambda/core/archiver/parallel-gzip.js';
 import { documentBytes, seededRandom } from '../test/fixtures/media-tree.js';
 import { startS3rver } from '../test/fixtures/s3rver.js';
 import { runEfsBench } from './efs.js';

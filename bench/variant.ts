@@ -7,7 +7,7 @@
  *
  * Prints the engine's result as one JSON document on stdout.
  */
-import { runBackup } from '../lambda/core/backup.js';
+import { runBackup } from '../lambda/core/archiver/backup.js';
 import { silentLogger, systemClock } from '../lambda/core/deps.js';
 import { FsObjectStore } from '../lambda/store/fs.js';
 

@@ -455,7 +455,7 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
   // --- S3 requests
   const iaPuts =
     fullRuns * uploadRequests(fullGB * GIB) + incrementalRuns * uploadRequests(incrementalGB * GIB);
-  // lock create + release, metadata, manifest, status (lambda/core/backup.ts), and a lock renewal
+  // lock create + release, metadata, manifest, status (lambda/core/archiver/backup.ts), and a lock renewal
   // every ttl/3 of run time (DEFAULT_LOCK_TTL_MS: 10 min), counted below once run time is known
   const standardPutsPerBackup = 5;
   const lockRenewals = backupSeconds / 200;

@@ -4,7 +4,7 @@ import { type CfnElement, CfnOutput, Duration, Fn, Stack, type StackProps, Valid
 import { Key } from 'aws-cdk-lib/aws-kms';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
-import { VERIFY_STATUS_KEY } from '../lambda/core/layout.js';
+import { VERIFY_STATUS_KEY } from '../lambda/core/repository/layout.js';
 import type { MediaBackupConfig } from './config.js';
 import { BackupBucket } from './constructs/backup-bucket.js';
 import { BackupFunction, EFS_MOUNT_PATH } from './constructs/backup-function.js';

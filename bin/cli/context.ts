@@ -1,7 +1,7 @@
 import { Option } from 'commander';
+import { formatBytes as formatByteCount } from '../../lambda/core/checker/health.js';
 import type { Logger } from '../../lambda/core/deps.js';
 import { UsageError } from '../../lambda/core/errors.js';
-import { formatBytes as formatByteCount } from '../../lambda/core/health.js';
 import { openStore } from '../../lambda/store/open-store.js';
 import type { ObjectStore } from '../../lambda/store/types.js';
 import type { Interruption } from './interrupt.js';

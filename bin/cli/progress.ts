@@ -1,5 +1,5 @@
 import cliProgress from 'cli-progress';
-import { formatBytes } from '../../lambda/core/health.js';
+import { formatBytes } from '../../lambda/core/checker/health.js';
 import type { OutputStream } from './output.js';
 
 /** Where a long operation stands: bytes drive the bar and the ETA, files are the second figure. */

@@ -1,8 +1,8 @@
 import type { Context } from 'aws-lambda';
-import { type BackupSucceeded, runBackup } from '../core/backup.js';
+import { type BackupSucceeded, runBackup } from '../core/archiver/backup.js';
+import type { TimeModelRates } from '../core/archiver/time-model.js';
 import { systemClock } from '../core/deps.js';
 import { errorMessage } from '../core/errors.js';
-import type { TimeModelRates } from '../core/time-model.js';
 import { type HandlerConfig, openHandlerStore, readHandlerConfig, underMount } from './config.js';
 import { BackupDeadlineError } from './errors.js';
 import { parseBackupEvent } from './events.js';
@@ -15,7 +15,7 @@ import { invocationLogger } from './runtime.js';
  * failed, the schedule's retry policy applies and the error alarm fires.
  *
  * Two guards against the invocation's timeout, both `DEADLINE_MARGIN_MS` before it:
- * - after the scan, the engine's time model (core/time-model.ts) estimates the run from the plan; a run
+ * - after the scan, the engine's time model (core/archiver/time-model.ts) estimates the run from the plan; a run
  *   that cannot finish in the time left fails at once with InsufficientTimeError, before anything is
  *   uploaded, instead of working for minutes and dying at the deadline;
  * - a run that the estimate let through but that turns out slower is aborted by the deadline watch: it

@@ -1,7 +1,7 @@
 import path from 'node:path';
+import { DEFAULT_LEVEL } from '../core/archiver/parallel-gzip.js';
 import { errorMessage } from '../core/errors.js';
-import { assertSafeRelativePath } from '../core/manifest.js';
-import { DEFAULT_LEVEL } from '../core/parallel-gzip.js';
+import { assertSafeRelativePath } from '../core/repository/manifest.js';
 import { envMilliseconds } from '../store/open-store.js';
 import { S3ObjectStore } from '../store/s3.js';
 import { HandlerConfigError } from './errors.js';

@@ -1,10 +1,10 @@
 import { parse } from '@aws-lambda-powertools/parser';
 import { z } from 'zod';
+import type { RequestedType } from '../core/archiver/plan.js';
 import { errorMessage } from '../core/errors.js';
-import { assertSafeRelativePath } from '../core/manifest.js';
-import type { RequestedType } from '../core/plan.js';
-import { parseInstant } from '../core/resolve.js';
-import type { RestoreMode } from '../core/restore.js';
+import { assertSafeRelativePath } from '../core/repository/manifest.js';
+import { parseInstant } from '../core/restorer/resolve.js';
+import type { RestoreMode } from '../core/restorer/restore.js';
 import { EventValidationError } from './errors.js';
 
 /**

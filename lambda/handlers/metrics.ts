@@ -1,7 +1,7 @@
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import type { BackupSucceeded } from '../core/backup.js';
-import type { HealthReport } from '../core/health.js';
-import type { VerifyResult } from '../core/verify.js';
+import type { BackupSucceeded } from '../core/archiver/backup.js';
+import type { HealthReport } from '../core/checker/health.js';
+import type { VerifyResult } from '../core/checker/verify.js';
 
 /** CloudWatch namespace of every metric the functions emit. */
 export const METRICS_NAMESPACE = 'MediaBackup';

@@ -1,13 +1,13 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { DescribeFileSystemsCommand, EFSClient } from '@aws-sdk/client-efs';
 import type { Context } from 'aws-lambda';
-import { systemClock } from '../core/deps.js';
 import {
   type EfsUsageSource,
   type HealthOptions,
   type HealthReport,
   runHealthChecks,
-} from '../core/health.js';
+} from '../core/checker/health.js';
+import { systemClock } from '../core/deps.js';
 import { openHandlerStore, readHandlerConfig } from './config.js';
 import { HandlerConfigError } from './errors.js';
 import { parseMonitorEvent } from './events.js';

@@ -1,9 +1,9 @@
 import { type Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { SESv2Client, SendEmailCommand } from '@aws-sdk/client-sesv2';
 import type { Context } from 'aws-lambda';
+import { type HealthReport, runHealthChecks } from '../core/checker/health.js';
 import { type Clock, systemClock } from '../core/deps.js';
 import { errorMessage } from '../core/errors.js';
-import { type HealthReport, runHealthChecks } from '../core/health.js';
 import {
   type AlarmStateChange,
   type DestinationRecord,
@@ -19,14 +19,14 @@ import {
   isKnownTimeZone,
   type LastGoodBackup,
   type NotificationEmail,
-} from '../core/notify-format.js';
+} from '../core/reports/notify-format.js';
 import {
   type BackupListing,
   type LastRun,
   listBackups,
   readStoreStatus,
   type StoreStatus,
-} from '../core/status.js';
+} from '../core/repository/status.js';
 import { openHandlerStore, readHandlerConfig } from './config.js';
 import { HandlerConfigError } from './errors.js';
 import { invocationMetrics } from './metrics.js';

@@ -1,6 +1,6 @@
 import type { Context } from 'aws-lambda';
+import { runVerify, type VerifyResult } from '../core/checker/verify.js';
 import { systemClock } from '../core/deps.js';
-import { runVerify, type VerifyResult } from '../core/verify.js';
 import { openHandlerStore, readHandlerConfig } from './config.js';
 import { VerifyFailedError } from './errors.js';
 import { parseVerifyEvent } from './events.js';

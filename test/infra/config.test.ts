@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_LEVEL } from '../../lambda/core/parallel-gzip.js';
+import { DEFAULT_LEVEL } from '../../lambda/core/archiver/parallel-gzip.js';
 import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG, loadConfig, parseConfig } from '../../lib/config.js';
 import { bareTestApp } from './test-app.js';
 

@@ -2,10 +2,10 @@ import { appendFile, mkdir, truncate, unlink, writeFile } from 'node:fs/promises
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
-import { listCommittedBackups, readManifest } from '../../lambda/core/catalog.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import type { FileEntry } from '../../lambda/core/manifest.js';
+import { listCommittedBackups, readManifest } from '../../lambda/core/repository/catalog.js';
+import type { FileEntry } from '../../lambda/core/repository/manifest.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { gnuTarList, tempDirs, tickingClock } from '../fixtures/engine.js';
 import { faultyStore } from '../fixtures/faulty-store.js';

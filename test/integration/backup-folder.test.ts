@@ -2,10 +2,14 @@ import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
-import { type BackupMetadata, listCommittedBackups, readManifest } from '../../lambda/core/catalog.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import type { FileEntry } from '../../lambda/core/manifest.js';
+import {
+  type BackupMetadata,
+  listCommittedBackups,
+  readManifest,
+} from '../../lambda/core/repository/catalog.js';
+import type { FileEntry } from '../../lambda/core/repository/manifest.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { DAY, gnuTarExtract, gnuTarList, tempDirs, tickingClock } from '../fixtures/engine.js';
 import {

@@ -2,9 +2,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
-import { listCommittedBackups } from '../../lambda/core/catalog.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
+import { listCommittedBackups } from '../../lambda/core/repository/catalog.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import {
   ObjectExistsError,

@@ -2,11 +2,11 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
-import { listCommittedBackups } from '../../lambda/core/catalog.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
+import { InsufficientTimeError } from '../../lambda/core/archiver/time-model.js';
 import type { Logger } from '../../lambda/core/deps.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { InsufficientTimeError } from '../../lambda/core/time-model.js';
+import { listCommittedBackups } from '../../lambda/core/repository/catalog.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';

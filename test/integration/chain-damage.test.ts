@@ -1,11 +1,11 @@
 import { open, readFile, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
+import { runHealthChecks } from '../../lambda/core/checker/health.js';
+import { runVerify } from '../../lambda/core/checker/verify.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { runHealthChecks } from '../../lambda/core/health.js';
-import { VERIFY_STATUS_KEY } from '../../lambda/core/layout.js';
-import { runVerify } from '../../lambda/core/verify.js';
+import { VERIFY_STATUS_KEY } from '../../lambda/core/repository/layout.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { EXIT } from '../../bin/media-backup.js';
-import { keysFor } from '../../lambda/core/layout.js';
+import { keysFor } from '../../lambda/core/repository/layout.js';
 import { runCli } from '../fixtures/cli.js';
 import { manifestBytes } from '../fixtures/crafted-backup.js';
 import { tempDirs } from '../fixtures/engine.js';

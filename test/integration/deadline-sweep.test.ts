@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
-import { listCommittedBackups } from '../../lambda/core/catalog.js';
+import { listCommittedBackups } from '../../lambda/core/repository/catalog.js';
 import { makeBackupHandler } from '../../lambda/handlers/backup.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeLambdaContext } from '../fixtures/lambda-context.js';

@@ -13,9 +13,9 @@ import {
 } from '@aws-sdk/client-s3';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
-import { listCommittedBackups } from '../../lambda/core/catalog.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
+import { listCommittedBackups } from '../../lambda/core/repository/catalog.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { S3ObjectStore } from '../../lambda/store/s3.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';

@@ -1,9 +1,9 @@
 import { readdir, readFile, rm, truncate, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { listCommittedBackups } from '../../lambda/core/catalog.js';
-import { STATUS_KEY } from '../../lambda/core/layout.js';
-import { InsufficientTimeError } from '../../lambda/core/time-model.js';
+import { InsufficientTimeError } from '../../lambda/core/archiver/time-model.js';
+import { listCommittedBackups } from '../../lambda/core/repository/catalog.js';
+import { STATUS_KEY } from '../../lambda/core/repository/layout.js';
 import { handler as backupHandler, makeBackupHandler } from '../../lambda/handlers/backup.js';
 import {
   BackupDeadlineError,

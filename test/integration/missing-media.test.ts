@@ -11,7 +11,7 @@ import {
   type MockInstance,
   vi,
 } from 'vitest';
-import { STATUS_KEY } from '../../lambda/core/layout.js';
+import { STATUS_KEY } from '../../lambda/core/repository/layout.js';
 import { handler as backupHandler } from '../../lambda/handlers/backup.js';
 import type { S3ObjectStore } from '../../lambda/store/s3.js';
 import { tempDirs } from '../fixtures/engine.js';

@@ -14,7 +14,7 @@ import {
   type MockInstance,
   vi,
 } from 'vitest';
-import { listCommittedBackups } from '../../lambda/core/catalog.js';
+import { listCommittedBackups } from '../../lambda/core/repository/catalog.js';
 import { handler as backupHandler } from '../../lambda/handlers/backup.js';
 import { EventValidationError, HandlerConfigError, VerifyFailedError } from '../../lambda/handlers/errors.js';
 import { METRICS_NAMESPACE } from '../../lambda/handlers/metrics.js';

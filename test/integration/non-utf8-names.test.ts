@@ -11,13 +11,13 @@ import {
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { gnuLongNameRecord } from '../../lambda/core/archive.js';
-import { runBackup } from '../../lambda/core/backup.js';
-import { listCommittedBackups, readManifest } from '../../lambda/core/catalog.js';
+import { gnuLongNameRecord } from '../../lambda/core/archiver/archive.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
+import { scanTree } from '../../lambda/core/archiver/scan.js';
 import { silentLogger } from '../../lambda/core/deps.js';
 import { decodeFsName, encodeFsName } from '../../lambda/core/fs-names.js';
-import { runRestore } from '../../lambda/core/restore.js';
-import { scanTree } from '../../lambda/core/scan.js';
+import { listCommittedBackups, readManifest } from '../../lambda/core/repository/catalog.js';
+import { runRestore } from '../../lambda/core/restorer/restore.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tarFile, tarOf } from '../fixtures/crafted-backup.js';
 import { gnuTarExtract, gnuTarList, tempDirs, tickingClock } from '../fixtures/engine.js';

@@ -13,8 +13,8 @@ import {
   formatInvocationSuccess,
   MAIL_WIDTH_PX,
   type NotificationEmail,
-} from '../../lambda/core/notify-format.js';
-import type { BackupListing } from '../../lambda/core/status.js';
+} from '../../lambda/core/reports/notify-format.js';
+import type { BackupListing } from '../../lambda/core/repository/status.js';
 import { chromiumUnavailable, type LayoutReport, renderHtml } from '../fixtures/chromium.js';
 
 // Issue 11, "Emails a tired operator reads at a glance": every email rendered by headless Chromium

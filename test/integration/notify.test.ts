@@ -1,9 +1,9 @@
 import { SESv2Client, SendEmailCommand } from '@aws-sdk/client-sesv2';
 import { type AwsClientStub, mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { type BackupSucceeded, runBackup } from '../../lambda/core/backup.js';
+import { type BackupSucceeded, runBackup } from '../../lambda/core/archiver/backup.js';
 import { silentLogger, systemClock } from '../../lambda/core/deps.js';
-import { CHART_DAYS, type DestinationRecord } from '../../lambda/core/notify-format.js';
+import { CHART_DAYS, type DestinationRecord } from '../../lambda/core/reports/notify-format.js';
 import { handler } from '../../lambda/handlers/notify.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeLambdaContext } from '../fixtures/lambda-context.js';

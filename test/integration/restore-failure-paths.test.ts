@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { type RestoreMode, runRestore } from '../../lambda/core/restore.js';
+import { type RestoreMode, runRestore } from '../../lambda/core/restorer/restore.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import type { ObjectStore } from '../../lambda/store/types.js';
 import { CRAFTED_BACKUP_ID, craftBackup, fileLine, MTIME_MS, tarFile } from '../fixtures/crafted-backup.js';

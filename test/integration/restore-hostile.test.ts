@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
+import { runVerify } from '../../lambda/core/checker/verify.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { type RestoreMode, runRestore } from '../../lambda/core/restore.js';
-import { runVerify } from '../../lambda/core/verify.js';
+import { type RestoreMode, runRestore } from '../../lambda/core/restorer/restore.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import {
   CRAFTED_BACKUP_ID,

@@ -1,10 +1,10 @@
 import { access, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { runRestore } from '../../lambda/core/restore.js';
-import { acquireRestoreLock, restoreLockPath } from '../../lambda/core/restore-lock.js';
+import { runRestore } from '../../lambda/core/restorer/restore.js';
+import { acquireRestoreLock, restoreLockPath } from '../../lambda/core/restorer/restore-lock.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
 import { makeMediaTree, snapshotTree } from '../fixtures/media-tree.js';

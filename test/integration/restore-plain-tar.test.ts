@@ -4,7 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { runRestore } from '../../lambda/core/restore.js';
+import { runRestore } from '../../lambda/core/restorer/restore.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
 import { makeMediaTree, snapshotTree } from '../fixtures/media-tree.js';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../lambda/core/deps.js';
 import { MediaBackupError } from '../../lambda/core/errors.js';
-import { type RestoreProgress, runRestore } from '../../lambda/core/restore.js';
+import { type RestoreProgress, runRestore } from '../../lambda/core/restorer/restore.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { CRAFTED_BACKUP_ID, craftBackup, fileLine, tarFile } from '../fixtures/crafted-backup.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';

@@ -15,10 +15,10 @@ import {
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type BackupSucceeded, runBackup } from '../../lambda/core/backup.js';
+import { type BackupSucceeded, runBackup } from '../../lambda/core/archiver/backup.js';
+import { runVerify } from '../../lambda/core/checker/verify.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { runRestore } from '../../lambda/core/restore.js';
-import { runVerify } from '../../lambda/core/verify.js';
+import { runRestore } from '../../lambda/core/restorer/restore.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import type { ObjectStore } from '../../lambda/store/types.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';

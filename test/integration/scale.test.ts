@@ -2,11 +2,11 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
+import { runVerify } from '../../lambda/core/checker/verify.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { runRestore } from '../../lambda/core/restore.js';
-import { listBackups } from '../../lambda/core/status.js';
-import { runVerify } from '../../lambda/core/verify.js';
+import { listBackups } from '../../lambda/core/repository/status.js';
+import { runRestore } from '../../lambda/core/restorer/restore.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
 

@@ -1,11 +1,11 @@
 import { readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
+import { runHealthChecks } from '../../lambda/core/checker/health.js';
 import { silentLogger } from '../../lambda/core/deps.js';
 import { UsageError } from '../../lambda/core/errors.js';
-import { runHealthChecks } from '../../lambda/core/health.js';
-import { readStoreStatus } from '../../lambda/core/status.js';
+import { readStoreStatus } from '../../lambda/core/repository/status.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
 

@@ -2,17 +2,17 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type BackupSucceeded, runBackup } from '../../lambda/core/backup.js';
-import { listCommittedBackups } from '../../lambda/core/catalog.js';
-import { silentLogger } from '../../lambda/core/deps.js';
-import { runHealthChecks } from '../../lambda/core/health.js';
-import { VERIFY_STATUS_KEY } from '../../lambda/core/layout.js';
+import { type BackupSucceeded, runBackup } from '../../lambda/core/archiver/backup.js';
+import { runHealthChecks } from '../../lambda/core/checker/health.js';
 import {
   oldestNeverDeepVerified,
   parseVerifyRecord,
   rotationSlice,
   runVerify,
-} from '../../lambda/core/verify.js';
+} from '../../lambda/core/checker/verify.js';
+import { silentLogger } from '../../lambda/core/deps.js';
+import { listCommittedBackups } from '../../lambda/core/repository/catalog.js';
+import { VERIFY_STATUS_KEY } from '../../lambda/core/repository/layout.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import type { ObjectStore } from '../../lambda/store/types.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';

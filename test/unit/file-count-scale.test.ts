@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { diffManifests, entriesToPack } from '../../lambda/core/plan.js';
-import { retentionReport } from '../../lambda/core/retention.js';
-import type { ScannedEntry } from '../../lambda/core/scan.js';
-import { classifyObject } from '../../lambda/core/usage.js';
+import { diffManifests, entriesToPack } from '../../lambda/core/archiver/plan.js';
+import type { ScannedEntry } from '../../lambda/core/archiver/scan.js';
+import { retentionReport } from '../../lambda/core/repository/retention.js';
+import { classifyObject } from '../../lambda/core/repository/usage.js';
 
 /**
  * Issue 10 item 0: a full backup of 200,000 files failed with "Maximum call stack size exceeded"

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { DEFAULT_LEVEL } from '../../lambda/core/parallel-gzip.js';
+import { DEFAULT_LEVEL } from '../../lambda/core/archiver/parallel-gzip.js';
 import { CONFIG_DEFAULTS, openHandlerStore, readHandlerConfig } from '../../lambda/handlers/config.js';
 import { EventValidationError, HandlerConfigError } from '../../lambda/handlers/errors.js';
 import { parseBackupEvent, parseRestoreEvent, parseVerifyEvent } from '../../lambda/handlers/events.js';

@@ -3,16 +3,16 @@ import path from 'node:path';
 import { DescribeFileSystemsCommand, EFSClient } from '@aws-sdk/client-efs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
-import { type Clock, silentLogger } from '../../lambda/core/deps.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
 import {
   type HealthCheckName,
   type HealthOptions,
   type HealthReport,
   runHealthChecks,
   VERIFY_STATUS_KEY,
-} from '../../lambda/core/health.js';
-import { STATUS_KEY } from '../../lambda/core/layout.js';
+} from '../../lambda/core/checker/health.js';
+import { type Clock, silentLogger } from '../../lambda/core/deps.js';
+import { STATUS_KEY } from '../../lambda/core/repository/layout.js';
 import { efsUsage } from '../../lambda/handlers/monitor.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { DAY, tempDirs, tickingClock } from '../fixtures/engine.js';

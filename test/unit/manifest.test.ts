@@ -7,7 +7,7 @@ import {
   type Manifest,
   type ManifestEntry,
   totalsOf,
-} from '../../lambda/core/manifest.js';
+} from '../../lambda/core/repository/manifest.js';
 
 const SHA = 'a'.repeat(64);
 

@@ -17,8 +17,8 @@ import {
   inferOperation,
   oldestRestorePoint,
   retryCommand,
-} from '../../lambda/core/notify-format.js';
-import type { BackupListing } from '../../lambda/core/status.js';
+} from '../../lambda/core/reports/notify-format.js';
+import type { BackupListing } from '../../lambda/core/repository/status.js';
 import { classifyNotifyEvent, digestHealth, readNotifyConfig } from '../../lambda/handlers/notify.js';
 
 const ctx = { stackName: 'MediaBackupStack' };

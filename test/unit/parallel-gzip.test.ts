@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { createGunzip, gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { GzipWorkerError, ParallelGzip } from '../../lambda/core/parallel-gzip.js';
+import { GzipWorkerError, ParallelGzip } from '../../lambda/core/archiver/parallel-gzip.js';
 import { documentBytes, randomBytesFrom, seededRandom } from '../fixtures/media-tree.js';
 
 const CHUNK = 64 * 1024;

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { CatalogEntry } from '../../lambda/core/catalog.js';
-import { backupIdFor, backupIdTime, keysFor } from '../../lambda/core/layout.js';
-import { type FileEntry, type Manifest, totalsOf } from '../../lambda/core/manifest.js';
-import { chooseBackupType, diffManifests } from '../../lambda/core/plan.js';
-import type { ScannedEntry } from '../../lambda/core/scan.js';
+import { chooseBackupType, diffManifests } from '../../lambda/core/archiver/plan.js';
+import type { ScannedEntry } from '../../lambda/core/archiver/scan.js';
+import type { CatalogEntry } from '../../lambda/core/repository/catalog.js';
+import { backupIdFor, backupIdTime, keysFor } from '../../lambda/core/repository/layout.js';
+import { type FileEntry, type Manifest, totalsOf } from '../../lambda/core/repository/manifest.js';
 
 const OLD_ARCHIVE = 'full/backup_20251220_020000.tar.gz';
 

@@ -1,10 +1,10 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runBackup } from '../../lambda/core/backup.js';
+import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { lifecycleExpiry, readRetention, retentionReport } from '../../lambda/core/retention.js';
-import { classifyObject, usageReport } from '../../lambda/core/usage.js';
+import { lifecycleExpiry, readRetention, retentionReport } from '../../lambda/core/repository/retention.js';
+import { classifyObject, usageReport } from '../../lambda/core/repository/usage.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';

@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { scanTree } from '../../lambda/core/scan.js';
+import { scanTree } from '../../lambda/core/archiver/scan.js';
 
 let dir: string;
 beforeEach(async () => {

@@ -15,7 +15,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { keysFor } from '../../lambda/core/layout.js';
+import { keysFor } from '../../lambda/core/repository/layout.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { S3ObjectStore } from '../../lambda/store/s3.js';
 import { isReplaceableKey, ObjectExistsError } from '../../lambda/store/types.js';

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import tarStream from 'tar-stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { fileHeader } from '../../lambda/core/archive.js';
+import { fileHeader } from '../../lambda/core/archiver/archive.js';
 
 const execFileAsync = promisify(execFile);
 let dir: string | undefined;

@@ -8,7 +8,7 @@ import {
   MIN_PER_FILE_MS,
   perFileMsFromScan,
   READ_COST_PER_SCAN_ENTRY,
-} from '../../lambda/core/time-model.js';
+} from '../../lambda/core/archiver/time-model.js';
 
 describe('time model (issue 13)', () => {
   it('derives the per-file cost from the scan: its cost per entry times the read/stat ratio', () => {

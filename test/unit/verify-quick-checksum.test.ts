@@ -8,10 +8,10 @@ import {
 } from '@aws-sdk/client-s3';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { runVerify } from '../../lambda/core/checker/verify.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { keysFor } from '../../lambda/core/layout.js';
-import { encodeManifest, MANIFEST_FORMAT, MANIFEST_VERSION } from '../../lambda/core/manifest.js';
-import { runVerify } from '../../lambda/core/verify.js';
+import { keysFor } from '../../lambda/core/repository/layout.js';
+import { encodeManifest, MANIFEST_FORMAT, MANIFEST_VERSION } from '../../lambda/core/repository/manifest.js';
 import { S3ObjectStore } from '../../lambda/store/s3.js';
 
 // Issue 12 section 2: quick verify on S3 compares the stored full-object CRC64NVME and size with the

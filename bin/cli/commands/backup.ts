@@ -1,11 +1,11 @@
 import { hostname } from 'node:os';
 import { type Command, Option } from 'commander';
-import { type BackupOptions, type BackupSucceeded, runBackup } from '../../../lambda/core/backup.js';
+import { type BackupOptions, type BackupSucceeded, runBackup } from '../../../lambda/core/archiver/backup.js';
+import { DEFAULT_LEVEL } from '../../../lambda/core/archiver/parallel-gzip.js';
+import type { RequestedType } from '../../../lambda/core/archiver/plan.js';
 import { systemClock } from '../../../lambda/core/deps.js';
 import { UsageError } from '../../../lambda/core/errors.js';
 import { parseIoConcurrency } from '../../../lambda/core/io-concurrency.js';
-import { DEFAULT_LEVEL } from '../../../lambda/core/parallel-gzip.js';
-import type { RequestedType } from '../../../lambda/core/plan.js';
 import type { ObjectStore } from '../../../lambda/store/types.js';
 import {
   type CliContext,

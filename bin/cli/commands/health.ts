@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander';
+import { runHealthChecks } from '../../../lambda/core/checker/health.js';
 import { systemClock } from '../../../lambda/core/deps.js';
-import { runHealthChecks } from '../../../lambda/core/health.js';
 import {
   type CliContext,
   type CommonOptions,

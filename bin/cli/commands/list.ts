@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { listBackups } from '../../../lambda/core/status.js';
+import { listBackups } from '../../../lambda/core/repository/status.js';
 import { type CliContext, type CommonOptions, formatBytes, openExisting, storeOption } from '../context.js';
 
 /** `media-backup list`: committed backups, oldest first. */

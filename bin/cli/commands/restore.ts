@@ -2,8 +2,8 @@ import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { systemClock } from '../../../lambda/core/deps.js';
 import { UsageError } from '../../../lambda/core/errors.js';
-import { parseInstant } from '../../../lambda/core/resolve.js';
-import { type RestoreOptions, runRestore } from '../../../lambda/core/restore.js';
+import { parseInstant } from '../../../lambda/core/restorer/resolve.js';
+import { type RestoreOptions, runRestore } from '../../../lambda/core/restorer/restore.js';
 import {
   type CliContext,
   type CommonOptions,

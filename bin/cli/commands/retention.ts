@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander';
 import { systemClock } from '../../../lambda/core/deps.js';
-import { readRetention } from '../../../lambda/core/retention.js';
+import { readRetention } from '../../../lambda/core/repository/retention.js';
 import {
   type CliContext,
   type CommonOptions,

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { systemClock } from '../../../lambda/core/deps.js';
-import { readStoreStatus } from '../../../lambda/core/status.js';
+import { readStoreStatus } from '../../../lambda/core/repository/status.js';
 import { type CliContext, type CommonOptions, formatBytes, openExisting, storeOption } from '../context.js';
 import { EXIT } from '../exit-codes.js';
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { systemClock } from '../../../lambda/core/deps.js';
-import { OBJECT_CATEGORIES, readUsage } from '../../../lambda/core/usage.js';
+import { OBJECT_CATEGORIES, readUsage } from '../../../lambda/core/repository/usage.js';
 import { type CliContext, type CommonOptions, formatBytes, openExisting, storeOption } from '../context.js';
 
 /** `media-backup usage`: store bytes by type and month. */

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import { listCommittedBackups } from '../../../lambda/core/catalog.js';
+import { runVerify, type VerifyOptions } from '../../../lambda/core/checker/verify.js';
 import { systemClock } from '../../../lambda/core/deps.js';
 import { MediaBackupError, UsageError } from '../../../lambda/core/errors.js';
-import { runVerify, type VerifyOptions } from '../../../lambda/core/verify.js';
+import { listCommittedBackups } from '../../../lambda/core/repository/catalog.js';
 import { type CliContext, type CommonOptions, cliLogger, openExisting, storeOption } from '../context.js';
 import { EXIT } from '../exit-codes.js';
 import { noProgress, startProgress } from '../progress.js';

@@ -1,9 +1,11 @@
 import { realpath } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import type { LockHandle, ObjectStore } from '../store/types.js';
-import { LockHeldError } from '../store/types.js';
-import { type ArchiveProgress, writeArchive } from './archive.js';
+import type { LockHandle, ObjectStore } from '../../store/types.js';
+import { LockHeldError } from '../../store/types.js';
+import type { Clock, Logger } from '../deps.js';
+import { ArchiveVerificationError, BackupStateError, errorMessage, UsageError } from '../errors.js';
+import { defaultIoConcurrency, parseIoConcurrency } from '../io-concurrency.js';
 import {
   type BackupMetadata,
   type CatalogEntry,
@@ -12,11 +14,8 @@ import {
   readManifest,
   readMetadata,
   readVerifiedDamage,
-} from './catalog.js';
-import type { Clock, Logger } from './deps.js';
-import { ArchiveVerificationError, BackupStateError, errorMessage, UsageError } from './errors.js';
-import { defaultIoConcurrency, parseIoConcurrency } from './io-concurrency.js';
-import { BACKUP_LOCK, backupIdFor, keysFor, STATUS_KEY } from './layout.js';
+} from '../repository/catalog.js';
+import { BACKUP_LOCK, backupIdFor, keysFor, STATUS_KEY } from '../repository/layout.js';
 import {
   type BackupType,
   comparePaths,
@@ -27,7 +26,9 @@ import {
   type Manifest,
   type ManifestEntry,
   totalsOf,
-} from './manifest.js';
+} from '../repository/manifest.js';
+import { TOOL_VERSION } from '../version.js';
+import { type ArchiveProgress, writeArchive } from './archive.js';
 import { DEFAULT_LEVEL, type ParallelGzipOptions } from './parallel-gzip.js';
 import {
   chooseBackupType,
@@ -38,7 +39,6 @@ import {
 } from './plan.js';
 import { resolveSourceRoot, type SkippedPath, scanTree } from './scan.js';
 import { assertFitsInTime, estimateBackup, type TimeModelRates } from './time-model.js';
-import { TOOL_VERSION } from './version.js';
 
 export interface BackupDeps {
   readonly store: ObjectStore;

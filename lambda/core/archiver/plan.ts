@@ -1,6 +1,6 @@
-import type { CatalogEntry } from './catalog.js';
-import { backupIdTime } from './layout.js';
-import { type BackupType, comparePaths, type FileEntry, type Manifest } from './manifest.js';
+import type { CatalogEntry } from '../repository/catalog.js';
+import { backupIdTime } from '../repository/layout.js';
+import { type BackupType, comparePaths, type FileEntry, type Manifest } from '../repository/manifest.js';
 import type { ScannedEntry, ScannedFile } from './scan.js';
 
 export type RequestedType = BackupType | 'auto';

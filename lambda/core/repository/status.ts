@@ -1,4 +1,4 @@
-import type { ObjectStore } from '../store/types.js';
+import type { ObjectStore } from '../../store/types.js';
 import { type BackupMetadata, type CatalogEntry, listCommittedBackups, readMetadata } from './catalog.js';
 import { backupIdTime, STATUS_KEY } from './layout.js';
 

@@ -5,7 +5,7 @@
  * assumption (gzip + upload). Used to log the estimate and to refuse a run that cannot finish inside
  * the Lambda invocation's remaining time, instead of dying at the deadline with nothing committed.
  */
-import { MediaBackupError } from './errors.js';
+import { MediaBackupError } from '../errors.js';
 
 /**
  * Reading one file costs about this many scan entries: open, fstat before and after and the first

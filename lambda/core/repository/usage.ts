@@ -1,4 +1,4 @@
-import type { ObjectStore, StoredObject } from '../store/types.js';
+import type { ObjectStore, StoredObject } from '../../store/types.js';
 
 /** What an object in a store is, by its key (docs/ARCHITECTURE.md, Object layout). */
 export type ObjectCategory = 'full' | 'incremental' | 'metadata' | 'manifests' | 'status' | 'other';

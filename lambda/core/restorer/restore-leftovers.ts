@@ -1,6 +1,6 @@
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { backupIdTime } from './layout.js';
+import { backupIdTime } from '../repository/layout.js';
 
 /** Suffixes a restore gives the folders it creates beside its target. */
 const STAGING = '.restore-staging-';

@@ -1,4 +1,4 @@
-import type { BackupListing, LastRun } from './status.js';
+import type { BackupListing, LastRun } from '../repository/status.js';
 
 /**
  * Notification emails, as plain data: each function turns one kind of event into a subject, a

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
 import { Worker } from 'node:worker_threads';
-import { DEFAULT_LEVEL } from './defaults.js';
+import { DEFAULT_LEVEL } from '../defaults.js';
 import { GZIP_WORKER_SOURCE } from './gzip-worker-source.js';
 
 // The default level lives in a module without imports so the CDK app can read it (lib/config.ts).

@@ -1,7 +1,7 @@
-import type { ObjectStore } from '../store/types.js';
-import { type CatalogEntry, listCommittedBackups } from './catalog.js';
-import { BackupStateError, UsageError } from './errors.js';
-import { backupIdTime } from './layout.js';
+import type { ObjectStore } from '../../store/types.js';
+import { BackupStateError, UsageError } from '../errors.js';
+import { type CatalogEntry, listCommittedBackups } from '../repository/catalog.js';
+import { backupIdTime } from '../repository/layout.js';
 
 export interface RestorePointSpec {
   /** `latest` (default), a backup id, an archive file name or key (`full/backup_….tar.gz`). */

@@ -1,6 +1,6 @@
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
-import { ManifestError, UnsafePathError } from './errors.js';
+import { ManifestError, UnsafePathError } from '../errors.js';
 
 const gzip = promisify(gzipCb);
 const gunzip = promisify(gunzipCb);

@@ -1,4 +1,6 @@
-import type { Leftover, ObjectStore } from '../store/types.js';
+import type { Leftover, ObjectStore } from '../../store/types.js';
+import type { Clock, Logger } from '../deps.js';
+import { errorMessage } from '../errors.js';
 import {
   archivesReferenced,
   type BackupMetadata,
@@ -8,13 +10,16 @@ import {
   readManifest,
   readMetadata,
   readVerifiedDamage,
-} from './catalog.js';
-import type { Clock, Logger } from './deps.js';
-import { errorMessage } from './errors.js';
-import { backupIdTime, STATUS_KEY, VERIFY_STATUS_KEY } from './layout.js';
-import type { Manifest } from './manifest.js';
-import type { LastRun } from './status.js';
-import { type ClassifiedObject, listStoreObjects, OBJECT_CATEGORIES, usageReport } from './usage.js';
+} from '../repository/catalog.js';
+import { backupIdTime, STATUS_KEY, VERIFY_STATUS_KEY } from '../repository/layout.js';
+import type { Manifest } from '../repository/manifest.js';
+import type { LastRun } from '../repository/status.js';
+import {
+  type ClassifiedObject,
+  listStoreObjects,
+  OBJECT_CATEGORIES,
+  usageReport,
+} from '../repository/usage.js';
 import { oldestNeverDeepVerified, runVerify, type VerifyRecord } from './verify.js';
 
 export type HealthStatus = 'ok' | 'warning' | 'critical';

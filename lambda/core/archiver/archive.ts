@@ -5,7 +5,7 @@ import path from 'node:path';
 import { PassThrough, type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
-import { encodeFsName, fsPath, hasEscapedBytes } from './fs-names.js';
+import { encodeFsName, fsPath, hasEscapedBytes } from '../fs-names.js';
 import { ParallelGzip, type ParallelGzipOptions, type ParallelGzipStats } from './parallel-gzip.js';
 import type { ScannedEntry, ScannedFile, SkippedPath } from './scan.js';
 import { describeFileType, describeFsError } from './scan.js';

@@ -1,7 +1,8 @@
 import { createHash, type Hash } from 'node:crypto';
 import { type Readable, Transform } from 'node:stream';
-import type { ObjectStore } from '../store/types.js';
-import { readTarGz } from './archive-reader.js';
+import type { ObjectStore } from '../../store/types.js';
+import type { Clock, Logger } from '../deps.js';
+import { errorMessage } from '../errors.js';
 import {
   archivesReferenced,
   type BackupMetadata,
@@ -9,12 +10,11 @@ import {
   listCommittedBackups,
   readManifest,
   readMetadata,
-} from './catalog.js';
-import type { Clock, Logger } from './deps.js';
-import { errorMessage } from './errors.js';
-import { VERIFY_STATUS_KEY } from './layout.js';
-import { resolveRestorePoint } from './resolve.js';
-import { type RestoreOptions, runRestore } from './restore.js';
+} from '../repository/catalog.js';
+import { VERIFY_STATUS_KEY } from '../repository/layout.js';
+import { readTarGz } from '../restorer/archive-reader.js';
+import { resolveRestorePoint } from '../restorer/resolve.js';
+import { type RestoreOptions, runRestore } from '../restorer/restore.js';
 
 export interface VerifyOptions {
   /** `latest` (default), a backup id or archive name; ignored with `all`. */

@@ -2,9 +2,9 @@ import { lstatSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
 import { lstat, opendir, readdir, readlink, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import picomatch from 'picomatch';
-import { SourceError } from './errors.js';
-import { decodeFsName, fsPath } from './fs-names.js';
-import { comparePaths } from './manifest.js';
+import { SourceError } from '../errors.js';
+import { decodeFsName, fsPath } from '../fs-names.js';
+import { comparePaths } from '../repository/manifest.js';
 
 export interface ScannedFile {
   readonly path: string;

@@ -1,5 +1,5 @@
-import type { ObjectStore } from '../store/types.js';
-import { ManifestError } from './errors.js';
+import type { ObjectStore } from '../../store/types.js';
+import { ManifestError } from '../errors.js';
 import { keysFor, parseManifestKey, VERIFY_STATUS_KEY } from './layout.js';
 import { type BackupType, decodeManifest, type Manifest } from './manifest.js';
 

@@ -1,6 +1,6 @@
-import type { ObjectStore } from '../store/types.js';
+import type { ObjectStore } from '../../store/types.js';
+import { errorMessage } from '../errors.js';
 import { archivesReferenced, listCommittedBackups, readManifest } from './catalog.js';
-import { errorMessage } from './errors.js';
 import { backupIdTime } from './layout.js';
 import { type ClassifiedObject, listStoreObjects } from './usage.js';
 

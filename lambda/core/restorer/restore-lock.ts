@@ -1,9 +1,9 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { fsLeaseBackend } from '../store/fs-lock.js';
-import { acquireLease } from '../store/lease.js';
-import { type LockHandle, LockHeldError } from '../store/types.js';
-import { MediaBackupError } from './errors.js';
+import { fsLeaseBackend } from '../../store/fs-lock.js';
+import { acquireLease } from '../../store/lease.js';
+import { type LockHandle, LockHeldError } from '../../store/types.js';
+import { MediaBackupError } from '../errors.js';
 
 /** A lock not renewed for this long belongs to a restore that died (renewed every third of it). */
 export const RESTORE_LOCK_TTL_MS = 10 * 60 * 1000;

@@ -2,9 +2,9 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
-import { MediaBackupError } from './errors.js';
-import { decodeFsName } from './fs-names.js';
-import { assertSafeRelativePath } from './manifest.js';
+import { MediaBackupError } from '../errors.js';
+import { decodeFsName } from '../fs-names.js';
+import { assertSafeRelativePath } from '../repository/manifest.js';
 
 /** An archive is damaged or does not match its manifest: restoring from it would give wrong bytes. */
 export class ArchiveIntegrityError extends MediaBackupError {

@@ -30,20 +30,19 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import picomatch from 'picomatch';
-import type { ObjectStore } from '../store/types.js';
-import { ArchiveIntegrityError, readTarGz, type TarEntry } from './archive-reader.js';
-import { readManifest } from './catalog.js';
-import type { Clock, Logger } from './deps.js';
+import type { ObjectStore } from '../../store/types.js';
+import type { Clock, Logger } from '../deps.js';
 import {
   BackupStateError,
   errorMessage,
   MediaBackupError,
   RestoreTargetError,
   UsageError,
-} from './errors.js';
-import { fsPath } from './fs-names.js';
-import { defaultIoConcurrency, parseIoConcurrency } from './io-concurrency.js';
-import { backupIdFor } from './layout.js';
+} from '../errors.js';
+import { fsPath } from '../fs-names.js';
+import { defaultIoConcurrency, parseIoConcurrency } from '../io-concurrency.js';
+import { readManifest } from '../repository/catalog.js';
+import { backupIdFor } from '../repository/layout.js';
 import {
   comparePaths,
   type DirEntry,
@@ -51,7 +50,8 @@ import {
   type FileEntry,
   type Manifest,
   type SymlinkEntry,
-} from './manifest.js';
+} from '../repository/manifest.js';
+import { ArchiveIntegrityError, readTarGz, type TarEntry } from './archive-reader.js';
 import { resolveRestorePoint } from './resolve.js';
 import { findRestoreLeftovers, type RestoreLeftover } from './restore-leftovers.js';
 import { acquireRestoreLock, restoreLockPath } from './restore-lock.js';
