@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
@@ -339,6 +339,46 @@ describe('Ctrl-C or SIGTERM during a backup', () => {
       expect(status.stdout).toMatch(/Last run: FAILED/);
     },
   );
+});
+
+describe('kill -9 during a backup (nothing can clean up)', () => {
+  it("leaves no visible backup; the next run takes over the dead run's lock at once and commits; the partial goes once older than the lock TTL", async () => {
+    await makeMediaTree(media, { files: 3 });
+    const huge = path.join(media, 'huge.bin');
+    await execFileAsync('truncate', ['-s', '64G', huge]);
+    const child = spawnCli(['backup', 'full', '--source', media, '--store', store]);
+    const done = finished(child);
+    const partials = async () =>
+      (await readdir(path.join(store, 'full')).catch(() => [] as string[])).filter((n) =>
+        n.includes('.partial-'),
+      );
+    await vi.waitFor(
+      async () => {
+        expect(await partials()).not.toEqual([]);
+      },
+      { timeout: 30_000, interval: 25 },
+    );
+    child.kill('SIGKILL');
+    await done;
+
+    // What the killed run left: its lock and its partial archive, and no backup.
+    expect(existsSync(path.join(store, 'locks', 'backup.lock'))).toBe(true);
+    const [left] = await partials();
+    expect((await cli(['list', '--json', '--store', store])).stdout.trim()).toBe('[]');
+
+    await rm(huge);
+    const next = await cli(['backup', '--source', media, '--store', store, '--json']);
+    expect(next.code).toBe(EXIT.ok);
+    expect(JSON.parse(next.stdout)).toMatchObject({ status: 'SUCCEEDED', type: 'full', files: 3 });
+    // A partial younger than the lock TTL could belong to a live run elsewhere: kept.
+    expect(await partials()).toEqual([left]);
+
+    const stale = new Date(Date.now() - 11 * 60_000);
+    await utimes(path.join(store, 'full', left!), stale, stale);
+    expect((await cli(['backup', '--source', media, '--store', store])).code).toBe(EXIT.ok);
+    expect(await partials()).toEqual([]);
+    expect(JSON.parse((await cli(['list', '--json', '--store', store])).stdout)).toHaveLength(2);
+  });
 });
 
 /** A ustar header for a regular file of `size` bytes (octal fields, checksum over the header). */
