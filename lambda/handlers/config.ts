@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { DEFAULT_LEVEL } from '../core/archiver/parallel-gzip.js';
+import { DEFAULT_LEVEL } from '../core/defaults.js';
 import { errorMessage } from '../core/errors.js';
 import { assertSafeRelativePath } from '../core/repository/manifest.js';
 import { envMilliseconds } from '../store/open-store.js';
