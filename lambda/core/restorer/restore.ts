@@ -775,7 +775,11 @@ class TreeWriter {
     }
     try {
       try {
-        if (data.length > 0) await handle.write(data, 0, data.length, 0);
+        // write(2) may write less than asked without an error (a disk filling part-way, NFS):
+        // write the rest, or the file would be short in a restore reported as verified.
+        for (let at = 0; at < data.length; ) {
+          at += (await handle.write(data, at, data.length - at, at)).bytesWritten;
+        }
       } catch (error) {
         throw this.failed(error, 'writing', rel);
       }
