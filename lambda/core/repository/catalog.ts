@@ -168,7 +168,12 @@ export async function chainProblems(
       continue;
     }
     const meta = holder ? await lookup.metadata(holder) : undefined;
-    if (meta && meta.archive.bytes !== size) {
+    if (holder && !meta) {
+      // Without the recorded size a truncated archive would pass unnoticed: do not trust it.
+      problems.push(
+        `metadata of backup ${holder.backupId} (${holder.metadataKey}) is missing or unreadable, so the size of archive ${key} cannot be checked`,
+      );
+    } else if (meta && meta.archive.bytes !== size) {
       problems.push(`archive ${key} is ${size} bytes; its metadata recorded ${meta.archive.bytes}`);
     }
     const verdict = holder ? damaged.get(holder.backupId) : undefined;
