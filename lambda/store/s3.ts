@@ -339,8 +339,9 @@ export class S3ObjectStore implements ObjectStore {
         const ours = stored?.crc64nvme
           ? stored.size === sent.bytes && stored.crc64nvme === (await crcOfSent())
           : await this.storedObjectIs(objectKey, sent.bytes, sent.sha256.digest('hex'));
-        if (!ours) {
-          throw new ObjectExistsError(this.location(objectKey), { cause: original });
+        if (ours !== true) {
+          if (ours === false) throw new ObjectExistsError(this.location(objectKey), { cause: original });
+          throw this.requestError(operation, objectKey, original, this.unprovenNote(ours.readError));
         }
       } else {
         const abortFailed = error !== original && failedOperation.get(error) === 'AbortMultipartUpload';
@@ -431,18 +432,24 @@ export class S3ObjectStore implements ObjectStore {
       // or (with If-None-Match) the SDK's retry met the object its first attempt stored and got 412.
       // If the object now holds exactly our bytes the write happened; reporting it as failed would
       // call a committed backup failed.
-      if (await this.holdsExactly(objectKey, body)) return;
+      const ours = await this.holdsExactly(objectKey, body);
+      if (ours === true) return;
       if (create && isPreconditionFailed(error)) {
-        throw new ObjectExistsError(this.location(objectKey), { cause: error });
+        if (ours === false) throw new ObjectExistsError(this.location(objectKey), { cause: error });
+        throw this.requestError('PutObject', objectKey, error, this.unprovenNote(ours.readError));
       }
       throw this.requestError('PutObject', objectKey, error);
     }
   }
 
-  /** Whether the object at `objectKey` is `bytes` long with this sha256 (streamed, not buffered). */
-  private async storedObjectIs(objectKey: string, bytes: number, sha256: string): Promise<boolean> {
+  /**
+   * Whether the object at `objectKey` is `bytes` long with this sha256 (streamed, not buffered);
+   * `readError` when it could not be read to tell (then it may well be ours).
+   */
+  private async storedObjectIs(objectKey: string, bytes: number, sha256: string): Promise<Ownership> {
     try {
-      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey }));
+      const response = await this.getObject(objectKey);
+      if (!response) return false;
       if (response.ContentLength !== undefined && response.ContentLength !== bytes) return false;
       if (!(response.Body instanceof Readable)) return false;
       const hash = createHash('sha256');
@@ -452,20 +459,30 @@ export class S3ObjectStore implements ObjectStore {
         hash.update(chunk as Buffer);
       }
       return seen === bytes && hash.digest('hex') === sha256;
-    } catch {
-      return false;
+    } catch (error) {
+      return { readError: error };
     }
   }
 
-  private async holdsExactly(objectKey: string, body: Buffer | string): Promise<boolean> {
+  /** Whether the object at `objectKey` holds exactly `body`; `readError` when it could not be read. */
+  private async holdsExactly(objectKey: string, body: Buffer | string): Promise<Ownership> {
     try {
       const response = await this.getObject(objectKey);
       if (!response?.Body) return false;
       const stored = await response.Body.transformToByteArray();
       return Buffer.from(stored).equals(typeof body === 'string' ? Buffer.from(body) : body);
-    } catch {
-      return false;
+    } catch (error) {
+      return { readError: error };
     }
+  }
+
+  /** Note for a 412 on a create whose object could not be read back to tell whether it is ours. */
+  private unprovenNote(readError: unknown): string {
+    const reason = readError instanceof StoreRequestError ? readError.reason : this.describe(readError);
+    return (
+      "S3 says an object already exists at this key, most likely this run's own write whose answer was lost, " +
+      `but reading it back to compare failed: ${reason}. Not counted as written; run again`
+    );
   }
 
   /**
@@ -782,6 +799,9 @@ function normalisePrefix(prefix: string): string {
   }
   return `${trimmed}/`;
 }
+
+/** A stored object is ours (`true`), someone else's (`false`), or could not be read to tell. */
+type Ownership = boolean | { readonly readError: unknown };
 
 interface AwsErrorShape {
   readonly name?: string;
