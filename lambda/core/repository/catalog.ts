@@ -179,6 +179,15 @@ export async function chainProblems(
     const verdict = holder ? damaged.get(holder.backupId) : undefined;
     if (holder && verdict !== undefined) {
       problems.push(`verify found backup ${holder.backupId} damaged (${verdict})`);
+      continue;
+    }
+    // Verify records damage under the backup it checked, which may be another one whose chain reads
+    // this archive (a deep check of an older incremental reading the full): its verdict names the key.
+    for (const [backupId, why] of damaged) {
+      if (why.includes(key)) {
+        problems.push(`verify of backup ${backupId} found archive ${key} damaged (${why})`);
+        break;
+      }
     }
   }
   return problems;
