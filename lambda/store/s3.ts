@@ -327,22 +327,23 @@ export class S3ObjectStore implements ObjectStore {
       // AbortIncompleteMultipartUpload lifecycle rule removes them.
       if (bodyError !== undefined && original === bodyError) throw original;
       const operation = failedOperation.get(original);
-      if (
-        create &&
-        isPreconditionFailed(original) &&
-        (operation === 'CompleteMultipartUpload' || operation === 'PutObject')
-      ) {
-        // The key exists. Either our own write succeeded and its answer was lost (the SDK's retry
-        // then meets our object), or someone else's object is there: ours only if it holds exactly
-        // the bytes we sent, which the tap saw in full (the body was consumed before this request).
+      // The request that creates the object failed (every attempt, or a retry met a 412): S3 may
+      // have stored it anyway and the answer was lost. It counts as written only when the object
+      // holds exactly the bytes we sent, which the tap saw in full (the body was consumed before
+      // this request); someone else's object (412) is refused.
+      const lastRequest = operation === 'CompleteMultipartUpload' || operation === 'PutObject';
+      let ours: Ownership = false;
+      if (create && lastRequest) {
         const stored = crc ? await this.headChecksum(key).catch(() => undefined) : undefined;
-        const ours = stored?.crc64nvme
+        ours = stored?.crc64nvme
           ? stored.size === sent.bytes && stored.crc64nvme === (await crcOfSent())
           : await this.storedObjectIs(objectKey, sent.bytes, sent.sha256.digest('hex'));
-        if (ours !== true) {
-          if (ours === false) throw new ObjectExistsError(this.location(objectKey), { cause: original });
-          throw this.requestError(operation, objectKey, original, this.unprovenNote(ours.readError));
-        }
+      }
+      if (ours === true) {
+        // Written: checked below like any upload.
+      } else if (create && lastRequest && isPreconditionFailed(original)) {
+        if (ours === false) throw new ObjectExistsError(this.location(objectKey), { cause: original });
+        throw this.requestError(operation, objectKey, original, this.unprovenNote(ours.readError));
       } else {
         const abortFailed = error !== original && failedOperation.get(error) === 'AbortMultipartUpload';
         throw this.requestError(
@@ -351,7 +352,9 @@ export class S3ObjectStore implements ObjectStore {
           original,
           abortFailed
             ? `aborting the multipart upload failed too (${this.describe(error)}); its parts stay billed until the next backup or the bucket's lifecycle rule removes them`
-            : 'nothing was stored under this key',
+            : ours === false
+              ? 'nothing was stored under this key'
+              : `the object may have been stored (reading it back failed: ${readErrorReason(ours.readError, this.timeouts)}); not counted as written, run again`,
         );
       }
     } finally {
@@ -478,7 +481,7 @@ export class S3ObjectStore implements ObjectStore {
 
   /** Note for a 412 on a create whose object could not be read back to tell whether it is ours. */
   private unprovenNote(readError: unknown): string {
-    const reason = readError instanceof StoreRequestError ? readError.reason : this.describe(readError);
+    const reason = readErrorReason(readError, this.timeouts);
     return (
       "S3 says an object already exists at this key, most likely this run's own write whose answer was lost, " +
       `but reading it back to compare failed: ${reason}. Not counted as written; run again`
@@ -798,6 +801,10 @@ function normalisePrefix(prefix: string): string {
     );
   }
   return `${trimmed}/`;
+}
+
+function readErrorReason(error: unknown, timeouts: { connectMs: number; idleMs: number }): string {
+  return error instanceof StoreRequestError ? error.reason : describeAwsError(error, timeouts);
 }
 
 /** A stored object is ours (`true`), someone else's (`false`), or could not be read to tell. */

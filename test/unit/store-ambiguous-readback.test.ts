@@ -93,3 +93,44 @@ describe('S3 store: a 412 whose read-back fails', () => {
     });
   });
 });
+
+describe('S3 store: the last request of an archive upload failed on every attempt', () => {
+  const small = Buffer.from('small archive');
+
+  it('counts as written when the object holds exactly our bytes (its answers were lost), like put', async () => {
+    s3Mock.on(PutObjectCommand).rejects(awsError('InternalError', 500));
+    s3Mock
+      .on(GetObjectCommand)
+      .resolves({ ContentLength: small.length, Body: Readable.from([small]) } as never);
+    s3Mock.on(HeadObjectCommand).resolves({ ContentLength: small.length });
+
+    const result = await makeStore().upload(KEYS.archive, Readable.from([small]), { tier: 'archive' });
+
+    expect(result.bytes).toBe(small.length);
+  });
+
+  it('says nothing was stored only when nothing is there', async () => {
+    s3Mock.on(PutObjectCommand).rejects(awsError('InternalError', 500));
+    s3Mock.on(GetObjectCommand).rejects(awsError('NoSuchKey', 404));
+
+    await expect(
+      makeStore().upload(KEYS.archive, Readable.from([small]), { tier: 'archive' }),
+    ).rejects.toThrow(/PutObject failed for .*InternalError.*nothing was stored under this key/);
+  });
+
+  it('does not claim nothing was stored when the object could not be read back', async () => {
+    s3Mock.on(PutObjectCommand).rejects(awsError('InternalError', 500));
+    s3Mock.on(GetObjectCommand).rejects(awsError('ServiceUnavailable', 503));
+
+    const error = await makeStore()
+      .upload(KEYS.archive, Readable.from([small]), { tier: 'archive' })
+      .then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+
+    expect(error?.name).toBe('StoreRequestError');
+    expect(error?.message).not.toMatch(/nothing was stored/);
+    expect(error?.message).toMatch(/may have been stored.*reading it back failed: ServiceUnavailable/);
+  });
+});
