@@ -135,6 +135,12 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
 const DEFAULT_PREFIX = 'media-backups/';
+/**
+ * Where our multipart uploads write: archives under `full/` and `incremental/` (docs/ARCHITECTURE.md,
+ * Object layout). The leftover sweep looks nowhere else: a store at the bucket root shares the
+ * bucket with whatever else writes there, and another application's upload is not ours to abort.
+ */
+const ARCHIVE_FOLDERS: readonly string[] = ['full/', 'incremental/'];
 // Bucket naming rules (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
@@ -594,7 +600,7 @@ export class S3ObjectStore implements ObjectStore {
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  /** Multipart uploads under the prefix that were never completed nor aborted (a killed run's). */
+  /** Archive multipart uploads under the prefix that were never completed nor aborted (a killed run's). */
   async listLeftovers(): Promise<Leftover[]> {
     const out: Leftover[] = [];
     let keyMarker: string | undefined;
@@ -612,8 +618,10 @@ export class S3ObjectStore implements ObjectStore {
       );
       for (const upload of page.Uploads ?? []) {
         if (!upload.Key?.startsWith(this.prefix) || !upload.UploadId) continue;
+        const key = upload.Key.slice(this.prefix.length);
+        if (!ARCHIVE_FOLDERS.some((folder) => key.startsWith(folder))) continue;
         out.push({
-          key: upload.Key.slice(this.prefix.length),
+          key,
           kind: 'multipart-upload',
           since: upload.Initiated ?? new Date(0),
           bytes: await this.uploadedBytes(upload.Key, upload.UploadId),
