@@ -1,11 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
 import { listCommittedBackups } from '../../lambda/core/repository/catalog.js';
-import { FsObjectStore } from '../../lambda/store/fs.js';
+import type { FsObjectStore } from '../../lambda/store/fs.js';
 import {
   ObjectExistsError,
   type ObjectStore,
@@ -13,7 +13,7 @@ import {
   type UploadOptions,
 } from '../../lambda/store/types.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
-import { makeMediaTree } from '../fixtures/media-tree.js';
+import { useFolderStoreWorld } from '../fixtures/folder-world.js';
 
 // Issue 12 section 1, end to end: an object that appears at a backup's key after the run chose its
 // id (another writer racing, a planted fake "latest") is never overwritten, and nothing is committed.
@@ -22,13 +22,9 @@ const dirs = tempDirs();
 let source: string;
 let storeDir: string;
 let store: FsObjectStore;
-beforeEach(async () => {
-  source = await dirs.make('src-');
-  storeDir = await dirs.make('store-');
-  store = new FsObjectStore(storeDir);
-  await makeMediaTree(source, { files: 5, seed: 3 });
+useFolderStoreWorld(dirs, { files: 5, seed: 3 }, (w) => {
+  ({ source, storeDir, store } = w);
 });
-afterEach(() => dirs.cleanup());
 
 /** The store, with `planted` written at the first key whose name ends with `suffix` just before our write. */
 function racingStore(inner: FsObjectStore, suffix: string): { store: ObjectStore; planted: string[] } {

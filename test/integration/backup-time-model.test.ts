@@ -1,28 +1,23 @@
 /** Issue 13: a backup that cannot finish in the invocation's remaining time fails fast, recorded as FAILED. */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { InsufficientTimeError } from '../../lambda/core/archiver/time-model.js';
 import type { Logger } from '../../lambda/core/deps.js';
 import { silentLogger } from '../../lambda/core/deps.js';
 import { listCommittedBackups } from '../../lambda/core/repository/catalog.js';
-import { FsObjectStore } from '../../lambda/store/fs.js';
+import type { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
-import { makeMediaTree } from '../fixtures/media-tree.js';
+import { useFolderStoreWorld } from '../fixtures/folder-world.js';
 
 const dirs = tempDirs();
 let source: string;
 let storeDir: string;
 let store: FsObjectStore;
-
-beforeEach(async () => {
-  source = await dirs.make('src-');
-  storeDir = await dirs.make('store-');
-  store = new FsObjectStore(storeDir);
-  await makeMediaTree(source, { files: 40, seed: 3 });
+useFolderStoreWorld(dirs, { files: 40, seed: 3 }, (w) => {
+  ({ source, storeDir, store } = w);
 });
-afterEach(() => dirs.cleanup());
 
 describe('time model in the backup', () => {
   it('refuses a run whose estimate exceeds the remaining time: InsufficientTimeError, FAILED status, nothing committed', async () => {

@@ -1,12 +1,12 @@
-import { open, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { runVerify } from '../../lambda/core/checker/verify.js';
 import { silentLogger } from '../../lambda/core/deps.js';
-import { FsObjectStore } from '../../lambda/store/fs.js';
+import type { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
-import { makeMediaTree } from '../fixtures/media-tree.js';
+import { flipOneByte, useFolderStoreWorld } from '../fixtures/folder-world.js';
 
 /**
  * Verify records damage per backup it checked, but the damage may sit in an archive another backup
@@ -17,33 +17,15 @@ const dirs = tempDirs();
 let source: string;
 let storeDir: string;
 let store: FsObjectStore;
-
-beforeEach(async () => {
-  source = await dirs.make('src-');
-  storeDir = await dirs.make('store-');
-  store = new FsObjectStore(storeDir);
-  await makeMediaTree(source, { files: 12, seed: 23 });
+useFolderStoreWorld(dirs, { files: 12, seed: 23 }, (w) => {
+  ({ source, storeDir, store } = w);
 });
-afterEach(() => dirs.cleanup());
 
 const backupOn = (day: string) =>
   runBackup(
     { store, clock: tickingClock(`${day}T02:00:00Z`), logger: silentLogger },
     { source, type: 'auto' },
   );
-
-async function flipOneByte(key: string): Promise<void> {
-  const fh = await open(path.join(storeDir, key), 'r+');
-  try {
-    const at = Math.floor((await fh.stat()).size / 2);
-    const byte = Buffer.alloc(1);
-    await fh.read(byte, 0, 1, at);
-    byte[0] ^= 0xff;
-    await fh.write(byte, 0, 1, at);
-  } finally {
-    await fh.close();
-  }
-}
 
 describe('auto and damage verify found in an archive of another backup', () => {
   it('takes a full when verify of an older incremental found the full archive the latest still needs damaged', async () => {
@@ -54,7 +36,7 @@ describe('auto and damage verify found in an archive of another backup', () => {
     await writeFile(path.join(source, 'n2.txt'), 'two\n');
     const i2 = await backupOn('2025-12-27'); // needs the full's archive and its own, not i1's
     expect([i1.type, i2.type]).toEqual(['incremental', 'incremental']);
-    await flipOneByte(full.archiveKey);
+    await flipOneByte(storeDir, full.archiveKey);
     const verified = await runVerify(
       { store, clock: tickingClock('2025-12-27T03:00:00Z'), logger: silentLogger },
       { backup: i1.backupId, deep: true },

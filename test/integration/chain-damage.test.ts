@@ -1,14 +1,14 @@
-import { open, readFile, truncate, writeFile } from 'node:fs/promises';
+import { readFile, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { runHealthChecks } from '../../lambda/core/checker/health.js';
 import { runVerify } from '../../lambda/core/checker/verify.js';
 import { silentLogger } from '../../lambda/core/deps.js';
 import { VERIFY_STATUS_KEY } from '../../lambda/core/repository/layout.js';
-import { FsObjectStore } from '../../lambda/store/fs.js';
+import type { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
-import { makeMediaTree } from '../fixtures/media-tree.js';
+import { flipOneByte, useFolderStoreWorld } from '../fixtures/folder-world.js';
 
 /**
  * Issue 10 item 4: after one flipped byte in the full, the next `auto` backup was an incremental on
@@ -19,34 +19,15 @@ const dirs = tempDirs();
 let source: string;
 let storeDir: string;
 let store: FsObjectStore;
-
-beforeEach(async () => {
-  source = await dirs.make('src-');
-  storeDir = await dirs.make('store-');
-  store = new FsObjectStore(storeDir);
-  await makeMediaTree(source, { files: 12, seed: 21 });
+useFolderStoreWorld(dirs, { files: 12, seed: 21 }, (w) => {
+  ({ source, storeDir, store } = w);
 });
-afterEach(() => dirs.cleanup());
 
 const backupOn = (day: string, type: 'auto' | 'full' = 'auto') =>
   runBackup({ store, clock: tickingClock(`${day}T02:00:00Z`), logger: silentLogger }, { source, type });
 
 /** A change to one file, so the next incremental has something to archive. */
 const touch = (n: number) => writeFile(path.join(source, `new-${n}.txt`), `new file ${n}\n`);
-
-async function flipOneByte(key: string): Promise<void> {
-  const file = path.join(storeDir, key);
-  const fh = await open(file, 'r+');
-  try {
-    const at = Math.floor((await fh.stat()).size / 2);
-    const byte = Buffer.alloc(1);
-    await fh.read(byte, 0, 1, at);
-    byte[0] ^= 0xff;
-    await fh.write(byte, 0, 1, at);
-  } finally {
-    await fh.close();
-  }
-}
 
 /** What verify records for a backup it found damaged (`status/last-verify.json`). */
 const recordVerifyDamage = (backupId: string, problem: string) =>
@@ -75,7 +56,7 @@ describe('auto never builds an incremental on a damaged chain', () => {
     const full = await backupOn('2025-12-27');
     await touch(1);
     await backupOn('2025-12-28'); // an incremental on the full
-    await flipOneByte(full.archiveKey);
+    await flipOneByte(storeDir, full.archiveKey);
     await recordVerifyDamage(
       full.backupId,
       `backup ${full.backupId}: archive ${full.archiveKey} has sha256 0000`,
@@ -96,7 +77,7 @@ describe('auto never builds an incremental on a damaged chain', () => {
     const full = await backupOn('2025-12-27');
     await touch(1);
     await backupOn('2025-12-28');
-    await flipOneByte(full.archiveKey);
+    await flipOneByte(storeDir, full.archiveKey);
     const verified = await runVerify(
       { store, clock: tickingClock('2025-12-28T03:00:00Z'), logger: silentLogger },
       { all: true },
@@ -157,7 +138,7 @@ describe('health while the latest restore point depends on a damaged archive', (
     await touch(2);
     const latest = await backupOn('2025-12-28');
     expect(latest).toMatchObject({ type: 'incremental', baseBackupId: full.backupId });
-    await flipOneByte(full.archiveKey);
+    await flipOneByte(storeDir, full.archiveKey);
     await recordVerifyDamage(full.backupId, `backup ${full.backupId}: archive has sha256 0000`);
 
     const check = await integrity('2025-12-28T05:00:00Z');

@@ -1,12 +1,12 @@
 import { readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
 import { keysFor } from '../../lambda/core/repository/layout.js';
-import { FsObjectStore } from '../../lambda/store/fs.js';
+import type { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
-import { makeMediaTree } from '../fixtures/media-tree.js';
+import { useFolderStoreWorld } from '../fixtures/folder-world.js';
 
 /**
  * The chain check compares each archive's stored size with its backup's metadata. When that
@@ -17,14 +17,9 @@ const dirs = tempDirs();
 let source: string;
 let storeDir: string;
 let store: FsObjectStore;
-
-beforeEach(async () => {
-  source = await dirs.make('src-');
-  storeDir = await dirs.make('store-');
-  store = new FsObjectStore(storeDir);
-  await makeMediaTree(source, { files: 12, seed: 22 });
+useFolderStoreWorld(dirs, { files: 12, seed: 22 }, (w) => {
+  ({ source, storeDir, store } = w);
 });
-afterEach(() => dirs.cleanup());
 
 const backupOn = (day: string) =>
   runBackup(

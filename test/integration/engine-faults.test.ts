@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../bench/timing.js';
 import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { silentLogger } from '../../lambda/core/deps.js';
@@ -14,21 +14,17 @@ import { runRestore } from '../../lambda/core/restorer/restore.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
 import { faultyStore } from '../fixtures/faulty-store.js';
-import { makeMediaTree, randomBytesFrom, seededRandom } from '../fixtures/media-tree.js';
+import { useFolderStoreWorld } from '../fixtures/folder-world.js';
+import { randomBytesFrom, seededRandom } from '../fixtures/media-tree.js';
 
 const execFileAsync = promisify(execFile);
 const dirs = tempDirs();
 let source: string;
 let storeDir: string;
 let store: FsObjectStore;
-
-beforeEach(async () => {
-  source = await dirs.make('src-');
-  storeDir = await dirs.make('store-');
-  store = new FsObjectStore(storeDir);
-  await makeMediaTree(source, { files: 6, seed: 7 });
+useFolderStoreWorld(dirs, { files: 6, seed: 7 }, (w) => {
+  ({ source, storeDir, store } = w);
 });
-afterEach(() => dirs.cleanup());
 
 describe('a file rewritten in place while it is read (issue 10 item 3)', () => {
   // Larger than everything the pipeline buffers with one worker and 64 KiB members, so the reader is
