@@ -115,20 +115,7 @@ export async function decodeManifest(data: Buffer, label: string): Promise<Manif
   }
   const lines = text.split('\n').filter((line) => line.length > 0);
   if (lines.length === 0) throw new ManifestError(`manifest ${label} is empty`);
-  const header = parseLine(lines[0], label, 1) as unknown as ManifestHeader;
-  if (header.format !== MANIFEST_FORMAT || header.version !== MANIFEST_VERSION) {
-    throw new ManifestError(
-      `manifest ${label} has format ${JSON.stringify(header.format)} version ${JSON.stringify(header.version)}; expected ${MANIFEST_FORMAT} version ${MANIFEST_VERSION}`,
-    );
-  }
-  if (typeof header.backupId !== 'string' || (header.type !== 'full' && header.type !== 'incremental')) {
-    throw new ManifestError(`manifest ${label} header lacks a valid backupId or type`);
-  }
-  if (header.root !== undefined && (!isMode(header.root?.mode) || !isTime(header.root?.mtimeMs))) {
-    throw new ManifestError(
-      `manifest ${label} line 1: manifest field invalid in backup ${header.backupId}: header \`root\` = ${JSON.stringify(header.root)}, expected { mode: 0..0o7777, mtimeMs: a finite time }. The manifest is damaged or was altered (the archive itself may be fine).`,
-    );
-  }
+  const header = validateHeader(parseLine(lines[0], label, 1), label);
   const entries: ManifestEntry[] = [];
   let previous: string | undefined;
   const notFolders = new Map<string, string>();
@@ -143,13 +130,40 @@ export async function decodeManifest(data: Buffer, label: string): Promise<Manif
     previous = entry.path;
     entries.push(entry);
   }
-  const totals = totalsOf(entries);
+  assertTotalsMatch(header, totalsOf(entries), label);
+  return { header, entries };
+}
+
+/** Checks a manifest's first line (format, version, backupId, type, root); shared with manifest-stream.ts. */
+export function validateHeader(raw: Record<string, unknown>, label: string): ManifestHeader {
+  const header = raw as unknown as ManifestHeader;
+  if (header.format !== MANIFEST_FORMAT || header.version !== MANIFEST_VERSION) {
+    throw new ManifestError(
+      `manifest ${label} has format ${JSON.stringify(header.format)} version ${JSON.stringify(header.version)}; expected ${MANIFEST_FORMAT} version ${MANIFEST_VERSION}`,
+    );
+  }
+  if (typeof header.backupId !== 'string' || (header.type !== 'full' && header.type !== 'incremental')) {
+    throw new ManifestError(`manifest ${label} header lacks a valid backupId or type`);
+  }
+  if (header.root !== undefined && (!isMode(header.root?.mode) || !isTime(header.root?.mtimeMs))) {
+    throw new ManifestError(
+      `manifest ${label} line 1: manifest field invalid in backup ${header.backupId}: header \`root\` = ${JSON.stringify(header.root)}, expected { mode: 0..0o7777, mtimeMs: a finite time }. The manifest is damaged or was altered (the archive itself may be fine).`,
+    );
+  }
+  return header;
+}
+
+/** The header's totals must equal the entries' (computed as `totalsOf` does); shared with manifest-stream.ts. */
+export function assertTotalsMatch(
+  header: ManifestHeader,
+  totals: { readonly files: number; readonly bytes: number },
+  label: string,
+): void {
   if (header.totals?.files !== totals.files || header.totals?.bytes !== totals.bytes) {
     throw new ManifestError(
       `manifest ${label} header totals (${header.totals?.files} files, ${header.totals?.bytes} bytes) do not match its entries (${totals.files} files, ${totals.bytes} bytes)`,
     );
   }
-  return { header, entries };
 }
 
 /**
@@ -174,7 +188,7 @@ export function assertNotBelowNonFolder(
 /** Archive keys a manifest may reference: this layout's archives only, never an arbitrary key. */
 const ARCHIVE_KEY = /^(full|incremental)\/backup_\d{8}_\d{6}(\.part-\d{4})?\.tar\.gz$/;
 
-function parseLine(line: string, label: string, lineNo: number): Record<string, unknown> {
+export function parseLine(line: string, label: string, lineNo: number): Record<string, unknown> {
   try {
     const value = JSON.parse(line) as unknown;
     if (value && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
@@ -199,7 +213,7 @@ const isTime = (v: unknown): v is number =>
  * backup, the path and the field) before a restore passes it to chmod/utimes, whose errors would
  * otherwise look like a damaged archive.
  */
-function validateEntry(raw: Record<string, unknown>, where: string, backupId: string): ManifestEntry {
+export function validateEntry(raw: Record<string, unknown>, where: string, backupId: string): ManifestEntry {
   assertSafeRelativePath(raw.path, where);
   const invalid = (field: string, expected: string) =>
     new ManifestError(
