@@ -4,8 +4,9 @@ import { link, open, readdir, readFile, rename, rm, stat, unlink, writeFile } fr
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { acquireFsLock } from './fs-lock.js';
+import { acquireFsLock, fsLeaseBackend } from './fs-lock.js';
 import { checkStoreRoot, makeDirs } from './fs-paths.js';
+import { releaseHandedOverLease } from './lease.js';
 import {
   assertSafeKey,
   isReplaceableKey,
@@ -14,6 +15,7 @@ import {
   ObjectExistsError,
   ObjectNotFoundError,
   type ObjectStore,
+  StoreConfigError,
   type StoredObject,
   type UploadOptions,
   type UploadResult,
@@ -186,12 +188,17 @@ export class FsObjectStore implements ObjectStore {
     return out.sort((a, b) => a.since.getTime() - b.since.getTime());
   }
 
-  async removeLeftovers(options: { olderThanMs: number; now?: Date }): Promise<Leftover[]> {
+  async removeLeftovers(options: {
+    olderThanMs: number;
+    now?: Date;
+    keyPrefix?: string;
+  }): Promise<Leftover[]> {
     const now = (options.now ?? new Date()).getTime();
     const removed: Leftover[] = [];
     for (const leftover of await this.listLeftovers()) {
       // A partial file still being written has a fresh mtime: never touched.
       if (now - leftover.since.getTime() <= options.olderThanMs) continue;
+      if (options.keyPrefix !== undefined && !leftover.key.startsWith(options.keyPrefix)) continue;
       await rm(path.join(this.root, ...leftover.id.split('/')), { force: true });
       removed.push(leftover);
     }
@@ -200,6 +207,24 @@ export class FsObjectStore implements ObjectStore {
 
   async acquireLock(name: string, options: { owner: string; ttlMs: number }): Promise<LockHandle> {
     return acquireFsLock(this.pathOf(`locks/${name}.lock`), this.url, options);
+  }
+
+  async releaseLock(name: string, token: string): Promise<boolean> {
+    const file = this.pathOf(`locks/${name}.lock`);
+    return releaseHandedOverLease(fsLeaseBackend(file, this.url, 60_000), token);
+  }
+
+  /** Deletes every object (and partial file) whose key starts with `prefix`; the count of objects. */
+  async removePrefix(prefix: string): Promise<number> {
+    if (prefix.length === 0) throw new StoreConfigError('removePrefix needs a non-empty prefix');
+    const objects = await this.list(prefix);
+    for (const o of objects) await rm(this.pathOf(o.key), { force: true });
+    for (const l of await this.listLeftovers()) {
+      if (l.key.startsWith(prefix)) await rm(path.join(this.root, ...l.id.split('/')), { force: true });
+    }
+    // A prefix that names a folder (`staging/backup_x/`): remove the folder too once empty.
+    if (prefix.endsWith('/')) await rm(this.pathOf(prefix.slice(0, -1)), { recursive: true, force: true });
+    return objects.length;
   }
 }
 

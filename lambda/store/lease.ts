@@ -63,10 +63,11 @@ export async function acquireLease<V>(
 ): Promise<LockHandle> {
   const nonce = randomBytes(8).toString('hex');
   const acquiredAt = new Date().toISOString();
+  let ttlMs = options.ttlMs;
   const record = (state: LeaseRecord['state'] = 'held'): LeaseRecord => ({
     owner: options.owner,
     acquiredAt,
-    expiresAt: new Date(Date.now() + (state === 'held' ? options.ttlMs : 0)).toISOString(),
+    expiresAt: new Date(Date.now() + (state === 'held' ? ttlMs : 0)).toISOString(),
     state,
     nonce,
     ...(options.recordProcess ? { host: hostname(), pid: process.pid } : {}),
@@ -146,12 +147,46 @@ export async function acquireLease<V>(
     const now = await backend.read();
     if (ours(now)) await backend.releaseIfUnchanged(now.version, record('released'));
   };
+  const handOver = async (newTtlMs: number): Promise<string> => {
+    clearInterval(renew);
+    await renewing;
+    if (lost) throw new LockHeldError(storeUrl, holderOf(await backend.read()));
+    ttlMs = newTtlMs;
+    // Twice, as a renewal: the first may only find our own earlier write whose answer was lost.
+    for (let round = 0; round < 2; round += 1) {
+      const current = held;
+      const next = await attempt(() => backend.replaceIfUnchanged(current, record()));
+      if (next === undefined) {
+        lost = true;
+        throw new LockHeldError(storeUrl, holderOf(await backend.read()));
+      }
+      held = next.version;
+      if (next.wrote) break;
+    }
+    return nonce;
+  };
   return {
     release: () => {
       releasing ??= release();
       return releasing;
     },
+    handOver,
   };
+}
+
+/**
+ * Releases a lock that {@link LockHandle.handOver} passed to another process (a later step of a
+ * state machine), identified by the token handOver returned. False when the lock is no longer that
+ * hand-over's (released already, expired and taken over): nothing is written then.
+ */
+export async function releaseHandedOverLease<V>(backend: LeaseBackend<V>, token: string): Promise<boolean> {
+  for (let round = 0; round < 3; round += 1) {
+    const now = await backend.read();
+    if (!now?.record || now.record.nonce !== token || now.record.state !== 'held') return false;
+    const released: LeaseRecord = { ...now.record, state: 'released', expiresAt: new Date().toISOString() };
+    if (await backend.releaseIfUnchanged(now.version, released)) return true;
+  }
+  return false;
 }
 
 /** Parses a lock body; `undefined` for anything that is not a lock record. */

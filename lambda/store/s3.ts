@@ -15,7 +15,13 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { acquireLease, type LeaseBackend, type LeaseRecord, parseLeaseRecord } from './lease.js';
+import {
+  acquireLease,
+  type LeaseBackend,
+  type LeaseRecord,
+  parseLeaseRecord,
+  releaseHandedOverLease,
+} from './lease.js';
 import {
   assertSafeKey,
   isReplaceableKey,
@@ -140,7 +146,7 @@ const DEFAULT_PREFIX = 'media-backups/';
  * Object layout). The leftover sweep looks nowhere else: a store at the bucket root shares the
  * bucket with whatever else writes there, and another application's upload is not ours to abort.
  */
-const ARCHIVE_FOLDERS: readonly string[] = ['full/', 'incremental/'];
+const ARCHIVE_FOLDERS: readonly string[] = ['full/', 'incremental/', 'staging/'];
 // Bucket naming rules (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
@@ -635,11 +641,16 @@ export class S3ObjectStore implements ObjectStore {
     return out.sort((a, b) => a.since.getTime() - b.since.getTime());
   }
 
-  async removeLeftovers(options: { olderThanMs: number; now?: Date }): Promise<Leftover[]> {
+  async removeLeftovers(options: {
+    olderThanMs: number;
+    now?: Date;
+    keyPrefix?: string;
+  }): Promise<Leftover[]> {
     const now = (options.now ?? new Date()).getTime();
     const removed: Leftover[] = [];
     for (const leftover of await this.listLeftovers()) {
       if (now - leftover.since.getTime() <= options.olderThanMs) continue;
+      if (options.keyPrefix !== undefined && !leftover.key.startsWith(options.keyPrefix)) continue;
       const objectKey = this.prefix + leftover.key;
       try {
         await this.client.send(
@@ -682,6 +693,10 @@ export class S3ObjectStore implements ObjectStore {
 
   async acquireLock(name: string, options: { owner: string; ttlMs: number }): Promise<LockHandle> {
     return acquireLease(this.leaseBackend(this.objectKey(`locks/${name}.lock`)), this.url, options);
+  }
+
+  async releaseLock(name: string, token: string): Promise<boolean> {
+    return releaseHandedOverLease(this.leaseBackend(this.objectKey(`locks/${name}.lock`)), token);
   }
 
   /**

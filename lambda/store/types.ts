@@ -70,6 +70,13 @@ export interface Leftover {
 /** A held lock; `release` is idempotent. */
 export interface LockHandle {
   release(): Promise<void>;
+  /**
+   * Passes the lock to work that continues in other processes (the steps of a sharded run's state
+   * machine): stops renewing it, rewrites its expiry to `ttlMs` from now and returns a token with
+   * which {@link ObjectStore.releaseLock} releases it later. The lock stays held until then, or until
+   * it expires if those steps die. Throws LockHeldError when the lock was lost meanwhile.
+   */
+  handOver?(ttlMs: number): Promise<string>;
 }
 
 /** What a store knows about the current holder of a lock. */
@@ -119,13 +126,21 @@ export interface ObjectStore {
    * (crashed) expires after `ttlMs` and can be taken over.
    */
   acquireLock(name: string, options: { owner: string; ttlMs: number }): Promise<LockHandle>;
+  /** Releases a lock passed on with {@link LockHandle.handOver}; false when it is no longer that hand-over's. */
+  releaseLock?(name: string, token: string): Promise<boolean>;
+  /**
+   * Deletes every object under `prefix` (a failed sharded run's uncommitted parts and its `staging/`
+   * work objects). Only folder stores have it: on S3 the backup role cannot delete (a compromised run
+   * must not remove backups); lifecycle rules expire those objects there.
+   */
+  removePrefix?(prefix: string): Promise<number>;
   /** Leftovers of killed runs ({@link Leftover}), oldest first. */
   listLeftovers?(): Promise<Leftover[]>;
   /**
    * Removes the leftovers last written more than `olderThanMs` before `now` (use at least the lock
    * TTL, so a run that is still writing is never touched) and returns what it removed.
    */
-  removeLeftovers?(options: { olderThanMs: number; now?: Date }): Promise<Leftover[]>;
+  removeLeftovers?(options: { olderThanMs: number; now?: Date; keyPrefix?: string }): Promise<Leftover[]>;
 }
 
 export class ObjectNotFoundError extends Error {
