@@ -45,6 +45,8 @@ export async function readTarGz(
   body: Readable,
   label: string,
   visit: (entry: TarEntry) => Promise<void>,
+  /** Stops reading: the archive's stream is closed and the signal's reason thrown. */
+  signal?: AbortSignal,
 ): Promise<void> {
   // latin1: ustar and GNU long-name fields come back byte for byte (see `entryName`).
   // (A tar-stream option its type declarations do not list.)
@@ -60,7 +62,15 @@ export async function readTarGz(
     feedError = error;
     extract.destroy(error);
   });
+  // Another archive of the same restore failed (or Ctrl-C): stop waiting for this one's bytes.
+  const onAbort = () => {
+    const reason = signal?.reason ?? new Error('stopped');
+    body.destroy(reason);
+    extract.destroy(reason);
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
+    signal?.throwIfAborted();
     for await (const raw of extract) {
       const header = raw.header;
       const pax = (header.pax ?? {}) as { path?: string; linkpath?: string };
@@ -96,13 +106,18 @@ export async function readTarGz(
     await feeding;
   } catch (error) {
     body.destroy();
-    // The visitor's own verdict first; a torn-down pipeline only reports "premature close".
-    const cause = visitError ?? feedError ?? error;
+    // The visitor's own verdict first, then why we were stopped; a torn-down pipeline only reports
+    // "premature close".
+    const cause = visitError ?? (signal?.aborted ? signal.reason : undefined) ?? feedError ?? error;
     // A stop the caller asked for (Ctrl-C) is not damage either.
     if (cause instanceof MediaBackupError || (cause as Error)?.name === 'AbortError') throw cause;
+    // Stopped because another archive failed: that failure is the story, not this archive.
+    if (signal?.aborted && cause === signal.reason) throw cause;
     throw new ArchiveIntegrityError(
       `${label} is damaged or truncated (${(cause as Error)?.message ?? String(cause)}). Use another backup, or check the object in the store.`,
       { cause },
     );
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
 }

@@ -1,45 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  createReadStream,
-  fchmodSync,
-  constants as fsConstants,
-  futimesSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  writeSync,
-} from 'node:fs';
-import {
-  chmod,
-  type FileHandle,
-  lstat,
-  lutimes,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  rmdir,
-  stat,
-  symlink,
-  utimes,
-} from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import picomatch from 'picomatch';
 import type { ObjectStore } from '../../store/types.js';
 import type { Clock, Logger } from '../deps.js';
-import {
-  BackupStateError,
-  errorMessage,
-  MediaBackupError,
-  RestoreTargetError,
-  UsageError,
-} from '../errors.js';
-import { fsPath } from '../fs-names.js';
+import { BackupStateError, errorMessage, UsageError } from '../errors.js';
 import { defaultIoConcurrency, parseIoConcurrency } from '../io-concurrency.js';
 import { readManifest } from '../repository/catalog.js';
 import { backupIdFor } from '../repository/layout.js';
@@ -55,6 +23,7 @@ import { ArchiveIntegrityError, readTarGz, type TarEntry } from './archive-reade
 import { resolveRestorePoint } from './resolve.js';
 import { findRestoreLeftovers, type RestoreLeftover } from './restore-leftovers.js';
 import { acquireRestoreLock, restoreLockPath } from './restore-lock.js';
+import { sizeMismatch, TreeWriter, targetError } from './tree-writer.js';
 
 export { findRestoreLeftovers, type RestoreLeftover } from './restore-leftovers.js';
 
@@ -94,6 +63,13 @@ export interface RestoreOptions {
    * @default 32 when the target's folder is on NFS/EFS, SMB, FUSE, ..., else 1
    */
   readonly ioConcurrency?: number;
+  /**
+   * Archives extracted at once into the staging folder (a sharded backup has many parts; an
+   * incremental needs its full's archive too). Their files are disjoint, so they stream side by side;
+   * the first failure stops the others and the restore rolls back as with one archive.
+   * @default 1
+   */
+  readonly parallel?: number;
 }
 
 /** Restore progress, in the shape the CLI's progress bar takes (`TransferProgress`). */
@@ -134,12 +110,12 @@ export class TargetNotEmptyError extends UsageError {
   override readonly name = 'TargetNotEmptyError';
 }
 
-/** What to restore: files grouped by the archive holding their bytes, plus folders and links. */
-interface RestorePlan {
+/** @internal What to restore: files grouped by the archive holding their bytes, plus folders and links. */
+export interface RestorePlan {
   readonly label: string;
   readonly backupId: string | null;
-  /** archive key (or file) -> path -> expected entry (null: accept, no manifest to check against). */
-  readonly filesByArchive: Map<string, Map<string, FileEntry | null>>;
+  /** archive key (or file) -> path -> expected entry; one empty group for an archive without a manifest. */
+  readonly filesByArchive: Map<string, Map<string, FileEntry>>;
   readonly dirs: DirEntry[];
   readonly symlinks: SymlinkEntry[];
   /** The backed-up folder's own mode and mtime, given to the target (absent in older manifests). */
@@ -196,12 +172,13 @@ async function restoreUnlocked(deps: RestoreDeps, options: RestoreOptions): Prom
 
   const target = options.target ? path.resolve(options.target) : null;
   if (target && !dryRun && mode === 'new-folder') await assertEmptyOrMissing(target);
-  const staging = target && !dryRun ? `${target}.restore-staging-${randomBytes(4).toString('hex')}` : null;
+  const parallel = parseParallel(options.parallel);
+  const staging = target && !dryRun ? stagingPathFor(target, randomBytes(4).toString('hex')) : null;
   const progress = progressTracker(plan, options.onProgress);
-  const writer = new TreeWriter(staging, plan.label, target, {
-    onBytes: progress.bytes,
-    signal: options.signal,
-  });
+  // One stop for every archive in flight: Ctrl-C, or the first archive that fails.
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  const writer = new TreeWriter(staging, plan.label, target, { onBytes: progress.bytes, signal });
   deps.logger.info('restore started', { backup: plan.label, target, mode, dryRun, staging });
   const leftovers = staging ? await findRestoreLeftovers(target!, deps.clock.now()) : [];
   for (const l of leftovers) {
@@ -222,18 +199,13 @@ async function restoreUnlocked(deps: RestoreDeps, options: RestoreOptions): Prom
   let previousTree: string | null = null;
   try {
     if (staging) {
-      try {
-        await mkdir(path.dirname(staging), { recursive: true });
-        await mkdir(staging, { recursive: false, mode: 0o700 });
-      } catch (error) {
-        throw targetError(error, target!, 'creating the staging folder', staging);
-      }
+      await createStaging(target!, staging);
       writer.writeConcurrency =
         options.ioConcurrency === undefined
           ? defaultIoConcurrency(staging)
           : parseIoConcurrency(options.ioConcurrency, 'ioConcurrency');
     }
-    const extracted = await extractAll(plan, openArchive, writer, progress.file, options.signal);
+    const extracted = await extractAll(plan, openArchive, writer, progress.file, { stop, signal, parallel });
     // Concurrent writes still in flight must land (or fail) before the tree is finished.
     await writer.drain();
     if (staging) {
@@ -286,19 +258,28 @@ async function restoreUnlocked(deps: RestoreDeps, options: RestoreOptions): Prom
   }
 }
 
-async function planFromStore(store: ObjectStore, options: RestoreOptions): Promise<RestorePlan> {
+/** @internal Shared with restore-phases.ts: what a restore from the store needs, checked before writing. */
+export async function planFromStore(
+  store: ObjectStore,
+  options: Pick<RestoreOptions, 'backup' | 'at' | 'paths'>,
+): Promise<RestorePlan> {
   const entry = await resolveRestorePoint(store, { backup: options.backup, at: options.at });
   const manifest = await readManifest(store, entry);
   const label = `backup ${entry.backupId}`;
   const selected = selectEntries(manifest, options.paths, label);
   const filesByArchive = groupByArchive(selected.files);
-  // Fail before writing anything if an archive the restore needs is gone.
-  for (const key of filesByArchive.keys()) {
-    if (!(await store.head(key))) {
-      throw new BackupStateError(
-        `${label} needs archive ${key}, which is missing from ${store.url}; this backup cannot be restored completely. Try an older or newer backup (media-backup list).`,
-      );
-    }
+  // Fail before writing anything if an archive the restore needs is gone. A sharded backup has up
+  // to 9,999 parts: ask about several at once.
+  const keys = [...filesByArchive.keys()];
+  const missing: string[] = [];
+  await inParallel(keys, HEAD_CONCURRENCY, new AbortController(), async (key) => {
+    if (!(await store.head(key))) missing.push(key);
+  });
+  if (missing.length > 0) {
+    missing.sort(comparePaths);
+    throw new BackupStateError(
+      `${label} needs archive ${missing[0]}${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''}, which is missing from ${store.url}; this backup cannot be restored completely. Try an older or newer backup (media-backup list).`,
+    );
   }
   return {
     label,
@@ -311,6 +292,9 @@ async function planFromStore(store: ObjectStore, options: RestoreOptions): Promi
     notes: [],
   };
 }
+
+/** Archives asked about at once while planning. */
+const HEAD_CONCURRENCY = 16;
 
 async function planFromLocalArchive(file: string, options: RestoreOptions): Promise<RestorePlan> {
   const manifestFile = file.replace(/\.tar\.gz$/, '.manifest.jsonl.gz');
@@ -354,7 +338,8 @@ async function planFromLocalArchive(file: string, options: RestoreOptions): Prom
   };
 }
 
-function selectEntries(
+/** @internal */
+export function selectEntries(
   manifest: Manifest,
   paths: readonly string[] | undefined,
   label: string,
@@ -408,7 +393,8 @@ function parentFolders(paths: Iterable<string>): Set<string> {
   return out;
 }
 
-function groupByArchive(files: readonly FileEntry[]): Map<string, Map<string, FileEntry>> {
+/** @internal */
+export function groupByArchive(files: readonly FileEntry[]): Map<string, Map<string, FileEntry>> {
   const out = new Map<string, Map<string, FileEntry>>();
   for (const f of files) {
     const group = out.get(f.archive) ?? new Map<string, FileEntry>();
@@ -418,7 +404,8 @@ function groupByArchive(files: readonly FileEntry[]): Map<string, Map<string, Fi
   return new Map([...out.entries()].sort(([a], [b]) => comparePaths(a, b)));
 }
 
-interface RestoredFile {
+/** @internal A file written (or hashed) by a restore. */
+export interface RestoredFile {
   readonly path: string;
   readonly size: number;
   readonly sha256: string;
@@ -432,7 +419,6 @@ function progressTracker(plan: RestorePlan, onProgress: RestoreOptions['onProgre
   let totalFiles = 0;
   for (const group of plan.filesByArchive.values()) {
     for (const f of group.values()) {
-      if (!f) continue;
       totalBytes += f.size;
       totalFiles += 1;
     }
@@ -453,61 +439,110 @@ function progressTracker(plan: RestorePlan, onProgress: RestoreOptions['onProgre
   };
 }
 
+/** `parallel`: archives extracted at once, a whole number from 1 to 64. */
+export function parseParallel(value: number | undefined, option = 'parallel'): number {
+  if (value === undefined) return 1;
+  if (!Number.isInteger(value) || value < 1 || value > MAX_PARALLEL) {
+    throw new UsageError(
+      `${option} must be a whole number from 1 to ${MAX_PARALLEL} (archives extracted at once), got ${value}`,
+    );
+  }
+  return value;
+}
+
+const MAX_PARALLEL = 64;
+
+/**
+ * @internal Runs `task` for every item, at most `limit` at once. The first failure aborts `stop`
+ * (tasks watch a signal built from it and close their streams) and is thrown once every task has
+ * stopped, so nothing is still writing when the caller cleans up.
+ */
+export async function inParallel<T>(
+  items: readonly T[],
+  limit: number,
+  stop: AbortController,
+  task: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async () => {
+    while (next < items.length && failure === undefined && !stop.signal.aborted) {
+      const item = items[next++];
+      try {
+        await task(item);
+      } catch (error) {
+        if (failure === undefined) {
+          failure = { error };
+          stop.abort(error);
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure !== undefined) throw failure.error;
+  if (stop.signal.aborted) throw stop.signal.reason;
+}
+
 async function extractAll(
   plan: RestorePlan,
   openArchive: (key: string) => Promise<Readable>,
   writer: TreeWriter,
   fileDone: () => void,
-  signal?: AbortSignal,
+  run: { readonly stop: AbortController; readonly signal: AbortSignal; readonly parallel: number },
 ): Promise<{ files: Map<string, RestoredFile>; dirs: DirEntry[]; symlinks: SymlinkEntry[] }> {
+  if (plan.takeTreeFromArchive) {
+    const [key] = plan.filesByArchive.keys();
+    return extractTreeFromArchive(plan, await openArchive(key), key, writer, fileDone, run.signal);
+  }
   const files = new Map<string, RestoredFile>();
-  const dirs: DirEntry[] = [];
-  const symlinks: SymlinkEntry[] = [];
-  for (const [key, wanted] of plan.filesByArchive) {
-    const label = `${plan.label} archive ${key}`;
-    const seen = new Set<string>();
-    signal?.throwIfAborted();
-    await readTarGz(await openArchive(key), label, async (entry: TarEntry) => {
+  await inParallel([...plan.filesByArchive], run.parallel, run.stop, async ([key, wanted]) => {
+    const restored = await extractArchive({
+      label: `${plan.label} archive ${key}`,
+      open: () => openArchive(key),
+      wanted,
+      writer,
+      fileDone,
+      signal: run.signal,
+    });
+    for (const [p, f] of restored) files.set(p, f);
+  });
+  return { files, dirs: plan.dirs, symlinks: plan.symlinks };
+}
+
+/**
+ * @internal Extracts the files `wanted` from one archive (checked against the manifest: size before
+ * the body is read, sha256 after) through `writer`. Everything else in the archive (files deleted or
+ * replaced since, folders and links, which come from the manifest) is skipped, never written.
+ * `signal` stops it and closes the archive's stream.
+ */
+export async function extractArchive(args: {
+  readonly label: string;
+  readonly open: () => Promise<Readable>;
+  readonly wanted: ReadonlyMap<string, FileEntry>;
+  readonly writer: TreeWriter;
+  readonly fileDone: () => void;
+  readonly signal?: AbortSignal;
+}): Promise<Map<string, RestoredFile>> {
+  const { label, wanted, writer, fileDone, signal } = args;
+  const files = new Map<string, RestoredFile>();
+  signal?.throwIfAborted();
+  const body = await args.open();
+  if (signal?.aborted) {
+    body.destroy();
+    signal.throwIfAborted();
+  }
+  await readTarGz(
+    body,
+    label,
+    async (entry: TarEntry) => {
       signal?.throwIfAborted();
-      if (plan.takeTreeFromArchive) {
-        if (seen.has(entry.path)) {
-          throw new ArchiveIntegrityError(`${label}: entry ${JSON.stringify(entry.path)} appears twice`);
-        }
-        seen.add(entry.path);
-        // Folders are kept for now and pruned to the selection's skeleton after the archive is read.
-        if (plan.select && entry.type !== 'directory' && !plan.select(entry.path)) return;
-        if (entry.type === 'directory')
-          dirs.push({
-            path: entry.path,
-            type: 'dir',
-            mode: entry.mode & 0o7777,
-            mtimeMs: entry.mtime.getTime(),
-          });
-        else if (entry.type === 'symlink')
-          symlinks.push({
-            path: entry.path,
-            type: 'symlink',
-            target: entry.linkname ?? '',
-            mtimeMs: entry.mtime.getTime(),
-          });
-        else {
-          const meta = { mode: entry.mode & 0o7777, mtimeMs: entry.mtime.getTime() };
-          const written = await writer.writeFile(entry.path, entry.body, meta);
-          files.set(entry.path, { ...written, ...meta });
-          fileDone();
-        }
-        return;
-      }
-      // Entries the manifest does not ask for from this archive (deleted or replaced since, or
-      // folders and links, which come from the manifest) are skipped, never written.
       const expected = wanted.get(entry.path);
       if (!expected || entry.type !== 'file') return;
-      if (seen.has(entry.path)) {
+      if (files.has(entry.path)) {
         throw new ArchiveIntegrityError(
           `${label}: file ${JSON.stringify(entry.path)} appears twice in the archive; refusing to guess which copy is right`,
         );
       }
-      seen.add(entry.path);
       // A tampered archive could hold a huge entry under a small file's name: refuse it before
       // reading its body, so it never fills the target's file system (the live volume for --replace).
       if (entry.size !== expected.size) throw sizeMismatch(label, entry.path, entry.size, expected.size);
@@ -519,339 +554,93 @@ async function extractAll(
       }
       files.set(entry.path, { ...written, mode: expected.mode, mtimeMs: expected.mtimeMs });
       fileDone();
-    });
-    if (plan.select) {
-      if (files.size + symlinks.length === 0) throw new UsageError(`--path matches nothing in ${plan.label}`);
-      const needed = parentFolders([...files.keys(), ...symlinks.map((l) => l.path)]);
-      const keep = dirs.filter((d) => needed.has(d.path) || plan.select?.(d.path));
-      dirs.length = 0; // then refill by a loop: splice(..., ...keep) overflows the stack past ~120k folders
-      for (const d of keep) dirs.push(d);
-    }
-    const missing = [...wanted.keys()].filter((p) => !seen.has(p));
-    if (missing.length > 0) {
-      throw new ArchiveIntegrityError(
-        `${label}: ${missing.length} file(s) listed in the manifest are not in the archive, e.g. ${JSON.stringify(missing[0])}; nothing was restored.`,
-      );
-    }
+    },
+    signal,
+  );
+  if (files.size < wanted.size) {
+    const missing = [...wanted.keys()].filter((p) => !files.has(p));
+    throw new ArchiveIntegrityError(
+      `${label}: ${missing.length} file(s) listed in the manifest are not in the archive, e.g. ${JSON.stringify(missing[0])}; nothing was restored.`,
+    );
+  }
+  return files;
+}
+
+/** An archive without a manifest: its own folders, links and files make the tree (one archive). */
+async function extractTreeFromArchive(
+  plan: RestorePlan,
+  body: Readable,
+  key: string,
+  writer: TreeWriter,
+  fileDone: () => void,
+  signal?: AbortSignal,
+): Promise<{ files: Map<string, RestoredFile>; dirs: DirEntry[]; symlinks: SymlinkEntry[] }> {
+  const files = new Map<string, RestoredFile>();
+  const dirs: DirEntry[] = [];
+  const symlinks: SymlinkEntry[] = [];
+  const label = `${plan.label} archive ${key}`;
+  const seen = new Set<string>();
+  await readTarGz(
+    body,
+    label,
+    async (entry: TarEntry) => {
+      signal?.throwIfAborted();
+      if (seen.has(entry.path)) {
+        throw new ArchiveIntegrityError(`${label}: entry ${JSON.stringify(entry.path)} appears twice`);
+      }
+      seen.add(entry.path);
+      // Folders are kept for now and pruned to the selection's skeleton after the archive is read.
+      if (plan.select && entry.type !== 'directory' && !plan.select(entry.path)) return;
+      if (entry.type === 'directory')
+        dirs.push({
+          path: entry.path,
+          type: 'dir',
+          mode: entry.mode & 0o7777,
+          mtimeMs: entry.mtime.getTime(),
+        });
+      else if (entry.type === 'symlink')
+        symlinks.push({
+          path: entry.path,
+          type: 'symlink',
+          target: entry.linkname ?? '',
+          mtimeMs: entry.mtime.getTime(),
+        });
+      else {
+        const meta = { mode: entry.mode & 0o7777, mtimeMs: entry.mtime.getTime() };
+        const written = await writer.writeFile(entry.path, entry.body, meta);
+        files.set(entry.path, { ...written, ...meta });
+        fileDone();
+      }
+    },
+    signal,
+  );
+  if (plan.select) {
+    if (files.size + symlinks.length === 0) throw new UsageError(`--path matches nothing in ${plan.label}`);
+    const needed = parentFolders([...files.keys(), ...symlinks.map((l) => l.path)]);
+    const keep = dirs.filter((d) => needed.has(d.path) || plan.select?.(d.path));
+    dirs.length = 0; // then refill by a loop: splice(..., ...keep) overflows the stack past ~120k folders
+    for (const d of keep) dirs.push(d);
   }
   return { files, dirs, symlinks };
 }
 
-function sizeMismatch(
-  label: string,
-  rel: string,
-  actual: number,
-  declared: number,
-  /** Counted while streaming: the entry holds at least `actual` bytes. */
-  atLeast = false,
-): ArchiveIntegrityError {
-  return new ArchiveIntegrityError(
-    `${label}: file ${JSON.stringify(rel)} is ${atLeast ? 'at least ' : ''}${actual} bytes in the archive but the manifest declares ${declared} bytes; stopped before writing past the declared size. The archive or the manifest is corrupt or was altered; nothing was restored. Try another backup.`,
-  );
+/** @internal `DIR.restore-staging-<id>`: beside the target, on its file system, so the swap is a rename. */
+export function stagingPathFor(target: string, id: string): string {
+  return `${path.resolve(target)}.restore-staging-${id}`;
 }
 
-const TARGET_FAILURES: Record<string, string> = {
-  ENOSPC: 'no space left on the device (the disk is full)',
-  EDQUOT: 'the disk quota is exceeded',
-  EROFS: 'the file system is read-only',
-  EACCES: 'permission denied (the target is not writable)',
-  EPERM: 'operation not permitted (the target is not writable)',
-  EIO: "an I/O error on the target's disk",
-};
-
-/**
- * Turns the error of a file system call on the restore target into a {@link RestoreTargetError}
- * that names the target and says the backup is not at fault. Other errors are returned as they are.
- */
-function targetError(error: unknown, target: string, action: string, where: string): unknown {
-  const errno = error as NodeJS.ErrnoException;
-  if (error instanceof MediaBackupError || typeof errno?.code !== 'string' || !errno.syscall) return error;
-  const what = TARGET_FAILURES[errno.code] ?? `${errno.code} (${errno.message})`;
-  return new RestoreTargetError(
-    `restore target ${target}: ${action} ${where} failed: ${what}. The backup is not at fault and stays good: free space (or fix the permissions) at the target, or restore into a folder on another disk. Nothing was restored; the target was left as it was.`,
-    { cause: error },
-  );
-}
-
-/** Files up to this declared size are written concurrently (in memory whole); larger ones stream. */
-const CONCURRENT_WRITE_MAX_FILE = 1024 * 1024;
-/** Bytes held by concurrent writes at most. */
-const CONCURRENT_WRITE_BYTES = 64 * 1024 * 1024;
-
-/** Writes a tree under `root`, or only hashes when `root` is null (dry run). */
-class TreeWriter {
-  /** Folders below root that we created or checked: real folders, not links. */
-  private readonly folders = new Set<string>(['']);
-  /** Files written at once (issue 13); 1 = one at a time, synchronously. Set once staging exists. */
-  writeConcurrency = 1;
-  private readonly inFlight = new Set<Promise<void>>();
-  private inFlightBytes = 0;
-  private writeError: unknown;
-
-  constructor(
-    private readonly root: string | null,
-    private readonly label: string,
-    /** The restore target the operator named (the root is a staging folder beside it). */
-    private readonly target: string | null = root,
-    private readonly hooks: { onBytes?: (n: number) => void; signal?: AbortSignal } = {},
-  ) {}
-
-  /** A failed file system call on the target: the target's fault, never the archive's. */
-  private failed(error: unknown, action: string, rel: string): unknown {
-    return targetError(error, this.target ?? '', action, rel ? `${this.target}/${rel}` : (this.target ?? ''));
-  }
-
-  private pathOf(rel: string): string | Buffer {
-    // Paths were validated (no `..`, not absolute); join keeps them under root. A name that is not
-    // valid UTF-8 is escaped in the string and goes to the file system as its original bytes.
-    return fsPath(path.join(this.root!, ...rel.split('/')));
-  }
-
-  /**
-   * Creates a folder and its parents one by one, refusing any component that is a link or a file:
-   * nothing is ever written through a link, even one the restore itself created.
-   */
-  private async ensureFolder(rel: string): Promise<void> {
-    if (this.folders.has(rel)) return;
-    const slash = rel.lastIndexOf('/');
-    await this.ensureFolder(slash < 0 ? '' : rel.slice(0, slash));
-    const abs = this.pathOf(rel);
-    let st: ReturnType<typeof lstatSync>;
-    try {
-      st = lstatSync(abs, { throwIfNoEntry: false });
-      if (!st) mkdirSync(abs, { mode: 0o700 });
-    } catch (error) {
-      throw this.failed(error, 'creating folder', rel);
-    }
-    if (st && !st.isDirectory()) {
-      throw new ArchiveIntegrityError(
-        `${this.label}: ${JSON.stringify(rel)} must be a folder but is a ${st.isSymbolicLink() ? 'symlink' : 'file'}; refusing to write below it`,
-      );
-    }
-    this.folders.add(rel);
-  }
-
-  private parentOf(rel: string): string {
-    const slash = rel.lastIndexOf('/');
-    return slash < 0 ? '' : rel.slice(0, slash);
-  }
-
-  /**
-   * Writes (or, in a dry run, only hashes) one file from the archive. Synchronous file calls on
-   * purpose: async ones cost ~1 ms per file in thread-pool hand-offs here, which made a restore of
-   * many small files 10x slower than GNU tar. Mode and mtime are set on the open descriptor.
-   */
-  async writeFile(
-    rel: string,
-    body: Readable,
-    meta?: { mode: number; mtimeMs: number },
-    /** The declared size: never hash or write a byte past it. */
-    maxBytes = Number.POSITIVE_INFINITY,
-  ): Promise<{ path: string; size: number; sha256: string }> {
-    const hash = createHash('sha256');
-    let size = 0;
-    if (this.root === null) {
-      for await (const chunk of body) {
-        if (size + (chunk as Buffer).length > maxBytes) {
-          throw sizeMismatch(this.label, rel, size + (chunk as Buffer).length, maxBytes, true);
-        }
-        this.hooks.signal?.throwIfAborted();
-        hash.update(chunk as Buffer);
-        size += (chunk as Buffer).length;
-        this.hooks.onBytes?.((chunk as Buffer).length);
-      }
-      return { path: rel, size, sha256: hash.digest('hex') };
-    }
-    if (this.writeConcurrency > 1 && maxBytes <= CONCURRENT_WRITE_MAX_FILE) {
-      return this.writeConcurrently(rel, body, meta, maxBytes);
-    }
-    await this.ensureFolder(this.parentOf(rel));
-    let fd: number;
-    try {
-      // O_EXCL: never opens an existing file or follows a link at the path.
-      fd = openSync(this.pathOf(rel), fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new ArchiveIntegrityError(`${this.label}: ${JSON.stringify(rel)} would be written twice`);
-      }
-      throw this.failed(error, 'creating file', rel);
-    }
-    try {
-      for await (const chunk of body) {
-        const buffer = chunk as Buffer;
-        if (size + buffer.length > maxBytes)
-          throw sizeMismatch(this.label, rel, size + buffer.length, maxBytes, true);
-        this.hooks.signal?.throwIfAborted();
-        hash.update(buffer);
-        size += buffer.length;
-        try {
-          for (let at = 0; at < buffer.length; ) at += writeSync(fd, buffer, at);
-        } catch (error) {
-          throw this.failed(error, 'writing', rel);
-        }
-        this.hooks.onBytes?.(buffer.length);
-      }
-      if (meta) {
-        try {
-          fchmodSync(fd, meta.mode);
-          futimesSync(fd, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
-        } catch (error) {
-          throw this.failed(error, 'setting mode and time of', rel);
-        }
-      }
-    } finally {
-      closeSync(fd);
-    }
-    return { path: rel, size, sha256: hash.digest('hex') };
-  }
-
-  /**
-   * A small file (declared size <= 1 MiB) is taken from the archive and hashed in memory, then
-   * written by async calls while the next entries are read: up to `writeConcurrency` files and
-   * 64 MiB in flight. Same rules as writeFile: the declared size is enforced while reading, O_EXCL
-   * (never an existing file or a link), the folder chain checked first, mode and time on the
-   * descriptor. A write's failure surfaces at the next file or at drain().
-   */
-  private async writeConcurrently(
-    rel: string,
-    body: Readable,
-    meta: { mode: number; mtimeMs: number } | undefined,
-    maxBytes: number,
-  ): Promise<{ path: string; size: number; sha256: string }> {
-    const hash = createHash('sha256');
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of body) {
-      const buffer = chunk as Buffer;
-      if (size + buffer.length > maxBytes)
-        throw sizeMismatch(this.label, rel, size + buffer.length, maxBytes, true);
-      this.hooks.signal?.throwIfAborted();
-      hash.update(buffer);
-      chunks.push(buffer);
-      size += buffer.length;
-      this.hooks.onBytes?.(buffer.length);
-    }
-    if (this.writeError !== undefined) throw this.writeError;
-    await this.ensureFolder(this.parentOf(rel));
-    while (
-      this.inFlight.size > 0 &&
-      (this.inFlight.size >= this.writeConcurrency || this.inFlightBytes + size > CONCURRENT_WRITE_BYTES)
-    ) {
-      await Promise.race(this.inFlight);
-      if (this.writeError !== undefined) throw this.writeError;
-    }
-    const data = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
-    this.inFlightBytes += size;
-    const task = this.writeWhole(rel, data, meta)
-      .catch((error) => {
-        this.writeError ??= error;
-      })
-      .finally(() => {
-        this.inFlight.delete(task);
-        this.inFlightBytes -= size;
-      });
-    this.inFlight.add(task);
-    return { path: rel, size, sha256: hash.digest('hex') };
-  }
-
-  private async writeWhole(
-    rel: string,
-    data: Buffer,
-    meta?: { mode: number; mtimeMs: number },
-  ): Promise<void> {
-    let handle: FileHandle;
-    try {
-      // O_EXCL: never opens an existing file or follows a link at the path.
-      handle = await open(
-        this.pathOf(rel),
-        fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL,
-        0o600,
-      );
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new ArchiveIntegrityError(`${this.label}: ${JSON.stringify(rel)} would be written twice`);
-      }
-      throw this.failed(error, 'creating file', rel);
-    }
-    try {
-      try {
-        // write(2) may write less than asked without an error (a disk filling part-way, NFS):
-        // write the rest, or the file would be short in a restore reported as verified.
-        for (let at = 0; at < data.length; ) {
-          at += (await handle.write(data, at, data.length - at, at)).bytesWritten;
-        }
-      } catch (error) {
-        throw this.failed(error, 'writing', rel);
-      }
-      if (meta) {
-        try {
-          await handle.chmod(meta.mode);
-          await handle.utimes(meta.mtimeMs / 1000, meta.mtimeMs / 1000);
-        } catch (error) {
-          throw this.failed(error, 'setting mode and time of', rel);
-        }
-      }
-    } finally {
-      await handle.close();
-    }
-  }
-
-  /** Waits for every concurrent write; throws the first failure. */
-  async drain(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
-    if (this.writeError !== undefined) throw this.writeError;
-  }
-
-  /** Waits for every concurrent write, ignoring failures (before the staging folder is removed). */
-  async settle(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
-  }
-
-  /** Folders, then modes and times, then links last (so no file is ever written through one). */
-  async finish(
-    dirs: readonly DirEntry[],
-    symlinks: readonly SymlinkEntry[],
-    root?: { readonly mode: number; readonly mtimeMs: number },
-  ) {
-    for (const d of dirs) await this.ensureFolder(d.path);
-    for (const l of symlinks) {
-      await this.ensureFolder(this.parentOf(l.path));
-      try {
-        await symlink(fsPath(l.target), this.pathOf(l.path));
-        if (l.mtimeMs !== undefined) await lutimes(this.pathOf(l.path), l.mtimeMs / 1000, l.mtimeMs / 1000);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
-          throw this.failed(error, 'creating symlink', l.path);
-        throw new ArchiveIntegrityError(
-          `${this.label}: symlink ${JSON.stringify(l.path)} cannot be created (${(error as NodeJS.ErrnoException).code}): a file or folder already has that path`,
-          { cause: error },
-        );
-      }
-    }
-    // Deepest first, so restoring a read-only folder's mode does not block its children.
-    for (const d of [...dirs].sort((a, b) => comparePaths(b.path, a.path))) {
-      const p = this.pathOf(d.path);
-      try {
-        await chmod(p, d.mode);
-        if (d.mtimeMs !== undefined) await utimes(p, d.mtimeMs / 1000, d.mtimeMs / 1000);
-      } catch (error) {
-        throw this.failed(error, 'setting mode and time of', d.path);
-      }
-    }
-    // The root last: creating anything inside it changes its mtime.
-    if (this.root) {
-      try {
-        await chmod(this.root, root?.mode ?? 0o755);
-        if (root) await utimes(this.root, root.mtimeMs / 1000, root.mtimeMs / 1000);
-      } catch (error) {
-        throw this.failed(error, 'setting mode and time of', '');
-      }
-    }
+/** @internal Creates the staging folder (private until the tree is finished). */
+export async function createStaging(target: string, staging: string): Promise<void> {
+  try {
+    await mkdir(path.dirname(staging), { recursive: true });
+    await mkdir(staging, { recursive: false, mode: 0o700 });
+  } catch (error) {
+    throw targetError(error, target, 'creating the staging folder', staging);
   }
 }
 
-/** A restore into a new folder never mixes with existing files. */
-async function assertEmptyOrMissing(target: string): Promise<void> {
+/** @internal A restore into a new folder never mixes with existing files. */
+export async function assertEmptyOrMissing(target: string): Promise<void> {
   let entries: string[];
   try {
     const st = await lstat(target);
@@ -869,8 +658,8 @@ async function assertEmptyOrMissing(target: string): Promise<void> {
   }
 }
 
-/** Moves the verified staging tree into place; with `replace` keeps the live tree beside it. */
-async function swapInto(
+/** @internal Moves the verified staging tree into place; with `replace` keeps the live tree beside it. */
+export async function swapInto(
   staging: string,
   target: string,
   mode: RestoreMode,
