@@ -2,6 +2,8 @@ import type { Leftover, ObjectStore } from '../../store/types.js';
 import type { Clock, Logger } from '../deps.js';
 import { errorMessage } from '../errors.js';
 import {
+  archiveBytesOf,
+  archiveRecordOf,
   archivesReferenced,
   type BackupMetadata,
   type CatalogEntry,
@@ -400,7 +402,7 @@ async function checkIntegrity(
     );
   const size = view.size(latest.archiveKey);
   if (size === undefined) problems.push(`its archive ${latest.archiveKey} is missing`);
-  else if (own && size !== own.archive.bytes) {
+  else if (own?.archive && size !== own.archive.bytes) {
     problems.push(
       `its archive ${latest.archiveKey} is ${size} bytes; the metadata recorded ${own.archive.bytes}`,
     );
@@ -414,8 +416,9 @@ async function checkIntegrity(
     }
     const holder = view.committed.find((c) => c.archiveKey === key);
     const meta = holder ? await view.meta(holder) : undefined;
-    if (meta && meta.archive.bytes !== stored) {
-      problems.push(`archive ${key} is ${stored} bytes; its metadata recorded ${meta.archive.bytes}`);
+    const record = meta ? archiveRecordOf(meta, key) : undefined;
+    if (record && record.bytes !== stored) {
+      problems.push(`archive ${key} is ${stored} bytes; its metadata recorded ${record.bytes}`);
     }
   }
   // A backup verify found damaged stays damaged until a verify of it passes.
@@ -557,7 +560,7 @@ async function checkSize(
       message: `The metadata of the latest full backup ${full.backupId} is missing or unreadable, so its size cannot be checked.`,
     };
   }
-  const archive = meta.archive.bytes;
+  const archive = archiveBytesOf(meta);
   if (archive < o.minBackupBytes && meta.totals.bytes >= o.tinyTreeBytes) {
     return {
       name: 'size',

@@ -4,6 +4,7 @@ import type { ObjectStore } from '../../store/types.js';
 import type { Clock, Logger } from '../deps.js';
 import { errorMessage } from '../errors.js';
 import {
+  archiveRecordOf,
   archivesReferenced,
   type BackupMetadata,
   type CatalogEntry,
@@ -289,30 +290,29 @@ async function verifyOne(
   }
   const metadata = await readMetadata(store, entry);
   if (!metadata) problems.push(`${label}: metadata ${entry.metadataKey} is missing or unreadable`);
+  const record = metadata ? archiveRecordOf(metadata, entry.archiveKey) : undefined;
 
   // Quick: S3's stored full-object CRC64NVME against the metadata's (one HeadObject, no download)
   // when both exist; else download and hash. Deep: the drill below reads the archive once and
   // hashes it on the way, so it is not downloaded twice.
   const checksum =
-    !deep && metadata?.archive.crc64nvme && store.headChecksum
-      ? await store.headChecksum(entry.archiveKey)
-      : undefined;
+    !deep && record?.crc64nvme && store.headChecksum ? await store.headChecksum(entry.archiveKey) : undefined;
   const stored = checksum ?? (await store.head(entry.archiveKey));
   let hashLater = false;
   if (!stored) {
     // An incremental with no changes still has an archive; only a missing object is a problem.
     problems.push(`${label}: archive ${entry.archiveKey} is missing`);
-  } else if (metadata) {
-    if (stored.size !== metadata.archive.bytes) {
+  } else if (record) {
+    if (stored.size !== record.bytes) {
       problems.push(
-        `${label}: archive ${entry.archiveKey} is ${stored.size} bytes; the metadata recorded ${metadata.archive.bytes}`,
+        `${label}: archive ${entry.archiveKey} is ${stored.size} bytes; the metadata recorded ${record.bytes}`,
       );
     } else if (checksum?.crc64nvme) {
       archivesChecked += 1;
       method = 'checksum';
-      if (checksum.crc64nvme !== metadata.archive.crc64nvme) {
+      if (checksum.crc64nvme !== record.crc64nvme) {
         problems.push(
-          `${label}: archive ${entry.archiveKey} has CRC64NVME ${checksum.crc64nvme} in the store; the metadata recorded ${metadata.archive.crc64nvme} (the object changed or is corrupt)`,
+          `${label}: archive ${entry.archiveKey} has CRC64NVME ${checksum.crc64nvme} in the store; the metadata recorded ${record.crc64nvme} (the object changed or is corrupt)`,
         );
       }
     } else if (deep) {
@@ -323,7 +323,7 @@ async function verifyOne(
       method = 'sha256';
       const sha256 = await hashObject(store, entry.archiveKey);
       archivesChecked += 1;
-      shaProblem(problems, label, entry.archiveKey, sha256, metadata.archive.sha256);
+      shaProblem(problems, label, entry.archiveKey, sha256, record.sha256);
     }
   }
   for (const key of referenced) {
@@ -344,13 +344,13 @@ async function verifyOne(
       if (isStoreFailure(error)) throw error;
       problems.push(`${label}: deep check failed: ${errorMessage(error)}`);
     }
-    if (hashLater && metadata) {
+    if (hashLater && record) {
       // The drill's download of this archive, hashed on the way; hashed apart only when the drill
       // stopped before its end (or never opened it: a backup whose files are all elsewhere).
       const read = hashing.reads.get(entry.archiveKey);
       const sha256 = read?.complete ? read.sha256 : await hashObject(store, entry.archiveKey);
       archivesChecked += 1;
-      shaProblem(problems, label, entry.archiveKey, sha256, metadata.archive.sha256);
+      shaProblem(problems, label, entry.archiveKey, sha256, record.sha256);
     }
     if (problems.length === 0) {
       // Every archive the drill read whole and whose sha256 matches its metadata is deep-verified.
@@ -359,7 +359,8 @@ async function verifyOne(
         const owner = byArchive.get(key);
         if (!read.complete || !owner) continue;
         const ownerMetadata = owner.backupId === entry.backupId ? metadata : await readMetadata(store, owner);
-        if (ownerMetadata?.archive.sha256 === read.sha256) archivesDeepVerified.push(key);
+        if (ownerMetadata && archiveRecordOf(ownerMetadata, key)?.sha256 === read.sha256)
+          archivesDeepVerified.push(key);
       }
       archivesDeepVerified.sort();
     }
@@ -520,12 +521,15 @@ async function deepCheckArchive(store: ObjectStore, entry: CatalogEntry): Promis
   } finally {
     source.destroy();
   }
-  if (archiveBytes !== metadata.archive.bytes) {
+  const record = archiveRecordOf(metadata, entry.archiveKey);
+  if (!record) {
+    problems.push(`${label}: metadata ${entry.metadataKey} records no archive ${entry.archiveKey}`);
+  } else if (archiveBytes !== record.bytes) {
     problems.push(
-      `${label}: archive ${entry.archiveKey} is ${archiveBytes} bytes; the metadata recorded ${metadata.archive.bytes}`,
+      `${label}: archive ${entry.archiveKey} is ${archiveBytes} bytes; the metadata recorded ${record.bytes}`,
     );
   } else {
-    shaProblem(problems, label, entry.archiveKey, archiveHash.digest('hex'), metadata.archive.sha256);
+    shaProblem(problems, label, entry.archiveKey, archiveHash.digest('hex'), record.sha256);
   }
   for (const path of expected.keys()) {
     problems.push(`${label}: file ${JSON.stringify(path)} is missing from archive ${entry.archiveKey}`);

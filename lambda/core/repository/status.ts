@@ -1,5 +1,11 @@
 import type { ObjectStore } from '../../store/types.js';
-import { type BackupMetadata, type CatalogEntry, listCommittedBackups, readMetadata } from './catalog.js';
+import {
+  archiveBytesOf,
+  type BackupMetadata,
+  type CatalogEntry,
+  listCommittedBackups,
+  readMetadata,
+} from './catalog.js';
 import { backupIdTime, STATUS_KEY } from './layout.js';
 
 /** One committed backup as `list` shows it. */
@@ -30,7 +36,7 @@ function toListing(entry: CatalogEntry, metadata: BackupMetadata | undefined): B
     createdAt: metadata?.createdAt ?? backupIdTime(entry.backupId).toISOString(),
     baseBackupId: metadata?.baseBackupId ?? null,
     archiveKey: entry.archiveKey,
-    archiveBytes: metadata?.archive.bytes ?? null,
+    archiveBytes: metadata ? archiveBytesOf(metadata) : null,
     files: metadata?.totals.files ?? null,
     bytes: metadata?.totals.bytes ?? null,
     changedFiles: metadata?.changed.files ?? null,
