@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { systemClock } from '../../../lambda/core/deps.js';
 import { UsageError } from '../../../lambda/core/errors.js';
 import { parseInstant } from '../../../lambda/core/restorer/resolve.js';
-import { type RestoreOptions, runRestore } from '../../../lambda/core/restorer/restore.js';
+import { parseParallel, type RestoreOptions, runRestore } from '../../../lambda/core/restorer/restore.js';
 import {
   type CliContext,
   type CommonOptions,
@@ -38,6 +38,11 @@ export function registerRestore(program: Command, ctx: CliContext): void {
     )
     .option('--replace', 'replace --target in place; the current tree is kept as <dir>.pre-restore-<time>')
     .option('--dry-run', 'download, decompress and verify every file; write nothing')
+    .option(
+      '--parallel <n>',
+      'archives extracted at once (a sharded backup has many parts; an incremental also reads its full)',
+      '2',
+    )
     .addOption(storeOption())
     .option('--json', 'print one JSON document on stdout')
     .option('-v, --verbose', 'log engine progress on stderr')
@@ -50,10 +55,12 @@ export function registerRestore(program: Command, ctx: CliContext): void {
           path: string[];
           replace?: boolean;
           dryRun?: boolean;
+          parallel: string;
         },
       ) => {
         if (!opts.target && !opts.dryRun) throw new UsageError('restore needs --target DIR (or --dry-run)');
         const at = opts.at ? parseInstant(opts.at) : undefined;
+        const parallel = parseParallel(opts.parallel, '--parallel');
         if (at && backup !== 'latest') throw new UsageError('give either BACKUP or --at, not both');
         // A downloaded archive is restored without a store (disaster recovery from a copy).
         const store = (await isLocalArchive(backup))
@@ -72,6 +79,7 @@ export function registerRestore(program: Command, ctx: CliContext): void {
           target: opts.target,
           mode: opts.replace ? 'replace' : 'new-folder',
           dryRun: opts.dryRun,
+          parallel,
           signal: interruption.signal,
           onProgress: progress.update,
         };

@@ -439,15 +439,16 @@ function progressTracker(plan: RestorePlan, onProgress: RestoreOptions['onProgre
   };
 }
 
-/** `parallel`: archives extracted at once, a whole number from 1 to 64. */
-export function parseParallel(value: number | undefined, option = 'parallel'): number {
+/** `parallel` (`--parallel` as typed on the CLI): archives extracted at once, a whole number from 1 to 64. */
+export function parseParallel(value: number | string | undefined, option = 'parallel'): number {
   if (value === undefined) return 1;
-  if (!Number.isInteger(value) || value < 1 || value > MAX_PARALLEL) {
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_PARALLEL) {
     throw new UsageError(
-      `${option} must be a whole number from 1 to ${MAX_PARALLEL} (archives extracted at once), got ${value}`,
+      `${option} must be a whole number from 1 to ${MAX_PARALLEL} (archives extracted at once), got ${JSON.stringify(value)}`,
     );
   }
-  return value;
+  return n;
 }
 
 const MAX_PARALLEL = 64;
