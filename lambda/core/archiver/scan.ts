@@ -62,20 +62,21 @@ export interface ScanOptions {
   readonly statConcurrency?: number;
 }
 
-interface FsOps {
+/** The file system calls of a walk; scan-stream.ts walks with the same ones. */
+export interface FsOps {
   readdir(dir: string): Promise<string[]>;
   lstat(p: string): Promise<Stats>;
   readlink(p: string): Promise<string>;
 }
 // Paths are strings in which bytes that are not valid UTF-8 are escaped (see fs-names.ts): listed
 // as bytes when a name did not decode, and handed back to the file system as bytes.
-const asyncOps: FsOps = {
+export const asyncOps: FsOps = {
   readdir: async (d) =>
     decodedNames(await readdir(fsPath(d)), async () => readdir(fsPath(d), { encoding: 'buffer' })),
   lstat: (p) => lstat(fsPath(p)),
   readlink: async (p) => decodeFsName(await readlink(fsPath(p), { encoding: 'buffer' })),
 };
-const syncOps: FsOps = {
+export const syncOps: FsOps = {
   readdir: async (d) =>
     decodedNames(readdirSync(fsPath(d)), async () => readdirSync(fsPath(d), { encoding: 'buffer' })),
   lstat: async (p) => lstatSync(fsPath(p)),
@@ -96,12 +97,7 @@ const DIR_CONCURRENCY = 8;
  */
 export async function scanTree(source: string, options: ScanOptions = {}): Promise<ScanResult> {
   const root = await resolveSourceRoot(source);
-  const isExcluded = options.exclude?.length
-    ? picomatch([...options.exclude], { dot: true, basename: true })
-    : () => false;
-  const excludeAbsolute = new Set(
-    await Promise.all((options.excludeAbsolute ?? []).map((p) => realpath(p).catch(() => path.resolve(p)))),
-  );
+  const { isExcluded, excludeAbsolute } = await exclusionRules(options);
   const concurrency = options.statConcurrency ?? 16;
   const io = options.concurrentIo ? asyncOps : syncOps;
   const entries: ScannedEntry[] = [];
@@ -191,7 +187,30 @@ export async function scanTree(source: string, options: ScanOptions = {}): Promi
   return { root, rootMeta, entries, skipped, excluded };
 }
 
-async function toEntry(rel: string, abs: string, st: Stats, io: FsOps): Promise<ScannedEntry | SkippedPath> {
+/**
+ * What a walk leaves out on purpose: `isExcluded` on the relative path (--exclude globs),
+ * `excludeAbsolute` on the absolute path (real paths of the folders never to descend into).
+ * Shared with scan-stream.ts so both walks exclude exactly the same paths.
+ */
+export async function exclusionRules(
+  options: ScanOptions,
+): Promise<{ isExcluded: (rel: string) => boolean; excludeAbsolute: ReadonlySet<string> }> {
+  const isExcluded = options.exclude?.length
+    ? picomatch([...options.exclude], { dot: true, basename: true })
+    : () => false;
+  const excludeAbsolute = new Set(
+    await Promise.all((options.excludeAbsolute ?? []).map((p) => realpath(p).catch(() => path.resolve(p)))),
+  );
+  return { isExcluded, excludeAbsolute };
+}
+
+/** One lstat'ed path as an entry, or as a skipped path with its reason (special files, unreadable links). */
+export async function toEntry(
+  rel: string,
+  abs: string,
+  st: Stats,
+  io: FsOps,
+): Promise<ScannedEntry | SkippedPath> {
   if (st.isFile()) {
     return { path: rel, type: 'file', size: st.size, mtimeMs: st.mtimeMs, mode: st.mode & 0o7777 };
   }
@@ -242,7 +261,7 @@ export async function resolveSourceRoot(source: string, hint = DEFAULT_SOURCE_HI
   return root;
 }
 
-function sourceError(source: string, error: unknown, hint = DEFAULT_SOURCE_HINT): SourceError {
+export function sourceError(source: string, error: unknown, hint = DEFAULT_SOURCE_HINT): SourceError {
   const code = (error as NodeJS.ErrnoException)?.code;
   const what =
     code === 'ENOENT'
