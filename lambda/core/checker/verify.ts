@@ -4,15 +4,21 @@ import type { ObjectStore } from '../../store/types.js';
 import type { Clock, Logger } from '../deps.js';
 import { errorMessage } from '../errors.js';
 import {
+  archiveKeysOf,
   archiveRecordOf,
   archivesReferenced,
   type BackupMetadata,
+  backupOfArchiveKey,
   type CatalogEntry,
+  expectedArchiveKeys,
+  isShardedEntry,
   listCommittedBackups,
+  parsePartKey,
   readManifest,
   readMetadata,
 } from '../repository/catalog.js';
-import { VERIFY_STATUS_KEY } from '../repository/layout.js';
+import { keysFor, VERIFY_STATUS_KEY } from '../repository/layout.js';
+import type { BackupType, FileEntry, Manifest } from '../repository/manifest.js';
 import { readTarGz } from '../restorer/archive-reader.js';
 import { resolveRestorePoint } from '../restorer/resolve.js';
 import { type RestoreOptions, runRestore } from '../restorer/restore.js';
@@ -42,6 +48,12 @@ export interface VerifyOptions {
   readonly rotate?: boolean;
   /** Rotating only: archives checked beyond the latest backup's drill. @default 8 */
   readonly deepSlice?: number;
+  /**
+   * Archive checks run at once: the parts of a sharded backup (quick: heads and hashes; deep: one
+   * download each) and a rotating verify's slice. Each deep check streams one archive, so memory does
+   * not grow with it; the store's throughput bounds what helps. @default 1
+   */
+  readonly parallel?: number;
 }
 
 /** Rotating verify's default slice: a week of daily backups plus one older archive re-checked. */
@@ -66,7 +78,11 @@ export interface BackupVerification {
    * read from them matched a manifest. Empty for a quick check.
    */
   readonly archivesDeepVerified: readonly string[];
-  /** How the archive was checked: `checksum` (S3's stored CRC64NVME, no download), `sha256` (downloaded and hashed), `drill` (deep: restore drill), `archive` (deep: archive check of a rotating verify). */
+  /**
+   * How the archive was checked: `checksum` (S3's stored CRC64NVME, no download), `sha256` (downloaded
+   * and hashed), `drill` (deep: restore drill), `archive` (deep: archive checks, one download each,
+   * of a rotating verify's slice or of every archive a sharded backup needs).
+   */
   readonly method?: 'checksum' | 'sha256' | 'drill' | 'archive';
 }
 
@@ -119,9 +135,12 @@ export interface VerifyResult {
 }
 
 /**
- * Checks that backups can be restored. Quick: the manifest parses, the metadata is there, the
- * archive exists with the recorded size and sha256 (read in full: S3's multipart checksums are not a
- * whole-object sha256), and every archive the manifest references exists. Deep: a dry-run restore.
+ * Checks that backups can be restored. Quick: the manifest parses, the metadata is there, every
+ * archive of the backup (each part of a sharded one) exists with the recorded size and checksum
+ * (S3's CRC64NVME, else a whole download hashed with sha256), and every archive the manifest
+ * references exists. Deep: a dry-run restore; for a backup whose chain holds parts (sharded), an
+ * archive check per archive it needs, `parallel` at once (the units a verify state machine fans out:
+ * {@link planArchiveChecks}, {@link checkArchiveItem}, {@link recordArchiveChecks}).
  */
 export async function runVerify(
   deps: { store: ObjectStore; clock: Clock; logger: Logger },
@@ -132,43 +151,36 @@ export async function runVerify(
     : [await resolveRestorePoint(deps.store, { backup: options.backup })];
   const deep = options.deep ?? false;
   const rotating = deep && !options.all && (options.rotate ?? false);
+  const parallel = parallelOf(options.parallel);
+  const reads = new CatalogReads(deps.store);
   const backups: BackupVerification[] = [];
   // One backup's failure (even a network error) never stops the others from being checked.
-  const checkEach = async (
-    entries: readonly CatalogEntry[],
-    check: (entry: CatalogEntry) => Promise<BackupVerification>,
-  ) => {
-    for (const entry of entries) {
-      try {
-        backups.push(await check(entry));
-      } catch (error) {
-        backups.push({
-          backupId: entry.backupId,
-          type: entry.type,
-          ok: false,
-          problems: [`backup ${entry.backupId}: could not be checked: ${errorMessage(error)}`],
-          archivesChecked: 0,
-          filesVerified: null,
-          inconclusive: isStoreFailure(error),
-          archivesDeepVerified: [],
-        });
-      }
+  for (const entry of targets) {
+    try {
+      backups.push(await verifyOne(deps, entry, deep, parallel, reads, options.onProgress));
+    } catch (error) {
+      backups.push(uncheckable(entry, error));
     }
-  };
-  await checkEach(targets, (entry) => verifyOne(deps, entry, deep, options.onProgress));
+  }
   if (rotating) {
     const covered = new Set(backups.flatMap((b) => b.archivesDeepVerified));
     const earlier = parseVerifyRecord(await deps.store.get(VERIFY_STATUS_KEY).catch(() => undefined));
     const slice = rotationSlice(
-      await listCommittedBackups(deps.store),
+      archiveCandidates(await listCommittedBackups(deps.store)),
       earlier?.deepVerified,
       covered,
       options.deepSlice ?? DEFAULT_DEEP_SLICE,
     );
-    await checkEach(slice, (entry) => deepCheckArchive(deps.store, entry));
+    const results = await mapLimit(slice.map(itemOf), parallel, (item) =>
+      checkArchiveItem(deps.store, item, reads),
+    );
+    backups.push(...verificationsOf(results));
   }
   const ok = backups.every((b) => b.ok);
-  const recorded = options.record === false ? false : await recordOutcome(deps, backups, deep, rotating);
+  const recorded =
+    options.record === false
+      ? false
+      : await recordOutcome(deps.store, deps.clock.now(), deps.logger, backups, deep, rotating);
   const result: VerifyResult = {
     status: ok ? 'SUCCEEDED' : 'FAILED',
     store: deps.store.url,
@@ -181,23 +193,38 @@ export async function runVerify(
   return result;
 }
 
+function uncheckable(entry: { backupId: string; type: BackupType }, error: unknown): BackupVerification {
+  return {
+    backupId: entry.backupId,
+    type: entry.type,
+    ok: false,
+    problems: [`backup ${entry.backupId}: could not be checked: ${errorMessage(error)}`],
+    archivesChecked: 0,
+    filesVerified: null,
+    inconclusive: isStoreFailure(error),
+    archivesDeepVerified: [],
+  };
+}
+
 /**
  * Writes `status/last-verify.json`, merged with the earlier record's entries for backups this run
  * did not check and that still exist. Best effort: false (and a warning) when the store refuses.
  */
 async function recordOutcome(
-  deps: { store: ObjectStore; clock: Clock; logger: Logger },
+  store: ObjectStore,
+  now: Date,
+  logger: Pick<Logger, 'warn'> | undefined,
   backups: readonly BackupVerification[],
   deep: boolean,
   rotating: boolean,
 ): Promise<boolean> {
   try {
-    const checkedAt = deps.clock.now().toISOString();
+    const checkedAt = now.toISOString();
     const checked = new Set(backups.map((b) => b.backupId));
-    const committed = await listCommittedBackups(deps.store);
+    const committed = await listCommittedBackups(store);
     const existing = new Set(committed.map((e) => e.backupId));
-    const existingArchives = new Set(committed.map((e) => e.archiveKey));
-    const earlierRecord = parseVerifyRecord(await deps.store.get(VERIFY_STATUS_KEY));
+    const existingArchives = new Set(committed.flatMap((e) => archiveKeysOf(e)));
+    const earlierRecord = parseVerifyRecord(await store.get(VERIFY_STATUS_KEY));
     const earlier = earlierRecord?.backups ?? [];
     const deepVerified: Record<string, string> = {};
     for (const [key, at] of Object.entries(earlierRecord?.deepVerified ?? {})) {
@@ -230,12 +257,12 @@ async function recordOutcome(
       deepVerified: Object.fromEntries(Object.entries(deepVerified).sort(([a], [b]) => (a < b ? -1 : 1))),
       covered: { backups: [...checked].sort(), archivesDeepVerified, rotating },
     };
-    await deps.store.put(VERIFY_STATUS_KEY, JSON.stringify(record, null, 2), {
+    await store.put(VERIFY_STATUS_KEY, JSON.stringify(record, null, 2), {
       contentType: 'application/json',
     });
     return true;
   } catch (error) {
-    deps.logger.warn('could not record the verify outcome in the store', {
+    logger?.warn('could not record the verify outcome in the store', {
       key: VERIFY_STATUS_KEY,
       error: errorMessage(error),
     });
@@ -255,10 +282,25 @@ export function parseVerifyRecord(raw: Buffer | undefined): VerifyRecord | undef
   }
 }
 
+/** Whether a backup's deep check goes archive by archive: it, or an archive it needs, is sharded. */
+function needsArchiveChecks(
+  entry: CatalogEntry,
+  metadata: BackupMetadata | undefined,
+  referenced: readonly string[],
+) {
+  return (
+    (metadata?.parts?.length ?? 0) > 0 ||
+    isShardedEntry(entry) ||
+    referenced.some((key) => parsePartKey(key) !== undefined)
+  );
+}
+
 async function verifyOne(
   deps: { store: ObjectStore; clock: Clock; logger: Logger },
   entry: CatalogEntry,
   deep: boolean,
+  parallel: number,
+  reads: CatalogReads,
   onProgress?: RestoreOptions['onProgress'],
 ): Promise<BackupVerification> {
   const { store } = deps;
@@ -268,68 +310,111 @@ async function verifyOne(
   let filesVerified: number | null = null;
   const archivesDeepVerified: string[] = [];
   let method: BackupVerification['method'];
-  const done = (): BackupVerification => ({
+  const done = (inconclusive = false): BackupVerification => ({
     backupId: entry.backupId,
     type: entry.type,
     ok: problems.length === 0,
     problems,
     archivesChecked,
     filesVerified,
-    inconclusive: false,
-    archivesDeepVerified: problems.length === 0 ? archivesDeepVerified : [],
+    inconclusive,
+    // Per archive for archive checks (each was downloaded whole and matched on its own); the drill
+    // says nothing per archive when it failed.
+    archivesDeepVerified: problems.length === 0 || method === 'archive' ? archivesDeepVerified.sort() : [],
     ...(method ? { method } : {}),
   });
 
+  let manifest: Manifest;
   let referenced: string[] = [];
   try {
-    referenced = archivesReferenced(await readManifest(store, entry));
+    manifest = await reads.manifest(entry);
+    referenced = archivesReferenced(manifest);
   } catch (error) {
     if (isStoreFailure(error)) throw error;
     problems.push(`${label}: ${errorMessage(error)}`);
     return done();
   }
-  const metadata = await readMetadata(store, entry);
+  const metadata = await reads.metadata(entry);
   if (!metadata) problems.push(`${label}: metadata ${entry.metadataKey} is missing or unreadable`);
-  const record = metadata ? archiveRecordOf(metadata, entry.archiveKey) : undefined;
+  const byArchive = needsArchiveChecks(entry, metadata, referenced);
+  const own = expectedArchiveKeys(entry, metadata);
 
   // Quick: S3's stored full-object CRC64NVME against the metadata's (one HeadObject, no download)
-  // when both exist; else download and hash. Deep: the drill below reads the archive once and
-  // hashes it on the way, so it is not downloaded twice.
-  const checksum =
-    !deep && record?.crc64nvme && store.headChecksum ? await store.headChecksum(entry.archiveKey) : undefined;
-  const stored = checksum ?? (await store.head(entry.archiveKey));
-  let hashLater = false;
-  if (!stored) {
-    // An incremental with no changes still has an archive; only a missing object is a problem.
-    problems.push(`${label}: archive ${entry.archiveKey} is missing`);
-  } else if (record) {
-    if (stored.size !== record.bytes) {
-      problems.push(
-        `${label}: archive ${entry.archiveKey} is ${stored.size} bytes; the metadata recorded ${record.bytes}`,
-      );
-    } else if (checksum?.crc64nvme) {
-      archivesChecked += 1;
-      method = 'checksum';
-      if (checksum.crc64nvme !== record.crc64nvme) {
-        problems.push(
-          `${label}: archive ${entry.archiveKey} has CRC64NVME ${checksum.crc64nvme} in the store; the metadata recorded ${record.crc64nvme} (the object changed or is corrupt)`,
-        );
+  // when both exist; else download and hash. Deep: the drill (or the archive checks) reads each
+  // archive once and hashes it on the way, so it is not downloaded twice.
+  const hashLater: string[] = [];
+  const damagedOwn = new Set<string>();
+  const quick = await mapLimit(own, parallel, async (key) => {
+    const found: string[] = [];
+    const record = metadata ? archiveRecordOf(metadata, key) : undefined;
+    const checksum =
+      !deep && record?.crc64nvme && store.headChecksum ? await store.headChecksum(key) : undefined;
+    const stored = checksum ?? (await store.head(key));
+    let how: BackupVerification['method'];
+    let checked = 0;
+    if (!stored) {
+      // An incremental with no changes still has an archive; only a missing object is a problem.
+      found.push(`${label}: archive ${key} is missing`);
+    } else if (metadata && !record) {
+      found.push(`${label}: metadata ${entry.metadataKey} records no archive ${key}`);
+    } else if (record) {
+      if (stored.size !== record.bytes) {
+        found.push(`${label}: archive ${key} is ${stored.size} bytes; the metadata recorded ${record.bytes}`);
+      } else if (checksum?.crc64nvme) {
+        checked = 1;
+        how = 'checksum';
+        if (checksum.crc64nvme !== record.crc64nvme) {
+          found.push(
+            `${label}: archive ${key} has CRC64NVME ${checksum.crc64nvme} in the store; the metadata recorded ${record.crc64nvme} (the object changed or is corrupt)`,
+          );
+        }
+      } else if (deep) {
+        hashLater.push(key);
+      } else {
+        // No stored checksum (a folder store, an S3-compatible server, an older backup, or an object
+        // replaced without one): download and hash.
+        how = 'sha256';
+        const sha256 = await hashObject(store, key);
+        checked = 1;
+        shaProblem(found, label, key, sha256, record.sha256);
       }
-    } else if (deep) {
-      hashLater = true;
-    } else {
-      // No stored checksum (a folder store, an S3-compatible server, an older backup, or an object
-      // replaced without one): download and hash.
-      method = 'sha256';
-      const sha256 = await hashObject(store, entry.archiveKey);
-      archivesChecked += 1;
-      shaProblem(problems, label, entry.archiveKey, sha256, record.sha256);
+    }
+    return { key, found, how, checked };
+  });
+  for (const q of quick) {
+    problems.push(...q.found);
+    archivesChecked += q.checked;
+    if (q.how) method = q.how;
+    if (q.found.length > 0) damagedOwn.add(q.key);
+  }
+  const ownSet = new Set(own);
+  for (const key of referenced) {
+    if (!ownSet.has(key) && !(await store.head(key))) {
+      problems.push(`${label}: archive ${key}, which holds files of this backup, is missing (chain broken)`);
+      damagedOwn.add(key);
     }
   }
-  for (const key of referenced) {
-    if (key !== entry.archiveKey && !(await store.head(key))) {
-      problems.push(`${label}: archive ${key}, which holds files of this backup, is missing (chain broken)`);
+  if (deep && byArchive) {
+    // Archive by archive, `parallel` at once: every archive the backup needs in one download each,
+    // against this backup's manifest; an archive already found missing or mis-sized is not read again.
+    method = 'archive';
+    const keys = [...new Set([...own, ...referenced])].filter((key) => !damagedOwn.has(key)).sort();
+    const results = await mapLimit(keys, parallel, (archiveKey) =>
+      checkArchiveItem(store, { backupId: entry.backupId, type: entry.type, archiveKey }, reads),
+    );
+    filesVerified = 0;
+    // Inconclusive only when every problem is a store read failure: damage found outweighs it.
+    const inconclusive =
+      problems.length === 0 &&
+      results.some((r) => r.inconclusive) &&
+      results.every((r) => r.ok || r.inconclusive);
+    for (const r of results) {
+      problems.push(...r.problems);
+      if (r.sha256 !== null) archivesChecked += 1;
+      filesVerified += r.files;
+      if (r.ok) archivesDeepVerified.push(r.archiveKey);
     }
+    return done(inconclusive);
   }
   if (deep && problems.length === 0) {
     method = 'drill';
@@ -344,25 +429,24 @@ async function verifyOne(
       if (isStoreFailure(error)) throw error;
       problems.push(`${label}: deep check failed: ${errorMessage(error)}`);
     }
-    if (hashLater && record) {
+    for (const key of hashLater) {
+      const record = metadata ? archiveRecordOf(metadata, key) : undefined;
+      if (!record) continue;
       // The drill's download of this archive, hashed on the way; hashed apart only when the drill
       // stopped before its end (or never opened it: a backup whose files are all elsewhere).
-      const read = hashing.reads.get(entry.archiveKey);
-      const sha256 = read?.complete ? read.sha256 : await hashObject(store, entry.archiveKey);
+      const read = hashing.reads.get(key);
+      const sha256 = read?.complete ? read.sha256 : await hashObject(store, key);
       archivesChecked += 1;
-      shaProblem(problems, label, entry.archiveKey, sha256, record.sha256);
+      shaProblem(problems, label, key, sha256, record.sha256);
     }
     if (problems.length === 0) {
       // Every archive the drill read whole and whose sha256 matches its metadata is deep-verified.
-      const byArchive = new Map((await listCommittedBackups(store)).map((c) => [c.archiveKey, c]));
       for (const [key, read] of hashing.reads) {
-        const owner = byArchive.get(key);
-        if (!read.complete || !owner) continue;
-        const ownerMetadata = owner.backupId === entry.backupId ? metadata : await readMetadata(store, owner);
+        if (!read.complete) continue;
+        const ownerMetadata = await reads.metadataOfArchive(key);
         if (ownerMetadata && archiveRecordOf(ownerMetadata, key)?.sha256 === read.sha256)
           archivesDeepVerified.push(key);
       }
-      archivesDeepVerified.sort();
     }
   }
   return done();
@@ -408,20 +492,39 @@ function hashingReads(store: ObjectStore): {
   return { store: wrapped, reads };
 }
 
+/** One archive of a committed backup: the unit of rotation and of archive checks. */
+export interface ArchiveOfBackup {
+  readonly backupId: string;
+  readonly type: BackupType;
+  readonly archiveKey: string;
+}
+
+/** Every archive of the committed backups (each part of a sharded one), in backup order. */
+export function archiveCandidates(committed: readonly CatalogEntry[]): ArchiveOfBackup[] {
+  return committed.flatMap((c) =>
+    archiveKeysOf(c).map((archiveKey) => ({ backupId: c.backupId, type: c.type, archiveKey })),
+  );
+}
+
+function itemOf(a: ArchiveOfBackup): ArchiveCheckItem {
+  return { backupId: a.backupId, type: a.type, archiveKey: a.archiveKey };
+}
+
 /**
  * Rotating verify's archive checks: archives the latest drill did not cover, never deep-verified
  * first (oldest first: the nearest to expiry), then those deep-verified longest ago; `limit` of them.
  * Without a record of earlier runs (`deepVerified` undefined: none yet, or the verify role cannot
  * write one) nothing says what was checked before, so the newest come first: what was written since
- * the last run, rather than the same oldest archives every time.
+ * the last run, rather than the same oldest archives every time. Candidates are archives (each part
+ * of a sharded backup on its own: {@link archiveCandidates}) or backups by their `archiveKey`.
  */
-export function rotationSlice(
-  committed: readonly CatalogEntry[],
+export function rotationSlice<T extends { readonly archiveKey: string }>(
+  candidatesIn: readonly T[],
   deepVerified: Readonly<Record<string, string>> | undefined,
   coveredNow: ReadonlySet<string>,
   limit: number,
-): CatalogEntry[] {
-  const candidates = committed.filter((c) => !coveredNow.has(c.archiveKey));
+): T[] {
+  const candidates = candidatesIn.filter((c) => !coveredNow.has(c.archiveKey));
   if (deepVerified === undefined) return [...candidates].reverse().slice(0, Math.max(0, limit));
   const never = candidates.filter((c) => deepVerified[c.archiveKey] === undefined);
   const before = candidates
@@ -431,110 +534,379 @@ export function rotationSlice(
 }
 
 /**
- * The oldest committed backup whose archive no verify has deep-verified (per the verify record),
- * or undefined when every archive was. Health reports it.
+ * The oldest archive of a committed backup (each part of a sharded one counts) that no verify has
+ * deep-verified (per the verify record), with its backup; undefined when every archive was. Health
+ * reports it.
  */
 export function oldestNeverDeepVerified(
   committed: readonly CatalogEntry[],
   record: VerifyRecord | undefined,
-): CatalogEntry | undefined {
+): ArchiveOfBackup | undefined {
   const deepVerified = record?.deepVerified ?? {};
-  return committed.find((c) => deepVerified[c.archiveKey] === undefined);
+  return archiveCandidates(committed).find((a) => deepVerified[a.archiveKey] === undefined);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Archive checks: the per-archive unit of a deep verify (a verify state machine's Map items).
+
+/** One archive to deep-check against one backup's manifest (a Map item of the verify state machine). */
+export interface ArchiveCheckItem {
+  /** The backup whose manifest rows naming `archiveKey` are checked (and under which the outcome is recorded). */
+  readonly backupId: string;
+  readonly type: BackupType;
+  /** The archive (or part) to download: the checked backup's own or one of its chain. */
+  readonly archiveKey: string;
+  /**
+   * Set by the planner when the backup could not be planned (its manifest unreadable): the check
+   * reports these without reading anything, so the outcome still names the backup.
+   */
+  readonly planProblems?: readonly string[];
+  /** Set by the planner when the store could not be read while planning (nothing known about content). */
+  readonly planInconclusive?: boolean;
+}
+
+/** What one archive check found. */
+export interface ArchiveCheckResult {
+  readonly backupId: string;
+  readonly type: BackupType;
+  readonly archiveKey: string;
+  readonly ok: boolean;
+  /** One sentence per problem, naming the archive. */
+  readonly problems: readonly string[];
+  /** Bytes downloaded (the archive's size when read to its end). */
+  readonly bytes: number;
+  /** sha256 of the bytes read; null when the archive could not be read to its end. */
+  readonly sha256: string | null;
+  /** Files read from the archive and matched against the manifest. */
+  readonly files: number;
+  /** The store could not be read (timeout, access denied): nothing is known about the content. */
+  readonly inconclusive: boolean;
+}
+
+export interface ArchiveCheckPlanOptions {
+  /** `latest` (default), a backup id or archive name; ignored with `all`. */
+  readonly backup?: string;
+  /** Every committed backup. */
+  readonly all?: boolean;
+  /** Add a rotation slice of archives not checked for longest (see {@link VerifyOptions.rotate}). */
+  readonly rotate?: boolean;
+  /** @default 8 */
+  readonly deepSlice?: number;
+}
+
+export interface ArchiveCheckPlan {
+  /** One item per (backup, archive it needs), then the rotation slice (each archive against its own backup). */
+  readonly items: ArchiveCheckItem[];
+  readonly rotating: boolean;
 }
 
 /**
- * One archive, deep, in one download: its size and sha256 against the metadata, and every file its
- * backup's manifest says it holds read from it with the recorded size and sha256. Cheaper than a
- * restore drill of that backup, which would read its whole chain again.
+ * Plans a deep verify as independent archive checks (the verify state machine's Map items; the CLI
+ * runs the same units with a concurrency limit). Each target backup yields one item per archive it
+ * needs (its own archives or parts, and every archive its manifest references); with `rotate` the
+ * archives not among them that were deep-verified longest ago (or never) follow, each against its
+ * own backup. Reads manifests and metadata only.
  */
-async function deepCheckArchive(store: ObjectStore, entry: CatalogEntry): Promise<BackupVerification> {
-  const label = `backup ${entry.backupId}`;
-  const problems: string[] = [];
-  const result = (files: number | null, checked: number): BackupVerification => ({
-    backupId: entry.backupId,
-    type: entry.type,
+export async function planArchiveChecks(
+  store: ObjectStore,
+  options: ArchiveCheckPlanOptions = {},
+): Promise<ArchiveCheckPlan> {
+  const committed = await listCommittedBackups(store);
+  const targets = options.all ? committed : [await resolveRestorePoint(store, { backup: options.backup })];
+  const rotating = !options.all && (options.rotate ?? false);
+  const items: ArchiveCheckItem[] = [];
+  const reads = new CatalogReads(store);
+  for (const entry of targets) {
+    try {
+      const manifest = await reads.manifest(entry);
+      const metadata = await reads.metadata(entry);
+      const keys = new Set([...expectedArchiveKeys(entry, metadata), ...archivesReferenced(manifest)]);
+      for (const archiveKey of [...keys].sort()) {
+        items.push({ backupId: entry.backupId, type: entry.type, archiveKey });
+      }
+    } catch (error) {
+      items.push({
+        backupId: entry.backupId,
+        type: entry.type,
+        archiveKey: entry.manifestKey,
+        planProblems: [`backup ${entry.backupId}: ${errorMessage(error)}`],
+        ...(isStoreFailure(error) ? { planInconclusive: true } : {}),
+      });
+    }
+  }
+  if (rotating) {
+    const covered = new Set(items.map((i) => i.archiveKey));
+    const earlier = parseVerifyRecord(await store.get(VERIFY_STATUS_KEY).catch(() => undefined));
+    const slice = rotationSlice(
+      archiveCandidates(committed),
+      earlier?.deepVerified,
+      covered,
+      options.deepSlice ?? DEFAULT_DEEP_SLICE,
+    );
+    items.push(...slice.map(itemOf));
+  }
+  return { items, rotating };
+}
+
+/**
+ * One archive, deep, in one download: its size and sha256 against the metadata of the backup that
+ * holds it, and every file the item's backup's manifest says it holds read from it with the recorded
+ * size and sha256. Never throws for content or store problems: the result says what was found
+ * (`inconclusive` when the store could not be read).
+ */
+export async function checkArchiveItem(
+  store: ObjectStore,
+  item: ArchiveCheckItem,
+  reads: CatalogReads = new CatalogReads(store),
+): Promise<ArchiveCheckResult> {
+  const label = `backup ${item.backupId}`;
+  const problems: string[] = [...(item.planProblems ?? [])];
+  let bytes = 0;
+  let files = 0;
+  let sha256: string | null = null;
+  const result = (inconclusive = false): ArchiveCheckResult => ({
+    backupId: item.backupId,
+    type: item.type,
+    archiveKey: item.archiveKey,
     ok: problems.length === 0,
     problems,
-    archivesChecked: checked,
-    filesVerified: files,
-    inconclusive: false,
-    archivesDeepVerified: problems.length === 0 ? [entry.archiveKey] : [],
-    method: 'archive',
+    bytes,
+    sha256,
+    files,
+    inconclusive,
   });
-  let manifest: Awaited<ReturnType<typeof readManifest>>;
+  if (item.planProblems) return result(item.planInconclusive ?? false);
   try {
-    manifest = await readManifest(store, entry);
-  } catch (error) {
-    if (isStoreFailure(error)) throw error;
-    problems.push(`${label}: ${errorMessage(error)}`);
-    return result(null, 0);
-  }
-  const metadata: BackupMetadata | undefined = await readMetadata(store, entry);
-  if (!metadata) {
-    problems.push(`${label}: metadata ${entry.metadataKey} is missing or unreadable`);
-    return result(null, 0);
-  }
-  const expected = new Map<string, { size: number; sha256: string }>();
-  for (const e of manifest.entries) {
-    if (e.type === 'file' && e.archive === entry.archiveKey)
-      expected.set(e.path, { size: e.size, sha256: e.sha256 });
-  }
-  const archiveHash = createHash('sha256');
-  let archiveBytes = 0;
-  const tap = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      archiveHash.update(chunk);
-      archiveBytes += chunk.length;
-      callback(null, chunk);
-    },
-  });
-  const source = await store.getStream(entry.archiveKey);
-  source.on('error', (error) => tap.destroy(error));
-  let files = 0;
-  try {
-    await readTarGz(source.pipe(tap), `${label}, archive ${entry.archiveKey}`, async (member) => {
-      if (member.type !== 'file') {
-        member.body.resume();
-        return;
-      }
-      const hash = createHash('sha256');
-      let size = 0;
-      for await (const chunk of member.body) {
-        hash.update(chunk as Buffer);
-        size += (chunk as Buffer).length;
-      }
-      const want = expected.get(member.path);
-      if (!want) return; // skipped as changed while archived: in the archive, not in the manifest
-      expected.delete(member.path);
-      files += 1;
-      const sha256 = hash.digest('hex');
-      if (size !== want.size || sha256 !== want.sha256) {
-        problems.push(
-          `${label}: file ${JSON.stringify(member.path)} in archive ${entry.archiveKey} is ${size} bytes with sha256 ${sha256.slice(0, 12)}…; the manifest recorded ${want.size} bytes, ${want.sha256.slice(0, 12)}…`,
-        );
-      }
+    const entry = entryFor(item.backupId, item.type);
+    const holder = backupOfArchiveKey(item.archiveKey);
+    if (!holder) {
+      problems.push(`${label}: ${JSON.stringify(item.archiveKey)} is not an archive key`);
+      return result();
+    }
+    const expected = new Map<string, { size: number; sha256: string }>();
+    for (const f of await reads.rowsIn(entry, item.archiveKey)) {
+      expected.set(f.path, { size: f.size, sha256: f.sha256 });
+    }
+    const holderMetadata = await reads.metadata(entryFor(holder.backupId, holder.type));
+    const record = holderMetadata ? archiveRecordOf(holderMetadata, item.archiveKey) : undefined;
+    if (!holderMetadata) {
+      problems.push(
+        `${label}: metadata ${keysFor(holder.type, holder.backupId).metadata} is missing or unreadable, so archive ${item.archiveKey} cannot be checked against its recorded sha256`,
+      );
+    } else if (!record) {
+      problems.push(
+        `${label}: the metadata of backup ${holder.backupId} records no archive ${item.archiveKey}`,
+      );
+    }
+    const archiveHash = createHash('sha256');
+    const tap = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        archiveHash.update(chunk);
+        bytes += chunk.length;
+        callback(null, chunk);
+      },
     });
+    let source: Readable;
+    try {
+      source = await store.getStream(item.archiveKey);
+    } catch (error) {
+      if (error instanceof Error && error.name === 'ObjectNotFoundError') {
+        problems.push(`${label}: archive ${item.archiveKey} is missing`);
+        return result();
+      }
+      throw error;
+    }
+    source.on('error', (error) => tap.destroy(error));
+    try {
+      await readTarGz(source.pipe(tap), `${label}, archive ${item.archiveKey}`, async (member) => {
+        if (member.type !== 'file') {
+          member.body.resume();
+          return;
+        }
+        const hash = createHash('sha256');
+        let size = 0;
+        for await (const chunk of member.body) {
+          hash.update(chunk as Buffer);
+          size += (chunk as Buffer).length;
+        }
+        const want = expected.get(member.path);
+        if (!want) return; // skipped as changed while archived, or not part of this backup: not in its manifest
+        expected.delete(member.path);
+        files += 1;
+        const got = hash.digest('hex');
+        if (size !== want.size || got !== want.sha256) {
+          problems.push(
+            `${label}: file ${JSON.stringify(member.path)} in archive ${item.archiveKey} is ${size} bytes with sha256 ${got.slice(0, 12)}…; the manifest recorded ${want.size} bytes, ${want.sha256.slice(0, 12)}…`,
+          );
+        }
+      });
+    } catch (error) {
+      if (isStoreFailure(error)) throw error;
+      problems.push(`${label}: deep check of archive ${item.archiveKey} failed: ${errorMessage(error)}`);
+      return result();
+    } finally {
+      source.destroy();
+    }
+    sha256 = archiveHash.digest('hex');
+    if (record && bytes !== record.bytes) {
+      problems.push(
+        `${label}: archive ${item.archiveKey} is ${bytes} bytes; the metadata recorded ${record.bytes}`,
+      );
+    } else if (record) {
+      shaProblem(problems, label, item.archiveKey, sha256, record.sha256);
+    }
+    for (const path of expected.keys()) {
+      problems.push(`${label}: file ${JSON.stringify(path)} is missing from archive ${item.archiveKey}`);
+    }
+    return result();
   } catch (error) {
-    if (isStoreFailure(error)) throw error;
-    problems.push(`${label}: deep check of archive ${entry.archiveKey} failed: ${errorMessage(error)}`);
-    return result(files, 1);
-  } finally {
-    source.destroy();
+    if (!isStoreFailure(error)) {
+      problems.push(`${label}: archive ${item.archiveKey} could not be checked: ${errorMessage(error)}`);
+      return result();
+    }
+    problems.push(`${label}: archive ${item.archiveKey} could not be checked: ${errorMessage(error)}`);
+    return result(true);
   }
-  const record = archiveRecordOf(metadata, entry.archiveKey);
-  if (!record) {
-    problems.push(`${label}: metadata ${entry.metadataKey} records no archive ${entry.archiveKey}`);
-  } else if (archiveBytes !== record.bytes) {
-    problems.push(
-      `${label}: archive ${entry.archiveKey} is ${archiveBytes} bytes; the metadata recorded ${record.bytes}`,
-    );
-  } else {
-    shaProblem(problems, label, entry.archiveKey, archiveHash.digest('hex'), record.sha256);
+}
+
+/**
+ * Turns archive check results into a verify outcome (one entry per backup, in the order the results
+ * first name it) and records it in `status/last-verify.json` exactly as {@link runVerify} does, so
+ * chain checks (`auto`), health and the next rotation see it. Each archive that passed is recorded
+ * as deep-verified, also when another archive of the same backup failed.
+ */
+export async function recordArchiveChecks(
+  store: ObjectStore,
+  results: readonly ArchiveCheckResult[],
+  now: Date,
+  options: { rotating?: boolean; record?: boolean; logger?: Pick<Logger, 'warn'> } = {},
+): Promise<VerifyResult> {
+  const backups = verificationsOf(results);
+  const recorded =
+    options.record === false
+      ? false
+      : await recordOutcome(store, now, options.logger, backups, true, options.rotating ?? false);
+  return {
+    status: backups.every((b) => b.ok) ? 'SUCCEEDED' : 'FAILED',
+    store: store.url,
+    deep: true,
+    backups,
+    recorded,
+  };
+}
+
+function verificationsOf(results: readonly ArchiveCheckResult[]): BackupVerification[] {
+  const byBackup = new Map<string, ArchiveCheckResult[]>();
+  for (const r of results) byBackup.set(r.backupId, [...(byBackup.get(r.backupId) ?? []), r]);
+  return [...byBackup.values()].map((rs) => {
+    const problems = rs.flatMap((r) => r.problems);
+    const inconclusive = rs.some((r) => r.inconclusive);
+    return {
+      backupId: rs[0].backupId,
+      type: rs[0].type,
+      ok: problems.length === 0,
+      problems,
+      archivesChecked: rs.filter((r) => r.sha256 !== null || !r.ok).length,
+      filesVerified: rs.reduce((sum, r) => sum + r.files, 0),
+      // Inconclusive only when nothing conclusive was found wrong: damage outweighs a read error.
+      inconclusive: inconclusive && rs.every((r) => r.ok || r.inconclusive),
+      archivesDeepVerified: rs
+        .filter((r) => r.ok && r.sha256 !== null)
+        .map((r) => r.archiveKey)
+        .sort(),
+      method: 'archive' as const,
+    };
+  });
+}
+
+function entryFor(backupId: string, type: BackupType): CatalogEntry {
+  const keys = keysFor(type, backupId);
+  return {
+    backupId,
+    type,
+    archiveKey: keys.archive,
+    metadataKey: keys.metadata,
+    manifestKey: keys.manifest,
+    committedAt: new Date(0),
+  };
+}
+
+/**
+ * Manifests, metadata and manifest rows per archive, each read at most once: archive checks of one
+ * run share it (the CLI), while a Lambda checking one item builds its own.
+ */
+export class CatalogReads {
+  private readonly manifests = new Map<string, Promise<Manifest>>();
+  private readonly metadataByKey = new Map<string, Promise<BackupMetadata | undefined>>();
+  private readonly rows = new Map<string, Promise<Map<string, FileEntry[]>>>();
+
+  constructor(private readonly store: ObjectStore) {}
+
+  manifest(entry: CatalogEntry): Promise<Manifest> {
+    let p = this.manifests.get(entry.manifestKey);
+    if (!p) {
+      p = readManifest(this.store, entry);
+      this.manifests.set(entry.manifestKey, p);
+      p.catch(() => this.manifests.delete(entry.manifestKey));
+    }
+    return p;
   }
-  for (const path of expected.keys()) {
-    problems.push(`${label}: file ${JSON.stringify(path)} is missing from archive ${entry.archiveKey}`);
+
+  metadata(entry: CatalogEntry): Promise<BackupMetadata | undefined> {
+    let p = this.metadataByKey.get(entry.metadataKey);
+    if (!p) {
+      p = readMetadata(this.store, entry);
+      this.metadataByKey.set(entry.metadataKey, p);
+    }
+    return p;
   }
-  return result(files, 1);
+
+  /** Metadata of the backup an archive key belongs to. */
+  async metadataOfArchive(key: string): Promise<BackupMetadata | undefined> {
+    const owner = backupOfArchiveKey(key);
+    return owner ? this.metadata(entryFor(owner.backupId, owner.type)) : undefined;
+  }
+
+  /** File rows of `entry`'s manifest whose bytes are in `archiveKey`. */
+  async rowsIn(entry: CatalogEntry, archiveKey: string): Promise<FileEntry[]> {
+    let p = this.rows.get(entry.manifestKey);
+    if (!p) {
+      p = this.manifest(entry).then((manifest) => {
+        const byArchive = new Map<string, FileEntry[]>();
+        for (const e of manifest.entries) {
+          if (e.type !== 'file') continue;
+          const list = byArchive.get(e.archive) ?? [];
+          list.push(e);
+          byArchive.set(e.archive, list);
+        }
+        return byArchive;
+      });
+      this.rows.set(entry.manifestKey, p);
+      p.catch(() => this.rows.delete(entry.manifestKey));
+    }
+    return (await p).get(archiveKey) ?? [];
+  }
+}
+
+function parallelOf(value: number | undefined): number {
+  const n = value ?? 1;
+  if (!Number.isInteger(n) || n < 1)
+    throw new RangeError(`\`parallel\` must be a whole number >= 1 (got ${n})`);
+  return n;
+}
+
+/** `fn` over `items`, at most `limit` at once; results in input order. */
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }
 
 /** The store could not be read (a `StoreRequestError` anywhere in the cause chain): says nothing about content. */
