@@ -23,11 +23,11 @@ export function registerList(program: Command, ctx: CliContext): void {
       }
       out(`${backups.length} committed backup(s) in ${store.url}:`);
       out(
-        `${'BACKUP'.padEnd(24)} ${'TYPE'.padEnd(11)} ${'FILES'.padStart(8)} ${'SOURCE'.padStart(10)} ${'ARCHIVE'.padStart(10)}`,
+        `${'BACKUP'.padEnd(24)} ${'TYPE'.padEnd(11)} ${'FILES'.padStart(8)} ${'SOURCE'.padStart(10)} ${'ARCHIVE'.padStart(10)} PARTS`,
       );
       for (const b of backups) {
         out(
-          `${b.backupId.padEnd(24)} ${b.type.padEnd(11)} ${String(b.files ?? '?').padStart(8)} ${formatBytes(b.bytes).padStart(10)} ${formatBytes(b.archiveBytes).padStart(10)}`,
+          `${b.backupId.padEnd(24)} ${b.type.padEnd(11)} ${String(b.files ?? '?').padStart(8)} ${formatBytes(b.bytes).padStart(10)} ${formatBytes(b.archiveBytes).padStart(10)} ${b.parts ? String(b.parts).padStart(5) : '    -'}`,
         );
       }
     });

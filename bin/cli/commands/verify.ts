@@ -16,60 +16,83 @@ export function registerVerify(program: Command, ctx: CliContext): void {
     .argument('[backup]', 'latest (default) | backup id | archive name or key; not with --all')
     .option('--all', 'every committed backup, including chain completeness; exits 1 when there is none')
     .option('--deep', 'download, decompress and re-hash every file (a restore drill that writes nothing)')
+    .option(
+      '--parallel <n>',
+      'archives checked at once: the parts of a sharded backup (one download each with --deep)',
+      parseParallel,
+      DEFAULT_CLI_VERIFY_PARALLEL,
+    )
     .addOption(storeOption())
     .option('--json', 'print one JSON document on stdout')
     .option('-v, --verbose', 'log engine progress on stderr')
-    .action(async (backup: string | undefined, opts: CommonOptions & { all?: boolean; deep?: boolean }) => {
-      if (backup !== undefined && opts.all) {
-        throw new UsageError(
-          `give either BACKUP (${JSON.stringify(backup)}) or --all, not both: --all verifies every committed backup`,
-        );
-      }
-      const store = await openExisting(opts.store);
-      // Checked before the run, which would record a vacuous pass in status/last-verify.json.
-      if (opts.all && (await listCommittedBackups(store)).length === 0) {
-        throw new NothingToVerifyError(
-          `nothing to verify: ${store.url} holds no committed backup. Run a backup first, or check --store.`,
-        );
-      }
-      // A quick verify reads manifests and object sizes only: no bar.
-      const progress = opts.deep ? startProgress(io.stderr, 'verify --deep') : noProgress;
-      const options: VerifyOptions = {
-        backup: backup ?? 'latest',
-        all: opts.all,
-        deep: opts.deep,
-        onProgress: progress.update,
-      };
-      let result: Awaited<ReturnType<typeof runVerify>>;
-      try {
-        result = await runVerify(
-          { store, clock: systemClock, logger: cliLogger(ctx.err, opts.verbose) },
-          options,
-        );
-      } finally {
-        progress.stop();
-      }
-      if (result.backups.length === 0) {
-        throw new NothingToVerifyError(
-          `nothing to verify: ${store.url} holds no committed backup. Run a backup first, or check --store.`,
-        );
-      }
-      if (opts.json) out(JSON.stringify(result, null, 2));
-      else {
-        for (const b of result.backups) {
-          out(
-            `${b.ok ? 'OK    ' : 'FAILED'} ${b.backupId} (${b.type})${b.filesVerified !== null ? `, ${b.filesVerified} files re-hashed` : ''}`,
+    .action(
+      async (
+        backup: string | undefined,
+        opts: CommonOptions & { all?: boolean; deep?: boolean; parallel: number },
+      ) => {
+        if (backup !== undefined && opts.all) {
+          throw new UsageError(
+            `give either BACKUP (${JSON.stringify(backup)}) or --all, not both: --all verifies every committed backup`,
           );
-          for (const p of b.problems) out(`       ${p}`);
         }
-        out(
-          result.status === 'SUCCEEDED'
-            ? `${result.backups.length} backup(s) verified${result.deep ? ' (deep)' : ''}.`
-            : `${result.backups.filter((b) => !b.ok).length} of ${result.backups.length} backup(s) have problems.`,
-        );
-      }
-      if (result.status !== 'SUCCEEDED') ctx.setExitCode(EXIT.failed);
-    });
+        const store = await openExisting(opts.store);
+        // Checked before the run, which would record a vacuous pass in status/last-verify.json.
+        if (opts.all && (await listCommittedBackups(store)).length === 0) {
+          throw new NothingToVerifyError(
+            `nothing to verify: ${store.url} holds no committed backup. Run a backup first, or check --store.`,
+          );
+        }
+        // A quick verify reads manifests and object sizes only: no bar.
+        const progress = opts.deep ? startProgress(io.stderr, 'verify --deep') : noProgress;
+        const options: VerifyOptions = {
+          backup: backup ?? 'latest',
+          all: opts.all,
+          deep: opts.deep,
+          parallel: opts.parallel,
+          onProgress: progress.update,
+        };
+        let result: Awaited<ReturnType<typeof runVerify>>;
+        try {
+          result = await runVerify(
+            { store, clock: systemClock, logger: cliLogger(ctx.err, opts.verbose) },
+            options,
+          );
+        } finally {
+          progress.stop();
+        }
+        if (result.backups.length === 0) {
+          throw new NothingToVerifyError(
+            `nothing to verify: ${store.url} holds no committed backup. Run a backup first, or check --store.`,
+          );
+        }
+        if (opts.json) out(JSON.stringify(result, null, 2));
+        else {
+          for (const b of result.backups) {
+            out(
+              `${b.ok ? 'OK    ' : 'FAILED'} ${b.backupId} (${b.type})${b.filesVerified !== null ? `, ${b.filesVerified} files re-hashed` : ''}`,
+            );
+            for (const p of b.problems) out(`       ${p}`);
+          }
+          out(
+            result.status === 'SUCCEEDED'
+              ? `${result.backups.length} backup(s) verified${result.deep ? ' (deep)' : ''}.`
+              : `${result.backups.filter((b) => !b.ok).length} of ${result.backups.length} backup(s) have problems.`,
+          );
+        }
+        if (result.status !== 'SUCCEEDED') ctx.setExitCode(EXIT.failed);
+      },
+    );
+}
+
+/** Two archive downloads at once: keeps a link busy while one archive is being decompressed. */
+export const DEFAULT_CLI_VERIFY_PARALLEL = 2;
+
+function parseParallel(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) {
+    throw new UsageError(`--parallel must be a whole number of at least 1 (got ${JSON.stringify(value)})`);
+  }
+  return n;
 }
 
 /** `verify` found no committed backup to check: a pass over nothing is not a pass. */

@@ -6,9 +6,11 @@ import {
   archiveRecordOf,
   archivesReferenced,
   type BackupMetadata,
+  backupOfArchiveKey,
   type CatalogEntry,
   chainProblems,
   committedBackupsIn,
+  expectedArchiveKeys,
   readManifest,
   readMetadata,
   readVerifiedDamage,
@@ -135,6 +137,7 @@ class StoreView {
   private readonly manifests = new Map<string, Promise<Manifest>>();
   private readonly metadata = new Map<string, Promise<BackupMetadata | undefined>>();
   readonly keys: ReadonlySet<string>;
+  private readonly sizes: ReadonlyMap<string, number>;
   readonly committed: readonly CatalogEntry[];
 
   constructor(
@@ -142,6 +145,7 @@ class StoreView {
     readonly objects: readonly ClassifiedObject[],
   ) {
     this.keys = new Set(objects.map((o) => o.key));
+    this.sizes = new Map(objects.map((o) => [o.key, o.size]));
     this.committed = committedBackupsIn(objects);
   }
 
@@ -164,7 +168,15 @@ class StoreView {
   }
 
   size(key: string): number | undefined {
-    return this.objects.find((o) => o.key === key)?.size;
+    return this.sizes.get(key);
+  }
+
+  /** The committed backup an archive key (single archive or part) belongs to. */
+  holderOf(key: string): CatalogEntry | undefined {
+    const owner = backupOfArchiveKey(key);
+    return owner
+      ? this.committed.find((c) => c.backupId === owner.backupId && c.type === owner.type)
+      : undefined;
   }
 }
 
@@ -400,21 +412,25 @@ async function checkIntegrity(
     notes.push(
       `its metadata ${latest.metadataKey} is missing or unreadable, so the archive size was not compared`,
     );
-  const size = view.size(latest.archiveKey);
-  if (size === undefined) problems.push(`its archive ${latest.archiveKey} is missing`);
-  else if (own?.archive && size !== own.archive.bytes) {
-    problems.push(
-      `its archive ${latest.archiveKey} is ${size} bytes; the metadata recorded ${own.archive.bytes}`,
-    );
+  // Every archive of its own (each part of a sharded backup, per its metadata), then those of its chain.
+  const ownKeys = expectedArchiveKeys(latest, own);
+  for (const key of ownKeys) {
+    const size = view.size(key);
+    const record = own ? archiveRecordOf(own, key) : undefined;
+    if (size === undefined) problems.push(`its archive ${key} is missing`);
+    else if (record && size !== record.bytes) {
+      problems.push(`its archive ${key} is ${size} bytes; the metadata recorded ${record.bytes}`);
+    }
   }
+  const ownSet = new Set(ownKeys);
   for (const key of referenced) {
-    if (key === latest.archiveKey) continue;
+    if (ownSet.has(key)) continue;
     const stored = view.size(key);
     if (stored === undefined) {
       problems.push(`archive ${key}, which holds some of its files, is missing`);
       continue;
     }
-    const holder = view.committed.find((c) => c.archiveKey === key);
+    const holder = view.holderOf(key);
     const meta = holder ? await view.meta(holder) : undefined;
     const record = meta ? archiveRecordOf(meta, key) : undefined;
     if (record && record.bytes !== stored) {
@@ -425,7 +441,7 @@ async function checkIntegrity(
   const damaged = await readVerifiedDamage(view.store);
   const chainIds = new Set([latest.backupId]);
   for (const key of referenced) {
-    const holder = view.committed.find((c) => c.archiveKey === key);
+    const holder = view.holderOf(key);
     if (holder) chainIds.add(holder.backupId);
   }
   for (const id of [...chainIds].sort()) {
@@ -677,7 +693,10 @@ async function checkChain(view: StoreView, now: Date, retentionDays: number): Pr
       bucket.push(`${entry.backupId}: ${errorMessage(error)}`);
       continue;
     }
-    const missing = referenced.filter((key) => !view.keys.has(key));
+    // Its own archives per its metadata too: a part holding only folders is named by no file row.
+    const own = expectedArchiveKeys(entry, await view.meta(entry));
+    const needed = [...new Set([...own, ...referenced])].sort();
+    const missing = needed.filter((key) => !view.keys.has(key));
     if (missing.length > 0) bucket.push(`${entry.backupId} needs missing ${missing.join(', ')}`);
   }
   if (critical.length > 0) {

@@ -1,6 +1,12 @@
 import type { ObjectStore } from '../../store/types.js';
 import { errorMessage } from '../errors.js';
-import { archivesReferenced, listCommittedBackups, readManifest } from './catalog.js';
+import {
+  archivesReferenced,
+  expectedArchiveKeys,
+  listCommittedBackups,
+  readManifest,
+  readMetadata,
+} from './catalog.js';
 import { backupIdTime } from './layout.js';
 import { type ClassifiedObject, listStoreObjects } from './usage.js';
 
@@ -64,7 +70,8 @@ export function lifecycleExpiry(created: Date, days: number): Date {
 
 /**
  * What the lifecycle will expire and when (the original scripts' cleanup simulation). Pure: objects
- * from a listing, `references` (backup id -> archive keys its manifest needs) when known.
+ * from a listing, `references` (backup id -> archive keys it needs: those its manifest names, and every
+ * part of a sharded backup) when known. A sharded backup's objects (every part) are grouped under its id.
  */
 export function retentionReport(
   storeUrl: string,
@@ -153,7 +160,12 @@ export async function readRetention(
   const references = new Map<string, readonly string[]>();
   for (const entry of committed) {
     try {
-      references.set(entry.backupId, archivesReferenced(await readManifest(store, entry)));
+      const referenced = archivesReferenced(await readManifest(store, entry));
+      // A sharded backup needs every one of its parts (per its metadata), also those holding only
+      // folders, which no file row names.
+      const metadata = (entry.partKeys?.length ?? 0) > 0 ? await readMetadata(store, entry) : undefined;
+      const own = metadata?.parts ? expectedArchiveKeys(entry, metadata) : [];
+      references.set(entry.backupId, [...new Set([...referenced, ...own])].sort());
     } catch (error) {
       deps.logger?.warn('manifest unreadable; restorableUntil unknown', {
         backupId: entry.backupId,

@@ -3,6 +3,7 @@ import {
   archiveBytesOf,
   type BackupMetadata,
   type CatalogEntry,
+  expectedArchiveKeys,
   listCommittedBackups,
   readMetadata,
 } from './catalog.js';
@@ -14,8 +15,13 @@ export interface BackupListing {
   readonly type: 'full' | 'incremental';
   readonly createdAt: string;
   readonly baseBackupId: string | null;
+  /** `<type>/backup_<id>.tar.gz`; a sharded backup has none (see `archiveKeys`). */
   readonly archiveKey: string;
-  /** From the metadata sidecar; null when the sidecar is missing or unreadable. */
+  /** Its archive objects: the parts of a sharded backup (per its metadata, else the listing), else `archiveKey`. */
+  readonly archiveKeys?: readonly string[];
+  /** Part archives of a sharded backup; 0 for a single-archive backup. */
+  readonly parts?: number;
+  /** From the metadata sidecar (the sum of the parts when sharded); null when the sidecar is missing or unreadable. */
   readonly archiveBytes: number | null;
   readonly files: number | null;
   readonly bytes: number | null;
@@ -36,6 +42,8 @@ function toListing(entry: CatalogEntry, metadata: BackupMetadata | undefined): B
     createdAt: metadata?.createdAt ?? backupIdTime(entry.backupId).toISOString(),
     baseBackupId: metadata?.baseBackupId ?? null,
     archiveKey: entry.archiveKey,
+    archiveKeys: expectedArchiveKeys(entry, metadata),
+    parts: metadata?.parts?.length ?? entry.partKeys?.length ?? 0,
     archiveBytes: metadata ? archiveBytesOf(metadata) : null,
     files: metadata?.totals.files ?? null,
     bytes: metadata?.totals.bytes ?? null,
