@@ -61,6 +61,12 @@ export interface WriteArchiveOptions {
   readonly readAheadFiles?: number;
   /** Bytes of file contents held read ahead at most. @default 64 MiB */
   readonly readAheadBytes?: number;
+  /**
+   * Called once the whole archive has passed through, before the sink sees the end of its stream:
+   * the store has not completed the object yet. A sharded backup records the part's rows here, so
+   * a part that exists always has its rows (a retry finds them). A rejection fails the archive.
+   */
+  readonly beforeEnd?: (archive: Omit<ArchiveResult, 'gzip'>) => Promise<void>;
 }
 
 export const DEFAULT_READ_AHEAD_BYTES = 64 * 1024 * 1024;
@@ -85,28 +91,39 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
     },
   });
   const body = new PassThrough();
+  const files: ArchivedFile[] = [];
+  const skipped: SkippedPath[] = [];
+  const gate = new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
+      cb(null, chunk);
+    },
+    flush(cb: TransformCallback) {
+      if (!options.beforeEnd) return cb();
+      options
+        .beforeEnd({ files, skipped, bytes: archiveBytes, sha256: archiveHash.copy().digest('hex') })
+        .then(() => cb(), cb);
+    },
+  });
   const abort = new AbortController();
   // Errors surface through the promises below; without listeners a torn-down stage would also
   // throw them as uncaught exceptions.
-  for (const stream of [pack, gz, tap, body]) stream.on('error', () => undefined);
+  for (const stream of [pack, gz, tap, gate, body]) stream.on('error', () => undefined);
   /** First failure wins: remember it, stop the producer, tear down every stage. */
   const fail = (error: unknown) => {
     if (abort.signal.aborted) return;
     const cause = error instanceof Error ? error : new Error(String(error));
     abort.abort(cause);
-    for (const stream of [pack, gz, tap, body]) stream.destroy(cause);
+    for (const stream of [pack, gz, tap, gate, body]) stream.destroy(cause);
   };
   const onOuterAbort = () => fail(options.signal?.reason ?? new Error('backup aborted'));
   options.signal?.addEventListener('abort', onOuterAbort, { once: true });
 
-  // pack -> gzip -> hash tap -> sink.
-  const piping = pipeline(pack as unknown as Readable, gz, tap, body);
+  // pack -> gzip -> hash tap -> gate (beforeEnd) -> sink.
+  const piping = pipeline(pack as unknown as Readable, gz, tap, gate, body);
   const sinking = options.sink(body);
   piping.catch(fail);
   sinking.catch(fail);
 
-  const files: ArchivedFile[] = [];
-  const skipped: SkippedPath[] = [];
   const progress: ArchiveProgress = { files: 0, bytes: 0 };
   const readAhead =
     (options.readAheadFiles ?? 1) > 1

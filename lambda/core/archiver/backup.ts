@@ -132,8 +132,8 @@ export interface BackupSucceeded {
   readonly durationMs: number;
 }
 
-const DEFAULT_LOCK_TTL_MS = 10 * 60 * 1000;
-const DEFAULT_MAX_SHRINK_PERCENT = 50;
+export const DEFAULT_LOCK_TTL_MS = 10 * 60 * 1000;
+export const DEFAULT_MAX_SHRINK_PERCENT = 50;
 
 /**
  * One backup run: lock, decide full/incremental, scan, diff, stream the archive, then commit by
@@ -406,7 +406,7 @@ async function backupLocked(
  * A warning when the tree shrank by more than `maxPercent` (files or bytes) against the previous
  * committed backup, per its metadata. The backup still commits; the previous one keeps the files.
  */
-async function shrinkWarnings(
+export async function shrinkWarnings(
   store: ObjectStore,
   previous: CatalogEntry | undefined,
   now: { files: number; bytes: number },
@@ -432,7 +432,7 @@ async function shrinkWarnings(
  * recorded, or a backup of it found damaged by verify) becomes a full: a backup must not depend on
  * bytes that are gone or wrong.
  */
-async function resolveChain(
+export async function resolveChain(
   store: ObjectStore,
   logger: Logger,
   options: BackupOptions,
@@ -521,7 +521,11 @@ async function realpathOfNearest(p: string): Promise<string> {
  * lock TTL: we hold the lock, so no live run is writing them. Ages compare with the store's own
  * timestamps, hence real time, not the injected clock. Best effort: never fails the backup.
  */
-async function removeStoreLeftovers(store: ObjectStore, olderThanMs: number, logger: Logger): Promise<void> {
+export async function removeStoreLeftovers(
+  store: ObjectStore,
+  olderThanMs: number,
+  logger: Logger,
+): Promise<void> {
   try {
     const removed = (await store.removeLeftovers?.({ olderThanMs })) ?? [];
     if (removed.length > 0) {
@@ -537,7 +541,7 @@ async function removeStoreLeftovers(store: ObjectStore, olderThanMs: number, log
 }
 
 /** Ids have one-second resolution and must grow: wait for the clock rather than reuse an id. */
-async function nextBackupId(
+export async function nextBackupId(
   store: ObjectStore,
   clock: Clock,
   committed: readonly CatalogEntry[],
@@ -557,6 +561,6 @@ async function nextBackupId(
   );
 }
 
-async function writeStatus(store: ObjectStore, status: Record<string, unknown>): Promise<void> {
+export async function writeStatus(store: ObjectStore, status: Record<string, unknown>): Promise<void> {
   await store.put(STATUS_KEY, `${JSON.stringify(status, null, 2)}\n`, { contentType: 'application/json' });
 }
