@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { type ScannedEntry, type ScanOptions, scanTree } from '../../lambda/core/archiver/scan.js';
 import {
   DEFAULT_LOOKAHEAD_DIRS,
+  DEFAULT_LOOKAHEAD_ITEMS,
   type StreamingScanOptions,
   scanTreeStream,
 } from '../../lambda/core/archiver/scan-stream.js';
@@ -279,41 +280,54 @@ describe('scanTreeStream', () => {
       return { count, most, peak: scan.peakBufferedItems(), final: scan.bufferedItems() };
     }
 
-    // The root's listing holds 200 folder entries + 200 subtrees; one folder is 100 items.
+    // The root's listing holds 200 folder entries + 200 subtrees; one folder is 100 items. Read-ahead
+    // starts only below `lookaheadItems` held ahead, at most `lookaheadDirs` reads at once.
+    const onPath = 2 * FOLDERS + FILES;
     it.each([
-      ['sync calls', { concurrentIo: false }, 2 * FOLDERS + FILES],
+      ['sync calls', { concurrentIo: false }, onPath],
+      ['concurrent calls without read-ahead', { concurrentIo: true, lookaheadDirs: 0 }, onPath],
       [
-        'concurrent calls with read-ahead',
-        { concurrentIo: true },
-        2 * FOLDERS + FILES + DEFAULT_LOOKAHEAD_DIRS * FILES,
+        'concurrent calls, read-ahead of 300 items',
+        { concurrentIo: true, lookaheadItems: 300 },
+        onPath + 300 + DEFAULT_LOOKAHEAD_DIRS * FILES,
       ],
-      ['concurrent calls without read-ahead', { concurrentIo: true, lookaheadDirs: 0 }, 2 * FOLDERS + FILES],
+      [
+        'concurrent calls, default read-ahead',
+        { concurrentIo: true },
+        onPath + DEFAULT_LOOKAHEAD_ITEMS + DEFAULT_LOOKAHEAD_DIRS * FILES,
+      ],
     ])(
-      '%s: at most the root listing, the current folder and the read-aheads are held',
+      '%s: at most the listings on the walk’s path and the read-ahead are held',
       async (_name, options, bound) => {
         const { count, most, peak, final } = await slowWalk(options);
 
         expect(count).toBe(FOLDERS * (FILES + 1));
         expect(peak).toBeGreaterThanOrEqual(most);
         expect(peak).toBeLessThanOrEqual(bound);
-        // A tenth of the 20,200 entries: the walk never holds the tree.
-        expect(peak).toBeLessThan((FOLDERS * (FILES + 1)) / 10);
+        // Never the tree (20,200 entries), and a tenth of it with a small read-ahead.
+        expect(peak).toBeLessThan(FOLDERS * (FILES + 1));
+        if (bound < 2000) expect(peak).toBeLessThan((FOLDERS * (FILES + 1)) / 10);
         expect(final).toBe(0);
       },
     );
 
-    it('reads ahead exactly the next `lookaheadDirs` folders while the consumer is busy', async () => {
-      const scan = await scanTreeStream(big, { concurrentIo: true, lookaheadDirs: 4 });
+    it('reads ahead in walk order until `lookaheadItems` wait, `lookaheadDirs` at a time, then stops', async () => {
+      const scan = await scanTreeStream(big, { concurrentIo: true, lookaheadDirs: 4, lookaheadItems: 1000 });
       const walk = scan.entries();
       expect((await walk.next()).value).toMatchObject({ path: 'day-000', type: 'dir' });
       expect((await walk.next()).value).toMatchObject({ path: 'day-000/img-0.jpg' });
-      // Held now: the root's rest (day-000 and its subtree taken: 398), day-000's rest (99), and
-      // day-001..day-004 read ahead (4 x 100) once their calls complete; nothing else is read.
-      const expected = 2 * FOLDERS - 2 + (FILES - 1) + 4 * FILES;
+      // Held once the reads settle: the root's rest (day-000 and its subtree taken: 398), day-000's
+      // rest (99), and folders read ahead: each completed read below 1,000 items starts the next, so
+      // 4 reads stay in flight until 1,000 are held; the 3 then in flight complete: 1,300.
+      const expected = 2 * FOLDERS - 2 + (FILES - 1) + 1000 + 3 * FILES;
       for (let turn = 0; turn < 100_000 && scan.bufferedItems() < expected; turn++) await nextTurn();
       expect(scan.bufferedItems()).toBe(expected);
       await nextTurn();
       expect(scan.bufferedItems()).toBe(expected);
+      // The walk then goes on in order from the folders read ahead.
+      const next: string[] = [];
+      for (let i = 0; i < 100; i++) next.push(((await walk.next()).value as ScannedEntry).path);
+      expect(next.slice(98)).toEqual(['day-000/img-99.jpg', 'day-001']);
       await walk.return(undefined);
     });
   });
@@ -366,9 +380,12 @@ describe('scanTreeStream', () => {
     }
   });
 
-  it('refuses a negative `lookaheadDirs`, naming it', async () => {
-    await expect(scanTreeStream(dir, { concurrentIo: true, lookaheadDirs: -1 })).rejects.toThrow(
-      /`lookaheadDirs` must be a whole number/,
+  it.each([
+    ['lookaheadDirs', { lookaheadDirs: -1 }],
+    ['lookaheadItems', { lookaheadItems: 1.5 }],
+  ])('refuses a bad `%s`, naming it', async (name, bad) => {
+    await expect(scanTreeStream(dir, { concurrentIo: true, ...bad })).rejects.toThrow(
+      new RegExp(`\`${name}\` must be a whole number`),
     );
   });
 });

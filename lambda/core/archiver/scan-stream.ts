@@ -29,12 +29,20 @@ import {
 
 export interface StreamingScanOptions extends ScanOptions {
   /**
-   * With `concurrentIo`: subfolders of each folder on the walk's path listed and stat'ed ahead of
-   * the walk, so their round trips overlap (EFS). Each read-ahead holds one listing; none starts
-   * while {@link READ_AHEAD_ITEM_CAP} items are already held. Ignored without `concurrentIo`.
+   * With `concurrentIo`: folders listed and stat'ed at once ahead of the walk, the next ones in walk
+   * order first, so their round trips overlap (EFS). Ignored without `concurrentIo` (synchronous
+   * calls block the thread: reading ahead would only reorder them). 0 reads each folder when the
+   * walk reaches it.
    * @default 8
    */
   readonly lookaheadDirs?: number;
+  /**
+   * With `concurrentIo`: no read-ahead starts while this many items (entries and subfolders) of
+   * folders read ahead wait for the walk. Bounds the read-ahead's memory (~250 bytes an item) when
+   * the consumer is slower than the listing.
+   * @default 10000
+   */
+  readonly lookaheadItems?: number;
 }
 
 export interface StreamingScan {
@@ -52,44 +60,45 @@ export interface StreamingScan {
   readonly skipped: SkippedPath[];
   /** Paths left out on purpose so far (--exclude, the store's own folder); final once `entries()` has finished. */
   excluded(): number;
-  /** Items (entries and pending subtrees) held in listings right now: what the walk's memory follows. */
+  /**
+   * Items (entries and subfolders still to walk) held right now: the rest of each listing on the
+   * walk's path plus the listings read ahead. What the walk's memory follows.
+   */
   bufferedItems(): number;
   /** The most items held at once so far. */
   peakBufferedItems(): number;
 }
 
-/** Read-ahead default: folders listed ahead per level of the walk. */
 export const DEFAULT_LOOKAHEAD_DIRS = 8;
-/**
- * No read-ahead starts while this many items are held (~10-20 MB of entries): a few huge sibling
- * folders are then read one at a time, as without read-ahead, instead of all at once.
- */
-export const READ_AHEAD_ITEM_CAP = 50_000;
+export const DEFAULT_LOOKAHEAD_ITEMS = 10_000;
 
-/** A folder whose listing comes later: its key in the parent's listing is `name + '/'`. */
+/** A folder whose listing comes later: its place in the parent's listing is the key `name + '/'`. */
 class Subtree {
+  /** Its listing once a read started (ahead of the walk, or when the walk reached it). */
+  listing?: Promise<Item[]>;
+  /** The walk has reached it: its listing belongs to the walk's path, no longer to the read-ahead. */
+  entered = false;
+  /** Items of its listing counted as read ahead (until the walk enters it). */
+  aheadItems = 0;
+  /** Its walk key: the walk enters folders in the code-unit order of `rel + '/'`. */
+  readonly key: string;
   constructor(
     readonly abs: string,
     readonly rel: string,
-    /** Position among the parent's subfolders, in walk order. */
-    readonly ordinal: number,
-  ) {}
+  ) {
+    this.key = `${rel}/`;
+  }
 }
 type Item = ScannedEntry | Subtree;
-
-/** One folder on the walk's path: its sorted listing, how far the walk is, its read-aheads. */
-interface Frame {
-  readonly items: (Item | undefined)[];
-  next: number;
-  readonly subtrees: Subtree[];
-  /** Ordinal of the next subfolder to read ahead. */
-  nextReadAhead: number;
-  readonly readAhead: Map<Subtree, Promise<Item[]>>;
-}
 
 /**
  * Starts a streaming scan: resolves and checks the root (a `SourceError` as `scanTree` throws) and
  * reads its mode and mtime; the walk itself runs as `entries()` is iterated.
+ *
+ * Memory: the items held are the rest of each listing on the walk's path (at most the largest
+ * listing times the depth), plus with `concurrentIo` the folders read ahead: below
+ * `lookaheadItems` when a read-ahead starts, so at most `lookaheadItems` + `lookaheadDirs` x the
+ * largest listing.
  */
 export async function scanTreeStream(
   source: string,
@@ -99,12 +108,15 @@ export async function scanTreeStream(
   const { isExcluded, excludeAbsolute } = await exclusionRules(options);
   const concurrency = options.statConcurrency ?? 16;
   const io: FsOps = options.concurrentIo ? asyncOps : syncOps;
-  // Synchronous calls block the thread: reading ahead would only reorder them.
-  const lookahead = options.concurrentIo ? (options.lookaheadDirs ?? DEFAULT_LOOKAHEAD_DIRS) : 0;
-  if (!Number.isSafeInteger(lookahead) || lookahead < 0) {
-    throw new RangeError(
-      `\`lookaheadDirs\` must be a whole number of at least 0 (got ${options.lookaheadDirs})`,
-    );
+  const lookaheadDirs = options.concurrentIo ? (options.lookaheadDirs ?? DEFAULT_LOOKAHEAD_DIRS) : 0;
+  const lookaheadItems = options.lookaheadItems ?? DEFAULT_LOOKAHEAD_ITEMS;
+  for (const [name, value] of [
+    ['lookaheadDirs', lookaheadDirs],
+    ['lookaheadItems', lookaheadItems],
+  ] as const) {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new RangeError(`\`${name}\` must be a whole number of at least 0 (got ${value})`);
+    }
   }
   const { signal } = options;
   const rootStat = await io.lstat(root);
@@ -114,6 +126,7 @@ export async function scanTreeStream(
   let buffered = 0;
   let peak = 0;
   let started = false;
+  let closed = false;
 
   /** Lists one folder and stats its entries; returns them sorted by walk key, with their subtrees. */
   const readFolder = async (absDir: string, relDir: string): Promise<Item[]> => {
@@ -126,7 +139,7 @@ export async function scanTreeStream(
       skipped.push({ path: relDir, reason: describeFsError(error) });
       return [];
     }
-    const keyed: { key: string; item: ScannedEntry | { abs: string; rel: string } }[] = [];
+    const keyed: { key: string; item: Item }[] = [];
     const readOne = async (name: string): Promise<void> => {
       const rel = relDir ? `${relDir}/${name}` : name;
       const abs = path.join(absDir, name);
@@ -147,7 +160,7 @@ export async function scanTreeStream(
         return;
       }
       keyed.push({ key: name, item: entry });
-      if (entry.type === 'dir') keyed.push({ key: `${name}/`, item: { abs, rel } });
+      if (entry.type === 'dir') keyed.push({ key: `${name}/`, item: new Subtree(abs, rel) });
     };
     if (options.concurrentIo) {
       for (let i = 0; i < names.length; i += concurrency) {
@@ -158,75 +171,93 @@ export async function scanTreeStream(
       for (const name of names) await readOne(name);
     }
     keyed.sort((a, b) => comparePaths(a.key, b.key));
-    let ordinal = 0;
-    const items = keyed.map(({ item }) =>
-      'type' in item ? item : new Subtree(item.abs, item.rel, ordinal++),
-    );
+    const items = keyed.map(({ item }) => item);
     buffered += items.length;
     if (buffered > peak) peak = buffered;
+    if (lookaheadDirs > 0) for (const item of items) if (item instanceof Subtree) toRead.push(item);
     return items;
   };
 
-  const frameOf = (items: Item[]): Frame => {
-    const frame: Frame = {
-      items,
-      next: 0,
-      subtrees: items.filter((i): i is Subtree => i instanceof Subtree),
-      nextReadAhead: 0,
-      readAhead: new Map(),
-    };
-    topUpReadAhead(frame);
-    return frame;
-  };
-
-  const topUpReadAhead = (frame: Frame): void => {
+  // Read-ahead: folders not yet read, the next in walk order first; at most `lookaheadDirs` reads
+  // in flight, none started while `lookaheadItems` items read ahead wait for the walk.
+  const toRead = new SubtreeHeap();
+  let readsInFlight = 0;
+  let heldAhead = 0;
+  const readAhead = (): void => {
+    // Folders the walk entered before a read-ahead got to them are the heap's smallest keys (all
+    // others are ahead of the walk): drop them now, so the heap holds only folders still to read.
+    while (toRead.peek()?.entered) toRead.pop();
     while (
-      frame.readAhead.size < lookahead &&
-      frame.nextReadAhead < frame.subtrees.length &&
-      buffered < READ_AHEAD_ITEM_CAP
+      !closed &&
+      !signal?.aborted &&
+      readsInFlight < lookaheadDirs &&
+      heldAhead < lookaheadItems &&
+      toRead.size > 0
     ) {
-      const subtree = frame.subtrees[frame.nextReadAhead++];
-      const listing = readFolder(subtree.abs, subtree.rel);
+      const subtree = toRead.pop()!;
+      if (subtree.entered) continue;
+      readsInFlight += 1;
+      subtree.listing = readFolder(subtree.abs, subtree.rel).then(
+        (items) => {
+          readsInFlight -= 1;
+          if (!subtree.entered) {
+            subtree.aheadItems = items.length;
+            heldAhead += items.length;
+          }
+          readAhead();
+          return items;
+        },
+        (error) => {
+          readsInFlight -= 1;
+          throw error;
+        },
+      );
       // Awaited when the walk reaches it; until then a failure (abort) must not be unhandled.
-      listing.catch(() => {});
-      frame.readAhead.set(subtree, listing);
+      subtree.listing.catch(() => {});
     }
   };
 
-  /** The listing of `subtree`: read ahead, or read now; tops up the parent's read-ahead meanwhile. */
-  const descend = (frame: Frame, subtree: Subtree): Promise<Item[]> => {
-    let listing = frame.readAhead.get(subtree);
-    if (listing) frame.readAhead.delete(subtree);
-    else {
-      listing = readFolder(subtree.abs, subtree.rel);
-      listing.catch(() => {});
-      frame.nextReadAhead = Math.max(frame.nextReadAhead, subtree.ordinal + 1);
-    }
-    topUpReadAhead(frame);
-    return listing;
+  /** The listing of `subtree` as the walk enters it: read ahead, or read now. */
+  const enter = async (subtree: Subtree): Promise<Item[]> => {
+    subtree.entered = true;
+    subtree.listing ??= readFolder(subtree.abs, subtree.rel);
+    readAhead();
+    const items = await subtree.listing;
+    subtree.listing = undefined; // the frame holds the items now
+    heldAhead -= subtree.aheadItems;
+    subtree.aheadItems = 0;
+    readAhead();
+    return items;
   };
 
   async function* entries(): AsyncGenerator<ScannedEntry> {
-    if (started)
+    if (started) {
       throw new Error(`the streaming scan of ${root} was already iterated: start a new scanTreeStream`);
-    started = true;
-    // The frames hold, for each folder from the root to the one being read, its listing's rest.
-    const frames: Frame[] = [frameOf(await readFolder(root, ''))];
-    while (frames.length > 0) {
-      const frame = frames[frames.length - 1];
-      if (frame.next === frame.items.length) {
-        frames.pop();
-        continue;
-      }
-      const item = frame.items[frame.next]!;
-      frame.items[frame.next] = undefined;
-      frame.next += 1;
-      buffered -= 1;
-      signal?.throwIfAborted();
-      if (item instanceof Subtree) frames.push(frameOf(await descend(frame, item)));
-      else yield item;
     }
-    skipped.sort((a, b) => comparePaths(a.path, b.path));
+    started = true;
+    try {
+      // For each folder from the root to the one being walked: its listing and how far the walk is.
+      const rootItems = await readFolder(root, '');
+      readAhead();
+      const frames: { items: (Item | undefined)[]; next: number }[] = [{ items: rootItems, next: 0 }];
+      while (frames.length > 0) {
+        const frame = frames[frames.length - 1];
+        if (frame.next === frame.items.length) {
+          frames.pop();
+          continue;
+        }
+        const item = frame.items[frame.next]!;
+        frame.items[frame.next] = undefined;
+        frame.next += 1;
+        buffered -= 1;
+        signal?.throwIfAborted();
+        if (item instanceof Subtree) frames.push({ items: await enter(item), next: 0 });
+        else yield item;
+      }
+      skipped.sort((a, b) => comparePaths(a.path, b.path));
+    } finally {
+      closed = true;
+    }
   }
 
   return {
@@ -238,4 +269,45 @@ export async function scanTreeStream(
     bufferedItems: () => buffered,
     peakBufferedItems: () => peak,
   };
+}
+
+/** Folders to read ahead, smallest walk key first (a binary min-heap). */
+class SubtreeHeap {
+  private readonly heap: Subtree[] = [];
+  get size(): number {
+    return this.heap.length;
+  }
+  peek(): Subtree | undefined {
+    return this.heap[0];
+  }
+  push(subtree: Subtree): void {
+    const heap = this.heap;
+    heap.push(subtree);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (heap[parent].key <= subtree.key) break;
+      heap[i] = heap[parent];
+      i = parent;
+    }
+    heap[i] = subtree;
+  }
+  pop(): Subtree | undefined {
+    const heap = this.heap;
+    const top = heap[0];
+    const last = heap.pop();
+    if (heap.length === 0 || last === undefined) return top;
+    let i = 0;
+    for (;;) {
+      const left = 2 * i + 1;
+      if (left >= heap.length) break;
+      const right = left + 1;
+      const child = right < heap.length && heap[right].key < heap[left].key ? right : left;
+      if (heap[child].key >= last.key) break;
+      heap[i] = heap[child];
+      i = child;
+    }
+    heap[i] = last;
+    return top;
+  }
 }
