@@ -6,6 +6,8 @@ import type { RequestedType } from '../../../lambda/core/archiver/plan.js';
 import { systemClock } from '../../../lambda/core/deps.js';
 import { UsageError } from '../../../lambda/core/errors.js';
 import { parseIoConcurrency } from '../../../lambda/core/io-concurrency.js';
+import { MAX_SHARDS } from '../../../lambda/core/sharding/shard-plan.js';
+import { MAX_PARALLEL, runShardedBackup } from '../../../lambda/core/sharding/sharded-backup.js';
 import type { ObjectStore } from '../../../lambda/store/types.js';
 import {
   type CliContext,
@@ -68,6 +70,11 @@ export function registerBackup(program: Command, ctx: CliContext): void {
         'files read ahead and stats in flight at once (default: 32 on NFS/EFS, SMB or FUSE, else 1)',
       ).env('IO_CONCURRENCY'),
     )
+    .option(
+      '--shards <n>',
+      `cut the backup into n parts archived separately (plan / shard / commit, as the AWS state machine does), 1 to ${MAX_SHARDS}`,
+    )
+    .option('--parallel <p>', `with --shards: parts archived at once, 1 to ${MAX_PARALLEL}`, '1')
     .option('--json', 'print one JSON document on stdout')
     .option('-v, --verbose', 'log engine progress on stderr')
     .addHelpText(
@@ -85,8 +92,18 @@ export function registerBackup(program: Command, ctx: CliContext): void {
           level: string;
           maxShrinkPercent: string;
           ioConcurrency?: string;
+          shards?: string;
+          parallel: string;
         },
       ) => {
+        const shards =
+          opts.shards === undefined ? undefined : wholeNumberOption('--shards', opts.shards, MAX_SHARDS);
+        const parallel = wholeNumberOption('--parallel', opts.parallel, MAX_PARALLEL);
+        if (shards === undefined && parallel !== 1) {
+          throw new UsageError(
+            '--parallel needs --shards: a backup without shards is one archive written in order',
+          );
+        }
         if (!['auto', 'full', 'incremental'].includes(type)) {
           throw new UsageError(`backup type must be auto, full or incremental (got ${JSON.stringify(type)})`);
         }
@@ -127,10 +144,11 @@ export function registerBackup(program: Command, ctx: CliContext): void {
         const logger = cliLogger(err, opts.verbose);
         try {
           progress.phase(`scanning ${opts.source} (folders and file sizes)...`);
-          result = await runBackup(
-            { store, clock: systemClock, logger, owner: `${hostname()}:${process.pid}` },
-            options,
-          );
+          const deps = { store, clock: systemClock, logger, owner: `${hostname()}:${process.pid}` };
+          result =
+            shards === undefined
+              ? await runBackup(deps, options)
+              : await runShardedBackup(deps, { ...options, shards, parallel });
         } finally {
           progress.stop();
           interruption.dispose();
@@ -152,10 +170,25 @@ export function registerBackup(program: Command, ctx: CliContext): void {
     );
 }
 
+function wholeNumberOption(name: string, raw: string, max: number): number {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < 1 || n > max) {
+    throw new UsageError(`${name} must be a whole number from 1 to ${max} (got ${JSON.stringify(raw)})`);
+  }
+  return n;
+}
+
 function printBackupSummary(out: (line?: string) => void, store: ObjectStore, r: BackupSucceeded): void {
   out(`Backup ${r.backupId} (${r.type}) committed to ${store.url}`);
   out(`  why:      ${r.reason}`);
-  out(`  archive:  ${r.archiveKey} (${formatBytes(r.archiveBytes)})`);
+  const parts = (r as { parts?: readonly { key: string }[] }).parts;
+  if (parts && parts.length !== 1) {
+    out(
+      `  archive:  ${parts.length} parts, ${parts[0]?.key ?? '-'} ... (${formatBytes(r.archiveBytes)} in all)`,
+    );
+  } else {
+    out(`  archive:  ${r.archiveKey} (${formatBytes(r.archiveBytes)})`);
+  }
   out(`  tree:     ${r.files} files, ${formatBytes(r.bytes)}`);
   out(
     `  changed:  ${r.changedFiles} files, ${formatBytes(r.changedBytes)}; deleted: ${r.deletedFiles}; took ${(r.durationMs / 1000).toFixed(1)} s`,

@@ -436,6 +436,8 @@ export interface ShardRunOptions {
   readonly gzip?: BackupOptions['gzip'];
   readonly ioConcurrency?: number;
   readonly signal?: AbortSignal;
+  /** Files and bytes of this shard archived so far. */
+  readonly onProgress?: (progress: { files: number; bytes: number }) => void;
 }
 
 async function readJson<T>(store: ObjectStore, key: string): Promise<T | undefined> {
@@ -1105,7 +1107,7 @@ export async function runShardedBackup(
       gzipLevel: options.gzip?.level ?? DEFAULT_LEVEL,
       maxShrinkPercent: options.maxShrinkPercent ?? DEFAULT_MAX_SHRINK_PERCENT,
     });
-    const failure = await runShardsLocally(deps, plan.items, options, parallel);
+    const failure = await runShardsLocally(deps, plan, options, parallel);
     if (failure) {
       await abortShardedBackup(deps, plan.planKey, failure);
       throw new ShardedBackupError(
@@ -1139,10 +1141,28 @@ export async function runShardedBackup(
 /** Runs the shards with at most `parallel` at once; the first failure stops the rest. */
 async function runShardsLocally(
   deps: BackupDeps,
-  items: readonly ShardItem[],
+  plan: ShardedPlan,
   options: ShardedBackupOptions,
   parallel: number,
 ): Promise<{ shard: number; message: string; error: unknown } | undefined> {
+  const items = plan.items;
+  // Progress over every shard: each reports its own running counts.
+  const perShard = new Map<number, { files: number; bytes: number }>();
+  const report = (shard: number, p: { files: number; bytes: number }) => {
+    perShard.set(shard, { files: p.files, bytes: p.bytes });
+    let files = 0;
+    let bytes = 0;
+    for (const v of perShard.values()) {
+      files += v.files;
+      bytes += v.bytes;
+    }
+    options.onProgress?.({
+      files,
+      bytes,
+      totalFiles: plan.planned.readFiles,
+      totalBytes: plan.planned.readBytes,
+    });
+  };
   const stop = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
   let next = 0;
@@ -1158,6 +1178,7 @@ async function runShardsLocally(
           gzip: options.gzip,
           ioConcurrency: options.ioConcurrency,
           signal,
+          onProgress: options.onProgress ? (p) => report(item.shard, p) : undefined,
         });
       } catch (error) {
         if (!failure) {
