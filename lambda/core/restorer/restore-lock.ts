@@ -1,12 +1,19 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fsLeaseBackend } from '../../store/fs-lock.js';
-import { acquireLease } from '../../store/lease.js';
+import { acquireLease, releaseHandedOverLease } from '../../store/lease.js';
 import { type LockHandle, LockHeldError } from '../../store/types.js';
 import { MediaBackupError } from '../errors.js';
 
 /** A lock not renewed for this long belongs to a restore that died (renewed every third of it). */
 export const RESTORE_LOCK_TTL_MS = 10 * 60 * 1000;
+
+/**
+ * A restore run as a state machine's steps (restore-phases.ts) hands the lock over with this TTL: no
+ * process renews it between the steps, so it must outlast the whole run (the state machine's own
+ * timeout is shorter). A run that dies without its cleanup step blocks the target this long at most.
+ */
+export const RESTORE_JOB_LOCK_TTL_MS = 12 * 60 * 60 * 1000;
 
 /** Another restore is writing into the same target: this one changed nothing. */
 export class RestoreInProgressError extends MediaBackupError {
@@ -45,4 +52,13 @@ export async function acquireRestoreLock(target: string, owner: string): Promise
       { cause: error },
     );
   }
+}
+
+/**
+ * Releases a restore lock handed over with `LockHandle.handOver` (by a restore job's prepare step),
+ * given the token handOver returned. False when the lock is no longer that job's (released already,
+ * or expired and taken over): nothing is changed then.
+ */
+export async function releaseHandedOverRestoreLock(target: string, token: string): Promise<boolean> {
+  return releaseHandedOverLease(fsLeaseBackend(restoreLockPath(target), target, RESTORE_LOCK_TTL_MS), token);
 }

@@ -110,6 +110,15 @@ export class TargetNotEmptyError extends UsageError {
   override readonly name = 'TargetNotEmptyError';
 }
 
+/** @internal `--path` restores a selection, which must never replace a whole live tree. */
+export function assertPathsFitMode(paths: readonly string[] | undefined, mode: RestoreMode): void {
+  if (paths?.length && mode === 'replace') {
+    throw new UsageError(
+      '--path cannot be combined with --replace: replacing the live folder with a few paths would drop the rest. Restore the paths into a new folder and copy them over.',
+    );
+  }
+}
+
 /** @internal What to restore: files grouped by the archive holding their bytes, plus folders and links. */
 export interface RestorePlan {
   readonly label: string;
@@ -157,11 +166,7 @@ async function restoreUnlocked(deps: RestoreDeps, options: RestoreOptions): Prom
   const mode = options.mode ?? 'new-folder';
   const dryRun = options.dryRun ?? false;
   if (!dryRun && !options.target) throw new UsageError('a restore needs --target DIR (or --dry-run)');
-  if (options.paths?.length && mode === 'replace') {
-    throw new UsageError(
-      '--path cannot be combined with --replace: replacing the live folder with a few paths would drop the rest. Restore the paths into a new folder and copy them over.',
-    );
-  }
+  assertPathsFitMode(options.paths, mode);
   const local = options.backup ? await localArchive(options.backup) : undefined;
   if (local && options.at)
     throw new UsageError('--at picks a backup from the store; it cannot apply to a downloaded archive');
