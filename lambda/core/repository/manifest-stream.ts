@@ -54,29 +54,34 @@ export interface ManifestStream {
  * `label` names the manifest in errors (e.g. the store key).
  */
 export async function openManifestStream(source: Readable, label: string): Promise<ManifestStream> {
-  const lines = manifestLines(source, label);
+  const batches = manifestLineBatches(source, label);
   let header: ManifestHeader;
+  let rest: string[];
   try {
-    const first = await lines.next();
-    if (first.done) throw new ManifestError(`manifest ${label} is empty`);
-    header = validateHeader(parseLine(first.value, label, 1), label);
+    let batch: IteratorResult<string[], void>;
+    do batch = await batches.next();
+    while (!batch.done && batch.value.length === 0);
+    if (batch.done) throw new ManifestError(`manifest ${label} is empty`);
+    header = validateHeader(parseLine(batch.value[0], label, 1), label);
+    rest = batch.value.slice(1);
   } catch (error) {
-    await lines.return();
+    await batches.return();
     throw error;
   }
-  const entries = manifestEntries(lines, header, label);
+  const entries = manifestEntries(rest, batches, header, label);
   // A generator that never started ignores return() without running its finally: close the lines
   // (and so the source) here too, for a consumer that reads the header and stops.
   const returnEntries = entries.return.bind(entries);
   entries.return = async (value) => {
-    await lines.return();
+    await batches.return();
     return returnEntries(value);
   };
   return { header, entries };
 }
 
 async function* manifestEntries(
-  lines: AsyncGenerator<string, void, undefined>,
+  first: readonly string[],
+  batches: AsyncGenerator<string[], void, undefined>,
   header: ManifestHeader,
   label: string,
 ): AsyncGenerator<ManifestEntry, void, undefined> {
@@ -87,35 +92,48 @@ async function* manifestEntries(
   let files = 0;
   let bytes = 0;
   try {
-    for await (const line of lines) {
-      lineNo += 1;
-      const where = `manifest ${label} line ${lineNo}`;
-      const entry = validateEntry(parseLine(line, label, lineNo), where, header.backupId);
-      if (previous !== undefined && comparePaths(previous, entry.path) >= 0) {
-        throw new ManifestError(`${where}: path ${JSON.stringify(entry.path)} is out of order or duplicated`);
+    for (
+      let batch: IteratorResult<readonly string[], void> = { value: first };
+      !batch.done;
+      batch = await batches.next()
+    ) {
+      for (const line of batch.value) {
+        lineNo += 1;
+        const where = `manifest ${label} line ${lineNo}`;
+        const entry = validateEntry(parseLine(line, label, lineNo), where, header.backupId);
+        if (previous !== undefined && comparePaths(previous, entry.path) >= 0) {
+          throw new ManifestError(
+            `${where}: path ${JSON.stringify(entry.path)} is out of order or duplicated`,
+          );
+        }
+        ancestry.admit(entry.path, entry.type, where);
+        previous = entry.path;
+        if (entry.type === 'file') {
+          files += 1;
+          bytes += entry.size;
+        }
+        yield entry;
       }
-      ancestry.admit(entry.path, entry.type, where);
-      previous = entry.path;
-      if (entry.type === 'file') {
-        files += 1;
-        bytes += entry.size;
-      }
-      yield entry;
     }
   } finally {
-    await lines.return();
+    await batches.return();
   }
   assertTotalsMatch(header, { files, bytes }, label);
 }
 
 /**
- * The non-empty lines of the gunzipped source, split on `\n` only (as decodeManifest's
+ * The non-empty lines of the gunzipped source, one batch per gunzip chunk (64 KiB of text at most,
+ * plus a line carried over from the chunk before; batches spare the per-line await of an async
+ * generator, a third of the reading time). Lines are split on `\n` only (as decodeManifest's
  * `text.split('\n')`), each decoded as UTF-8 on its own: `\n` is never part of a multi-byte sequence,
  * so this gives the same strings as decoding the whole text first. Gzip errors (not gzip, truncated,
  * corrupt) become ManifestError; the source's own errors (a network failure) pass through unchanged.
  */
-async function* manifestLines(source: Readable, label: string): AsyncGenerator<string, void, undefined> {
-  const gunzip = createGunzip();
+async function* manifestLineBatches(
+  source: Readable,
+  label: string,
+): AsyncGenerator<string[], void, undefined> {
+  const gunzip = createGunzip({ chunkSize: 64 * 1024 });
   // Errors of either stream surface through the iteration of gunzip below; pipeline destroys the
   // source when gunzip is destroyed (an early return of the consumer, or an error).
   pipeline(source, gunzip, () => {});
@@ -132,6 +150,7 @@ async function* manifestLines(source: Readable, label: string): AsyncGenerator<s
       }
       if (next.done) break;
       const chunk = next.value;
+      const lines: string[] = [];
       let start = 0;
       for (let nl = chunk.indexOf(0x0a, start); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
         let line: string;
@@ -145,20 +164,21 @@ async function* manifestLines(source: Readable, label: string): AsyncGenerator<s
           pendingBytes = 0;
         }
         start = nl + 1;
-        if (line.length > 0) yield line;
+        if (line.length > 0) lines.push(line);
       }
       if (start < chunk.length) {
         pendingBytes += chunk.length - start;
         assertLineFits(pendingBytes, label);
         pending.push(chunk.subarray(start));
       }
+      yield lines;
     }
   } finally {
     await iterator.return?.();
   }
   if (pending.length > 0) {
     const last = Buffer.concat(pending).toString('utf8');
-    if (last.length > 0) yield last;
+    if (last.length > 0) yield [last];
   }
 }
 
