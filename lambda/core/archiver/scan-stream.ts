@@ -2,7 +2,8 @@
  * The source tree as a stream of entries in manifest order, holding only the listings on the path
  * from the root to the folder being read (issue 14: the sharded planner's memory must not grow with
  * the tree). It yields exactly what {@link scanTree} returns in `entries`, in the same order, without
- * ever holding the whole tree: `scanTree` keeps ~2 KB per file until its final sort.
+ * ever holding the whole tree: `scanTree` holds every entry until its final sort (57 MB of heap for
+ * 202,020 entries, measured here; this walk 5 MB with synchronous calls, 16 MB with read-ahead).
  *
  * Order: manifests sort by code unit of the whole relative path, so a depth-first walk must place a
  * folder's subtree where `name + '/'` sorts among its siblings, while the folder's own entry sorts at
