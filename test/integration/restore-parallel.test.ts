@@ -21,6 +21,7 @@ import { ArchiveIntegrityError } from '../../lambda/core/restorer/archive-reader
 import { parseParallel, runRestore } from '../../lambda/core/restorer/restore.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import type { ObjectStore } from '../../lambda/store/types.js';
+import { runCli } from '../fixtures/cli.js';
 import { tempDirs, tickingClock } from '../fixtures/engine.js';
 import { faultyStore } from '../fixtures/faulty-store.js';
 import { flipOneByte } from '../fixtures/folder-world.js';
@@ -291,5 +292,44 @@ describe('a failure in one archive with parallel 3', () => {
     expect(stalled?.destroyed).toBe(true);
     expect(await fullSnapshot(target)).toEqual(live);
     expect(await besideTarget(target)).toEqual([]);
+  });
+});
+
+describe('restore --parallel on the CLI', () => {
+  it('restores a sharded backup with --parallel 3, reading every part', async () => {
+    const source = await dirs.make('src-');
+    await seedTree(source, 60);
+    const storeDir = await dirs.make('store-');
+    const backup = await writeShardedBackup(new FsObjectStore(storeDir), source, { parts: 3 });
+    const target = path.join(await dirs.make('restore-'), 'media');
+
+    const run = await runCli([
+      'restore',
+      '--target',
+      target,
+      '--store',
+      storeDir,
+      '--parallel',
+      '3',
+      '--json',
+    ]);
+
+    expect(run.code, run.stderr).toBe(0);
+    expect(JSON.parse(run.stdout).archivesRead).toEqual(backup.parts.map((p) => p.key));
+    expect(await fullSnapshot(target)).toEqual(await fullSnapshot(source));
+  });
+
+  it.each(['0', 'two'])('refuses --parallel %s as a usage error, writing nothing', async (value) => {
+    const source = await dirs.make('src-');
+    await seedTree(source, 5);
+    const storeDir = await dirs.make('store-');
+    await writeShardedBackup(new FsObjectStore(storeDir), source, { parts: 2 });
+    const target = path.join(await dirs.make('restore-'), 'media');
+
+    const run = await runCli(['restore', '--target', target, '--store', storeDir, '--parallel', value]);
+
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/--parallel must be a whole number from 1 to 64/);
+    expect(await readdir(path.dirname(target))).toEqual([]);
   });
 });
