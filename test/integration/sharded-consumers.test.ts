@@ -170,8 +170,13 @@ describe('verify of a sharded backup', () => {
   });
 
   it('deep: every part in one download each, every file re-hashed; each part recorded as deep-verified', async () => {
-    const result = await runVerify(deps(), { deep: true, parallel: 3 });
+    const progress: { files: number; bytes: number; totalFiles: number; totalBytes: number }[] = [];
+    const result = await runVerify(deps(), { deep: true, parallel: 3, onProgress: (p) => progress.push(p) });
     expect(result.status).toBe('SUCCEEDED');
+    // The CLI's bar: every file counted once, against the backup's totals.
+    const totals = { files: fileRows().length, bytes: fileRows().reduce((s, f) => s + f.size, 0) };
+    expect(progress).toHaveLength(totals.files);
+    expect(progress.at(-1)).toEqual({ ...totals, totalFiles: totals.files, totalBytes: totals.bytes });
     expect(result.backups).toEqual([
       expect.objectContaining({
         backupId: sharded.backupId,

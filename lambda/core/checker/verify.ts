@@ -172,7 +172,7 @@ export async function runVerify(
       options.deepSlice ?? DEFAULT_DEEP_SLICE,
     );
     const results = await mapLimit(slice.map(itemOf), parallel, (item) =>
-      checkArchiveItem(deps.store, item, reads),
+      checkArchiveItem(deps.store, item, { reads }),
     );
     backups.push(...verificationsOf(results));
   }
@@ -399,8 +399,22 @@ async function verifyOne(
     // against this backup's manifest; an archive already found missing or mis-sized is not read again.
     method = 'archive';
     const keys = [...new Set([...own, ...referenced])].filter((key) => !damagedOwn.has(key)).sort();
+    // The progress bar counts the files re-hashed against the backup's totals, as the drill does.
+    const progress = {
+      bytes: 0,
+      files: 0,
+      totalBytes: manifest.header.totals.bytes,
+      totalFiles: manifest.header.totals.files,
+    };
+    const onFile = onProgress
+      ? (bytes: number) => {
+          progress.bytes += bytes;
+          progress.files += 1;
+          onProgress({ ...progress });
+        }
+      : undefined;
     const results = await mapLimit(keys, parallel, (archiveKey) =>
-      checkArchiveItem(store, { backupId: entry.backupId, type: entry.type, archiveKey }, reads),
+      checkArchiveItem(store, { backupId: entry.backupId, type: entry.type, archiveKey }, { reads, onFile }),
     );
     filesVerified = 0;
     // Inconclusive only when every problem is a store read failure: damage found outweighs it.
@@ -657,8 +671,14 @@ export async function planArchiveChecks(
 export async function checkArchiveItem(
   store: ObjectStore,
   item: ArchiveCheckItem,
-  reads: CatalogReads = new CatalogReads(store),
+  options: {
+    /** Shared reads of one run (several items of one backup read its manifest once). */
+    readonly reads?: CatalogReads;
+    /** Called with each file's size once it was re-hashed against the manifest. */
+    readonly onFile?: (bytes: number) => void;
+  } = {},
 ): Promise<ArchiveCheckResult> {
+  const reads = options.reads ?? new CatalogReads(store);
   const label = `backup ${item.backupId}`;
   const problems: string[] = [...(item.planProblems ?? [])];
   let bytes = 0;
@@ -733,6 +753,7 @@ export async function checkArchiveItem(
         if (!want) return; // skipped as changed while archived, or not part of this backup: not in its manifest
         expected.delete(member.path);
         files += 1;
+        options.onFile?.(size);
         const got = hash.digest('hex');
         if (size !== want.size || got !== want.sha256) {
           problems.push(
