@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { runHealthChecks } from '../../lambda/core/checker/health.js';
-import { runVerify } from '../../lambda/core/checker/verify.js';
+import { planArchiveChecks, runVerify } from '../../lambda/core/checker/verify.js';
 import { silentLogger } from '../../lambda/core/deps.js';
 import {
   archivesOf,
@@ -284,6 +284,16 @@ describe('verify of a sharded backup', () => {
     expect(Object.keys(record.deepVerified).sort()).toEqual(
       [...sharded.parts.map((p) => p.key), inc.archiveKey].sort(),
     );
+  });
+
+  it("the state machine plan of a rotating verify: the latest backup's archives, then the slice per part", async () => {
+    await writeFile(path.join(source, 'new.pdf'), 'new file');
+    const inc = await runBackup(deps(), { source });
+    const plan = await planArchiveChecks(store, { rotate: true });
+    expect(plan.items.map((i) => [i.backupId, i.archiveKey])).toEqual([
+      ...[...sharded.parts.slice(1).map((p) => p.key), inc.archiveKey].sort().map((k) => [inc.backupId, k]),
+      [sharded.backupId, sharded.parts[0].key],
+    ]);
   });
 });
 
