@@ -348,6 +348,18 @@ const settings = {
   reserveBackupConcurrency: flag.default(false),
   /** gzip level 0-9 of compressible data (`COMPRESSION_LEVEL`); media is stored either way. */
   compressionLevel: integer(0, 9).default(DEFAULT_LEVEL),
+  /**
+   * Shards of a sharded backup (and parts of a sharded restore or verify) processed at once: the
+   * Distributed Map's MaxConcurrency. Every shard reads the media tree on EFS and writes to S3, so
+   * the file system's throughput (bursting EFS: about 100 MiB/s per TiB stored) bounds what more
+   * shards gain; each running shard is one Lambda invocation of the account's concurrency quota.
+   */
+  shardMaxConcurrency: integer(1, 1000).default(8),
+  /**
+   * A sharded run (the backup state machine's execution) is stopped after this many hours; the backup
+   * lock handed to it lasts as long. Its shards, commit and cleanup all run inside this time.
+   */
+  shardedRunTimeoutHours: integer(1, 168).default(24),
   /** Memory of the restore function in MB. */
   restoreMemoryMb: memoryMb.default(2048),
   /** Memory of the verify function in MB. */

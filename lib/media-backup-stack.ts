@@ -7,11 +7,12 @@ import type { Construct } from 'constructs';
 import { VERIFY_STATUS_KEY } from '../lambda/core/repository/layout.js';
 import type { MediaBackupConfig } from './config.js';
 import { BackupBucket } from './constructs/backup-bucket.js';
-import { BackupFunction, EFS_MOUNT_PATH } from './constructs/backup-function.js';
+import { BackupFunction, type BackupFunctionProps, EFS_MOUNT_PATH } from './constructs/backup-function.js';
 import { MediaFileSystem } from './constructs/media-file-system.js';
 import { Monitoring } from './constructs/monitoring.js';
 import { Notifications } from './constructs/notifications.js';
 import { BackupSchedules } from './constructs/schedules.js';
+import { ShardedBackupStateMachine } from './constructs/state-machines.js';
 
 /** Properties of a {@link MediaBackupStack}. */
 export interface MediaBackupStackProps extends StackProps {
@@ -36,6 +37,14 @@ export class MediaBackupStack extends Stack {
   public readonly restoreFunction: BackupFunction;
   /** Verifies backups: reads the bucket only, no EFS. */
   public readonly verifyFunction: BackupFunction;
+  /** Archives one shard of a sharded backup (invoked by the backup state machine). */
+  public readonly shardFunction: BackupFunction;
+  /** Commits a sharded backup (invoked by the backup state machine). */
+  public readonly shardCommitFunction: BackupFunction;
+  /** Aborts a failed sharded backup (invoked by the backup state machine). */
+  public readonly shardCleanupFunction: BackupFunction;
+  /** Runs a backup too big for one invocation as shards (started by the backup function). */
+  public readonly backupStateMachine: ShardedBackupStateMachine;
   /** The backup and verify schedules and their dead-letter queue. */
   public readonly schedules: BackupSchedules;
   /** The alarm topic, its email subscription and the notify function (SES). */
@@ -115,6 +124,12 @@ export class MediaBackupStack extends Stack {
       this.backupBucket.grantBackupWrite(fn),
     );
 
+    const sharded = this.addShardedBackup(config, common, network, logRetention);
+    this.shardFunction = sharded.shardFunction;
+    this.shardCommitFunction = sharded.commitFunction;
+    this.shardCleanupFunction = sharded.cleanupFunction;
+    this.backupStateMachine = sharded.stateMachine;
+
     this.restoreFunction = new BackupFunction(this, 'Restore', {
       entry: path.join(HANDLERS_DIR, 'restore.ts'),
       description:
@@ -153,7 +168,14 @@ export class MediaBackupStack extends Stack {
 
     if (encryptionKey) {
       // Grants were added with the bucket grants above; the id tells the engine to request SSE-KMS.
-      for (const fn of [this.backupFunction, this.restoreFunction, this.verifyFunction]) {
+      for (const fn of [
+        this.backupFunction,
+        this.shardFunction,
+        this.shardCommitFunction,
+        this.shardCleanupFunction,
+        this.restoreFunction,
+        this.verifyFunction,
+      ]) {
         fn.addEnvironment('KMS_KEY_ID', encryptionKey.keyArn);
       }
     }
@@ -205,6 +227,7 @@ export class MediaBackupStack extends Stack {
       fileSystem: this.mediaFileSystem.fileSystem,
       scheduler: this.schedules,
       backupFunction: this.backupFunction,
+      backupStateMachine: this.backupStateMachine.stateMachine,
       functions: {
         backup: this.backupFunction,
         restore: this.restoreFunction,
@@ -226,6 +249,96 @@ export class MediaBackupStack extends Stack {
     this.acknowledgeGrantWildcards(encryptionKey !== undefined);
 
     this.addOutputs();
+  }
+
+  /**
+   * The sharded backup: the shard, commit and cleanup functions and the state machine running them.
+   *
+   * Who starts it: the backup function, not the schedule. The nightly schedule keeps invoking the
+   * backup function, and a tree whose run fits one invocation (the time model decides, after the
+   * scan) is backed up there as before: no Step Functions cost and no new ways to fail for small
+   * trees. A run that does not fit is planned by the backup function, which writes the plan and
+   * starts this state machine with `{ backupId, planKey, itemsKey }` (`BACKUP_STATE_MACHINE_ARN`;
+   * `states:StartExecution` on this state machine only) and hands it the lock for
+   * `BACKUP_STATE_MACHINE_TIMEOUT_SECONDS`. The state machine invokes the shard, commit and cleanup
+   * functions, never the backup function, so the backup function's grant on it makes no cycle.
+   */
+  private addShardedBackup(
+    config: MediaBackupConfig,
+    common: Readonly<Record<string, string>>,
+    network: Pick<BackupFunctionProps, 'vpc' | 'vpcSubnets' | 'securityGroup'>,
+    logRetention: RetentionDays,
+  ): {
+    shardFunction: BackupFunction;
+    commitFunction: BackupFunction;
+    cleanupFunction: BackupFunction;
+    stateMachine: ShardedBackupStateMachine;
+  } {
+    const { bucket } = this.backupBucket;
+    // Same mount, memory and timeout as the backup function: a shard is a slice of its work, sized by
+    // the same time model to finish inside one invocation.
+    const shardFunction = new BackupFunction(this, 'Shard', {
+      entry: path.join(HANDLERS_DIR, 'shard.ts'),
+      description: 'media-backup: archive one shard of a sharded backup into its part (backup state machine)',
+      timeout: Duration.minutes(15),
+      memorySize: config.backupMemoryMb,
+      logRetention,
+      fileSystem: { accessPoint: this.mediaFileSystem.accessPoint, access: 'read' },
+      ...network,
+      environment: {
+        ...common,
+        POWERTOOLS_SERVICE_NAME: 'media-backup-shard',
+        DEADLINE_MARGIN_MS: String(DEADLINE_MARGIN_MS),
+        COMPRESSION_LEVEL: String(config.compressionLevel),
+      },
+    });
+    // Commit and cleanup read and write the store only: no EFS. In the VPC like verify (the bucket
+    // through the gateway endpoint).
+    const commitFunction = new BackupFunction(this, 'ShardCommit', {
+      entry: path.join(HANDLERS_DIR, 'shard-commit.ts'),
+      description: 'media-backup: check every part of a sharded backup, write its manifest and metadata',
+      timeout: Duration.minutes(15),
+      memorySize: 1024,
+      logRetention,
+      ...network,
+      environment: { ...common, POWERTOOLS_SERVICE_NAME: 'media-backup-shard-commit' },
+    });
+    const cleanupFunction = new BackupFunction(this, 'ShardCleanup', {
+      entry: path.join(HANDLERS_DIR, 'shard-cleanup.ts'),
+      description:
+        'media-backup: abort a failed sharded backup (record FAILED, abort uploads, release the lock)',
+      timeout: Duration.minutes(15),
+      memorySize: 1024,
+      logRetention,
+      ...network,
+      environment: { ...common, POWERTOOLS_SERVICE_NAME: 'media-backup-shard-cleanup' },
+    });
+    // The three continue the backup function's run: the same create-only write grant (no delete, no
+    // overwrite of backup history). The shard needs less (no lock or status record), but its access
+    // pattern is the engine's, and a narrower grant would fail only in AWS, never in the tests.
+    for (const fn of [shardFunction, commitFunction, cleanupFunction]) {
+      fn.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (grantee) =>
+        this.backupBucket.grantBackupWrite(grantee),
+      );
+    }
+
+    const timeout = Duration.hours(config.shardedRunTimeoutHours);
+    const stateMachine = new ShardedBackupStateMachine(this, 'BackupStateMachine', {
+      backupBucket: this.backupBucket,
+      shardFunction,
+      commitFunction,
+      cleanupFunction,
+      maxConcurrency: config.shardMaxConcurrency,
+      timeout,
+      logRetention,
+    });
+    this.backupFunction.addEnvironmentAndGrant(
+      'BACKUP_STATE_MACHINE_ARN',
+      stateMachine.stateMachineArn,
+      (fn) => stateMachine.grantStartExecution(fn),
+    );
+    this.backupFunction.addEnvironment('BACKUP_STATE_MACHINE_TIMEOUT_SECONDS', String(timeout.toSeconds()));
+    return { shardFunction, commitFunction, cleanupFunction, stateMachine };
   }
 
   /**
@@ -267,6 +380,9 @@ export class MediaBackupStack extends Stack {
     const notify = this.notifications.notifyFunction;
     const grants: [BackupFunction, Record<string, string>][] = [
       [this.backupFunction, { ...reader, ...writer, ...(withKey ? kms : {}) }],
+      [this.shardFunction, { ...reader, ...writer, ...(withKey ? kms : {}) }],
+      [this.shardCommitFunction, { ...reader, ...writer, ...(withKey ? kms : {}) }],
+      [this.shardCleanupFunction, { ...reader, ...writer, ...(withKey ? kms : {}) }],
       [this.restoreFunction, reader],
       [this.verifyFunction, { ...reader, ...(withKey ? kms : {}) }],
       [this.monitoring.monitorFunction, reader],
@@ -313,6 +429,21 @@ export class MediaBackupStack extends Stack {
     if (this.monitoring.dashboard) {
       new CfnOutput(this, 'DashboardName', { value: this.monitoring.dashboard.dashboardName });
     }
+    new CfnOutput(this, 'BackupStateMachineArn', {
+      description:
+        'State machine of sharded backups (runs too big for one invocation); the backup function starts it',
+      value: this.backupStateMachine.stateMachineArn,
+    });
+    new CfnOutput(this, 'ShardedBackupRunsCommand', {
+      description:
+        'List the sharded backup runs (a backup invocation that returned STARTED goes on there; status/last-run.json has the outcome)',
+      value: Fn.join('', [
+        'aws stepfunctions list-executions --region ',
+        region,
+        ' --max-results 10 --state-machine-arn ',
+        this.backupStateMachine.stateMachineArn,
+      ]),
+    });
     new CfnOutput(this, 'ManualBackupCommand', {
       description: 'Run a full backup now and print its result (waits up to 15 minutes)',
       value: invoke(this.backupFunction, { type: 'full' }),

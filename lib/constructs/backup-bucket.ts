@@ -75,6 +75,14 @@ export interface BackupBucketProps {
   readonly noncurrentVersionExpirationDays?: number;
 
   /**
+   * Days after which lifecycle expires the work objects of sharded runs under `<prefix>staging/`.
+   * Longer than the longest sharded run (`shardedRunTimeoutHours`, at most 168).
+   *
+   * @default 7
+   */
+  readonly stagingExpirationDays?: number;
+
+  /**
    * Days the server access logs are kept.
    *
    * @default 90
@@ -110,11 +118,13 @@ export class BackupBucket extends Construct {
     const backupPrefix = props.backupPrefix ?? 'media-backups/';
     const noncurrentVersionExpirationDays = props.noncurrentVersionExpirationDays ?? 1;
     const accessLogExpirationDays = props.accessLogExpirationDays ?? 90;
+    const stagingExpirationDays = props.stagingExpirationDays ?? 7;
 
     requireWholeDays('retentionDays', retentionDays);
     requireWholeDays('fullIntervalDays', fullIntervalDays);
     requireWholeDays('noncurrentVersionExpirationDays', noncurrentVersionExpirationDays);
     requireWholeDays('accessLogExpirationDays', accessLogExpirationDays);
+    requireWholeDays('stagingExpirationDays', stagingExpirationDays);
     if (retentionDays < fullIntervalDays) {
       throw new Error(
         `\`retentionDays\` must be at least \`fullIntervalDays\` (got ${retentionDays} < ${fullIntervalDays})`,
@@ -192,6 +202,15 @@ export class BackupBucket extends Construct {
           expiration: Duration.days(this.archiveExpirationDays),
         },
         {
+          // Work objects of sharded runs (plan, the Distributed Map's shards.jsonl, shard todo lists,
+          // rows and results). Created once each and never deleted by the backup roles, which hold no
+          // delete action; a committed or aborted run no longer reads them, and a run lasts at most
+          // `shardedRunTimeoutHours` (a week at most), so a week later they are garbage.
+          id: 'expire-staging',
+          prefix: `${backupPrefix}staging/`,
+          expiration: Duration.days(stagingExpirationDays),
+        },
+        {
           // Bucket-wide housekeeping. Backups never overwrite an object (archives, metadata and
           // manifests are conditional creates, and IAM enforces it: grantBackupWrite), so
           // noncurrent versions appear only when lifecycle expires an archive, when a status
@@ -221,6 +240,23 @@ export class BackupBucket extends Construct {
    */
   public grantBackupRead(grantee: IGrantable, options: StoreReadOptions = {}): void {
     grantStoreRead(grantee, this.bucket, this.backupPrefix, this.encryptionKey, options);
+  }
+
+  /**
+   * What a sharded run's state machine needs to read its item list (the Distributed Map's
+   * ItemReader: `staging/backup_<id>/shards.jsonl`): `s3:GetObject` on `<prefix>staging/*` and
+   * nothing else (no listing, no archive, manifest or status object), plus `kms:Decrypt` on the key.
+   */
+  public grantStagingRead(grantee: IGrantable): void {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new PolicyStatement({ actions: ['s3:GetObject'], resources: [this.objects('staging/*')] }),
+    );
+    this.encryptionKey?.grantDecrypt(grantee);
+  }
+
+  /** ARN pattern of the work objects of sharded runs, `<prefix>staging/*`. */
+  public get stagingObjectsArn(): string {
+    return this.objects('staging/*');
   }
 
   /**

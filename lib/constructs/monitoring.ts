@@ -10,6 +10,7 @@ import {
   Dashboard,
   GraphWidget,
   type IMetric,
+  MathExpression,
   TreatMissingData,
 } from 'aws-cdk-lib/aws-cloudwatch';
 import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
@@ -21,6 +22,7 @@ import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import { Schedule, ScheduleExpression } from 'aws-cdk-lib/aws-scheduler';
 import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
+import type { IStateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { type BackupMetricName, BackupMetrics } from '../metrics.js';
 import { grantStoreRead } from './backup-bucket.js';
@@ -84,6 +86,16 @@ export interface MonitoringProps {
    * (`backup`, `restore`, ...). The monitor function is added by this construct.
    */
   readonly functions: Readonly<Record<string, BackupFunction>>;
+
+  /**
+   * The state machine running sharded backups: an execution that failed, timed out or was aborted is
+   * a member of the `<stack>-failing` composite. Its cleanup step already publishes `BackupFailed`
+   * for a failed run (the composite mails once for both); a timed-out or aborted execution runs no
+   * cleanup, so this alarm is the only news of it.
+   *
+   * @default - no state machine alarm
+   */
+  readonly backupStateMachine?: IStateMachine;
 
   /**
    * The dead-letter queue of failed scheduled invocations and runs: alarmed when it holds a message.
@@ -387,6 +399,28 @@ export class Monitoring extends Construct {
         metric: fn.function.metricThrottles({ statistic: 'Sum', period: Duration.minutes(5) }),
         threshold: 1,
         owner: 'record',
+      });
+    }
+
+    if (props.backupStateMachine) {
+      const sm = props.backupStateMachine;
+      const period = Duration.minutes(5);
+      alarm('sharded-backup-failed', {
+        description:
+          'A sharded backup run (the backup state machine) failed, timed out or was aborted: nothing was committed. ' +
+          'Open the execution in the Step Functions console (its failed state and error) and read status/last-run.json.',
+        metric: new MathExpression({
+          expression: 'failed + timedOut + aborted',
+          usingMetrics: {
+            failed: sm.metricFailed({ statistic: 'Sum', period }),
+            timedOut: sm.metricTimedOut({ statistic: 'Sum', period }),
+            aborted: sm.metricAborted({ statistic: 'Sum', period }),
+          },
+          period,
+        }),
+        threshold: 1,
+        ...stayFailed,
+        owner: 'failing',
       });
     }
 

@@ -86,7 +86,15 @@ describe('MediaBackupStack functions', () => {
             POWERTOOLS_SERVICE_NAME: service,
             POWERTOOLS_LOG_LEVEL: 'INFO',
             STACK_NAME: 'MediaBackup',
-            ...(key === 'backupFunction' ? { DEADLINE_MARGIN_MS: '60000', COMPRESSION_LEVEL: '5' } : {}),
+            ...(key === 'backupFunction'
+              ? {
+                  DEADLINE_MARGIN_MS: '60000',
+                  COMPRESSION_LEVEL: '5',
+                  // The sharded backup it starts when a run does not fit (test/infra/state-machines.test.ts).
+                  BACKUP_STATE_MACHINE_ARN: { Ref: id(stack.backupStateMachine.stateMachine) },
+                  BACKUP_STATE_MACHINE_TIMEOUT_SECONDS: '86400',
+                }
+              : {}),
           }),
         },
       });
@@ -131,8 +139,9 @@ describe('MediaBackupStack functions', () => {
   });
 
   it('gives every function its own log group with the configured retention', () => {
-    // backup, restore, verify and monitor (notify only with notificationEmail).
-    template.resourceCountIs('AWS::Logs::LogGroup', 4);
+    // backup, restore, verify, monitor, shard, shard commit, shard cleanup and the backup state
+    // machine (notify only with notificationEmail).
+    template.resourceCountIs('AWS::Logs::LogGroup', 8);
     template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 90 });
     const { template: longer } = synthStack({ logRetentionDays: 365 });
     longer.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 365 });
@@ -680,6 +689,7 @@ describe('failure notification', () => {
     template.resourceCountIs('AWS::SNS::Topic', 1);
     template.resourceCountIs('AWS::SNS::Subscription', 0);
     template.resourceCountIs('AWS::SES::EmailIdentity', 0);
-    template.resourceCountIs('AWS::Lambda::Function', 4);
+    // backup, restore, verify, monitor, shard, shard commit, shard cleanup.
+    template.resourceCountIs('AWS::Lambda::Function', 7);
   });
 });

@@ -51,6 +51,8 @@ describe('Monitoring alarms', () => {
     'MediaBackup-health-critical',
     'MediaBackup-backup-errors',
     'MediaBackup-dead-letter-messages',
+    // A sharded run that failed, timed out or was aborted (the backup state machine).
+    'MediaBackup-sharded-backup-failed',
   ];
 
   it('alarms when the newest backup is older than maxBackupAgeHours, and when the monitor reports nothing', () => {
@@ -190,8 +192,8 @@ describe('Monitoring alarms', () => {
           expect(action).toEqual(topic);
       }
     }
-    // 6 metric alarms, 5 functions x (errors, throttles), 2 on the queue.
-    expect(alarms).toHaveLength(18);
+    // 6 metric alarms, 5 functions x (errors, throttles), 2 on the queue, 1 on the backup state machine.
+    expect(alarms).toHaveLength(19);
   });
 
   it("routes a failed backup run to the queue (a member of the composite), restore and verify runs to notify's mail", () => {
@@ -220,7 +222,7 @@ describe('Monitoring alarms', () => {
 
   it('has alarms without notificationEmail too, minus the notify function', () => {
     const { template: quiet } = synthStack();
-    expect(Object.keys(quiet.findResources('AWS::CloudWatch::Alarm'))).toHaveLength(16);
+    expect(Object.keys(quiet.findResources('AWS::CloudWatch::Alarm'))).toHaveLength(17);
     quiet.resourceCountIs('AWS::CloudWatch::CompositeAlarm', 1);
   });
 });
@@ -287,7 +289,8 @@ describe('Monitoring: monitor function and schedule', () => {
     const { template: full } = synthStack({ notificationEmail: 'ops@example.com' });
     const functions = Object.values(full.findResources('AWS::Lambda::Function')) as Resource[];
 
-    expect(functions).toHaveLength(5);
+    // backup, restore, verify, monitor, notify, and the sharded backup's shard, commit and cleanup.
+    expect(functions).toHaveLength(8);
     full.allResourcesProperties('AWS::Lambda::Function', {
       Environment: { Variables: Match.objectLike({ STACK_NAME: 'MediaBackup' }) },
     });

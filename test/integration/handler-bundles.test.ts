@@ -16,7 +16,17 @@ import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fix
  * bundle, and a complete bundle does not depend on the runtime's SDK version. Loaded from a folder
  * with no node_modules above it, a missing module would fail here rather than in AWS.
  */
-const HANDLERS = ['backup', 'restore', 'verify', 'monitor', 'notify'] as const;
+const HANDLERS = [
+  'backup',
+  'restore',
+  'verify',
+  'monitor',
+  'notify',
+  // The sharded backup's steps (lib/constructs/state-machines.ts).
+  'shard',
+  'shard-commit',
+  'shard-cleanup',
+] as const;
 type HandlerName = (typeof HANDLERS)[number];
 type Handler = (event: unknown, context: unknown) => Promise<unknown>;
 
