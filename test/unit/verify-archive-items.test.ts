@@ -13,6 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type ArchiveCheckItem,
   type ArchiveCheckResult,
+  CatalogReads,
   checkArchiveItem,
   planArchiveChecks,
   recordArchiveChecks,
@@ -131,6 +132,46 @@ describe('checkArchiveItem', () => {
       inconclusive: false,
       problems: [`backup ${sharded.backupId}: archive ${sharded.parts[2].key} is missing`],
     });
+  });
+
+  it('one item alone streams the manifest (memory follows the part); items sharing reads decode it once', async () => {
+    const { items } = await planArchiveChecks(store, {});
+    const calls: string[] = [];
+    const watched: FsObjectStore = Object.create(store);
+    watched.get = async (key: string) => {
+      calls.push(`get ${key}`);
+      return store.get(key);
+    };
+    watched.getStream = async (key: string) => {
+      calls.push(`getStream ${key}`);
+      return store.getStream(key);
+    };
+    await checkArchiveItem(watched, items[0]);
+    expect(calls.filter((c) => c.endsWith(sharded.manifestKey))).toEqual([
+      `getStream ${sharded.manifestKey}`,
+    ]);
+    calls.length = 0;
+    const reads = new CatalogReads(watched);
+    await Promise.all(items.map((item) => checkArchiveItem(watched, item, { reads })));
+    expect(calls.filter((c) => c.endsWith(sharded.manifestKey))).toEqual([`get ${sharded.manifestKey}`]);
+  });
+
+  it('a Lambda checking one item streams the manifest with its checks: a manifest cut after a part fails every item', async () => {
+    const { items } = await planArchiveChecks(store, {});
+    const last = sharded.parts.at(-1)!;
+    // Drop the last part's rows member: the rows still parse, the header's totals no longer match.
+    const manifest = await readFile(path.join(storeDir, sharded.manifestKey));
+    await writeFile(
+      path.join(storeDir, sharded.manifestKey),
+      manifest.subarray(0, last.manifestRange.offset),
+    );
+    const results = await Promise.all(items.map((item) => checkArchiveItem(store, item)));
+    for (const r of results) {
+      expect(r).toMatchObject({ ok: false, inconclusive: false, sha256: null });
+      expect(r.problems).toEqual([
+        expect.stringContaining(`could not be checked: manifest ${sharded.manifestKey}`),
+      ]);
+    }
   });
 
   it('a store that cannot be read makes the item inconclusive, which is not recorded as damage', async () => {

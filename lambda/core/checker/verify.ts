@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { type Readable, Transform } from 'node:stream';
 import type { ObjectStore } from '../../store/types.js';
 import type { Clock, Logger } from '../deps.js';
-import { errorMessage } from '../errors.js';
+import { errorMessage, ManifestError } from '../errors.js';
 import {
   archiveKeysOf,
   archiveRecordOf,
@@ -19,6 +19,7 @@ import {
 } from '../repository/catalog.js';
 import { keysFor, VERIFY_STATUS_KEY } from '../repository/layout.js';
 import type { BackupType, FileEntry, Manifest } from '../repository/manifest.js';
+import { openManifestStream } from '../repository/manifest-stream.js';
 import { readTarGz } from '../restorer/archive-reader.js';
 import { resolveRestorePoint } from '../restorer/resolve.js';
 import { type RestoreOptions, runRestore } from '../restorer/restore.js';
@@ -678,7 +679,7 @@ export async function checkArchiveItem(
     readonly onFile?: (bytes: number) => void;
   } = {},
 ): Promise<ArchiveCheckResult> {
-  const reads = options.reads ?? new CatalogReads(store);
+  const reads = options.reads ?? new CatalogReads(store, { streamRows: true });
   const label = `backup ${item.backupId}`;
   const problems: string[] = [...(item.planProblems ?? [])];
   let bytes = 0;
@@ -853,15 +854,20 @@ function entryFor(backupId: string, type: BackupType): CatalogEntry {
 }
 
 /**
- * Manifests, metadata and manifest rows per archive, each read at most once: archive checks of one
- * run share it (the CLI), while a Lambda checking one item builds its own.
+ * Manifests, metadata and manifest rows per archive, each read at most once. A run checking many
+ * archives (the CLI) shares one and decodes each manifest once; a Lambda checking one item builds
+ * one with `streamRows`, which streams the manifest and keeps only the rows of the archive checked,
+ * so memory follows the part, not the tree.
  */
 export class CatalogReads {
   private readonly manifests = new Map<string, Promise<Manifest>>();
   private readonly metadataByKey = new Map<string, Promise<BackupMetadata | undefined>>();
   private readonly rows = new Map<string, Promise<Map<string, FileEntry[]>>>();
 
-  constructor(private readonly store: ObjectStore) {}
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly options: { readonly streamRows?: boolean } = {},
+  ) {}
 
   manifest(entry: CatalogEntry): Promise<Manifest> {
     let p = this.manifests.get(entry.manifestKey);
@@ -890,6 +896,7 @@ export class CatalogReads {
 
   /** File rows of `entry`'s manifest whose bytes are in `archiveKey`. */
   async rowsIn(entry: CatalogEntry, archiveKey: string): Promise<FileEntry[]> {
+    if (this.options.streamRows) return streamRowsIn(this.store, entry, archiveKey);
     let p = this.rows.get(entry.manifestKey);
     if (!p) {
       p = this.manifest(entry).then((manifest) => {
@@ -907,6 +914,36 @@ export class CatalogReads {
     }
     return (await p).get(archiveKey) ?? [];
   }
+}
+
+/**
+ * The rows of one archive, read through the whole manifest as a stream with every check
+ * decodeManifest makes (read to the end: the totals check comes last), keeping only those rows.
+ */
+async function streamRowsIn(
+  store: ObjectStore,
+  entry: CatalogEntry,
+  archiveKey: string,
+): Promise<FileEntry[]> {
+  let source: Readable;
+  try {
+    source = await store.getStream(entry.manifestKey);
+  } catch (error) {
+    if (error instanceof Error && error.name === 'ObjectNotFoundError') {
+      throw new ManifestError(`manifest ${entry.manifestKey} is missing from ${store.url}`);
+    }
+    throw error;
+  }
+  const stream = await openManifestStream(source, `${entry.manifestKey} (backup ${entry.backupId})`);
+  if (stream.header.backupId !== entry.backupId) {
+    await stream.entries.return();
+    throw new ManifestError(
+      `manifest ${entry.manifestKey} names backup ${stream.header.backupId}, not ${entry.backupId}`,
+    );
+  }
+  const rows: FileEntry[] = [];
+  for await (const e of stream.entries) if (e.type === 'file' && e.archive === archiveKey) rows.push(e);
+  return rows;
 }
 
 function parallelOf(value: number | undefined): number {
