@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runBackup } from '../../lambda/core/archiver/backup.js';
 import { runHealthChecks } from '../../lambda/core/checker/health.js';
-import { planArchiveChecks, runVerify } from '../../lambda/core/checker/verify.js';
+import { checkArchiveItem, planArchiveChecks, runVerify } from '../../lambda/core/checker/verify.js';
 import { silentLogger } from '../../lambda/core/deps.js';
 import {
   archivesOf,
@@ -18,6 +18,7 @@ import type { FileEntry } from '../../lambda/core/repository/manifest.js';
 import { lifecycleExpiry, readRetention } from '../../lambda/core/repository/retention.js';
 import { listBackups, readStoreStatus } from '../../lambda/core/repository/status.js';
 import { readUsage } from '../../lambda/core/repository/usage.js';
+import { runShardedBackup } from '../../lambda/core/sharding/sharded-backup.js';
 import { FsObjectStore } from '../../lambda/store/fs.js';
 import { runCli } from '../fixtures/cli.js';
 import { gnuTarExtract, tempDirs, tickingClock } from '../fixtures/engine.js';
@@ -397,5 +398,32 @@ describe('list, status, usage and retention of a sharded backup', () => {
     const usage = await runCli(['verify', '--parallel', '0', '--store', storeDir]);
     expect(usage.code).not.toBe(0);
     expect(usage.stderr).toContain('--parallel must be a whole number of at least 1');
+  });
+});
+
+describe('a backup made by the sharding engine reads the same', () => {
+  it('list sums its parts, the verify plan has one item per part, every item passes, health is ok', async () => {
+    const made = await runShardedBackup(
+      { store, clock, logger: silentLogger },
+      { source, shards: 3, parallel: 2, type: 'full' },
+    );
+    const metadata = (await readMetadata(store, (await listCommittedBackups(store)).at(-1)!))!;
+    const parts = archivesOf(metadata);
+    expect(parts.map((p) => p.key)).toEqual(made.parts.map((p) => p.key));
+    const listing = (await listBackups(store)).at(-1)!;
+    expect(listing).toMatchObject({
+      backupId: made.backupId,
+      parts: 3,
+      archiveBytes: parts.reduce((n, p) => n + p.bytes, 0),
+    });
+    const { items } = await planArchiveChecks(store, {});
+    expect(items.map((i) => i.archiveKey)).toEqual(parts.map((p) => p.key));
+    const results = await Promise.all(items.map((item) => checkArchiveItem(store, item)));
+    expect(results.map((r) => r.ok)).toEqual([true, true, true]);
+    const report = await runHealthChecks(
+      { store, clock: { now: () => new Date('2025-12-27T06:00:00Z') }, logger: silentLogger },
+      { minBackupBytes: 1 },
+    );
+    expect(report.checks.find((c) => c.name === 'integrity')?.status).toBe('ok');
   });
 });
