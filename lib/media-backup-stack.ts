@@ -260,7 +260,7 @@ export class MediaBackupStack extends Stack {
    * trees. A run that does not fit is planned by the backup function, which writes the plan and
    * starts this state machine with `{ backupId, planKey, itemsKey }` (`BACKUP_STATE_MACHINE_ARN`;
    * `states:StartExecution` on this state machine only) and hands it the lock for
-   * `BACKUP_STATE_MACHINE_TIMEOUT_SECONDS`. The state machine invokes the shard, commit and cleanup
+   * `SHARDED_RUN_TIMEOUT_SECONDS`. The state machine invokes the shard, commit and cleanup
    * functions, never the backup function, so the backup function's grant on it makes no cycle.
    */
   private addShardedBackup(
@@ -337,7 +337,7 @@ export class MediaBackupStack extends Stack {
       stateMachine.stateMachineArn,
       (fn) => stateMachine.grantStartExecution(fn),
     );
-    this.backupFunction.addEnvironment('BACKUP_STATE_MACHINE_TIMEOUT_SECONDS', String(timeout.toSeconds()));
+    this.backupFunction.addEnvironment('SHARDED_RUN_TIMEOUT_SECONDS', String(timeout.toSeconds()));
     return { shardFunction, commitFunction, cleanupFunction, stateMachine };
   }
 

@@ -92,7 +92,7 @@ describe('MediaBackupStack functions', () => {
                   COMPRESSION_LEVEL: '5',
                   // The sharded backup it starts when a run does not fit (test/infra/state-machines.test.ts).
                   BACKUP_STATE_MACHINE_ARN: { Ref: id(stack.backupStateMachine.stateMachine) },
-                  BACKUP_STATE_MACHINE_TIMEOUT_SECONDS: '86400',
+                  SHARDED_RUN_TIMEOUT_SECONDS: '86400',
                 }
               : {}),
           }),

@@ -308,7 +308,7 @@ describe('IAM of the sharded backup', () => {
       Environment: {
         Variables: Match.objectLike({
           BACKUP_STATE_MACHINE_ARN: { Ref: id(sm) },
-          BACKUP_STATE_MACHINE_TIMEOUT_SECONDS: String(24 * 3600),
+          SHARDED_RUN_TIMEOUT_SECONDS: String(24 * 3600),
         }),
       },
     });
