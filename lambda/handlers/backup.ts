@@ -1,8 +1,16 @@
+import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import type { Context } from 'aws-lambda';
-import { type BackupSucceeded, runBackup } from '../core/archiver/backup.js';
+import {
+  type BackupStarted,
+  type BackupSucceeded,
+  runBackup,
+  type ShardHandOff,
+} from '../core/archiver/backup.js';
 import type { TimeModelRates } from '../core/archiver/time-model.js';
 import { systemClock } from '../core/deps.js';
 import { errorMessage } from '../core/errors.js';
+import { abortShardedBackup, writeShardPlan } from '../core/sharding/sharded-backup.js';
+import type { S3ObjectStore } from '../store/s3.js';
 import { type HandlerConfig, openHandlerStore, readHandlerConfig, underMount } from './config.js';
 import { BackupDeadlineError } from './errors.js';
 import { parseBackupEvent } from './events.js';
@@ -28,17 +36,86 @@ export const handler = makeBackupHandler();
 export interface BackupHandlerOptions {
   /** Rates of the up-front estimate. @default the engine's (per-file cost measured by the scan) */
   readonly timeModel?: TimeModelRates;
+  /** Starts the backup state machine (tests pass a fake). @default StartExecution with the SDK */
+  readonly startExecution?: (input: {
+    stateMachineArn: string;
+    name: string;
+    input: string;
+  }) => Promise<string | undefined>;
+}
+
+/** How long a sharded run may take unless SHARDED_RUN_TIMEOUT_SECONDS says: the lock's TTL. */
+export const DEFAULT_SHARDED_RUN_TIMEOUT_SECONDS = 12 * 60 * 60;
+
+/**
+ * The hand-off to the backup state machine when `BACKUP_STATE_MACHINE_ARN` is set: a run the time
+ * model says cannot finish in this invocation is planned into shards and the state machine started
+ * with `{ backupId, planKey, itemsKey }` (itemsKey: the S3 key of shards.jsonl, which its Distributed
+ * Map reads). The execution is named after the backup id, so a repeated start cannot run it twice.
+ */
+export function shardHandOff(
+  store: S3ObjectStore,
+  logger: Parameters<typeof writeShardPlan>[0]['logger'],
+  env: NodeJS.ProcessEnv,
+  start: NonNullable<BackupHandlerOptions['startExecution']>,
+): ShardHandOff | undefined {
+  const stateMachineArn = env.BACKUP_STATE_MACHINE_ARN;
+  if (!stateMachineArn) return undefined;
+  const raw = env.SHARDED_RUN_TIMEOUT_SECONDS;
+  const seconds = raw === undefined || raw === '' ? DEFAULT_SHARDED_RUN_TIMEOUT_SECONDS : Number(raw);
+  if (!Number.isInteger(seconds) || seconds < 900) {
+    throw new Error(
+      `SHARDED_RUN_TIMEOUT_SECONDS must be a whole number of seconds >= 900 (got ${JSON.stringify(raw)})`,
+    );
+  }
+  const budget = env.SHARD_BUDGET_SECONDS;
+  const shardBudgetMs = budget === undefined || budget === '' ? undefined : Number(budget) * 1000;
+  if (shardBudgetMs !== undefined && !(Number.isInteger(shardBudgetMs) && shardBudgetMs >= 10_000)) {
+    throw new Error(
+      `SHARD_BUDGET_SECONDS must be a whole number of seconds >= 10 (got ${JSON.stringify(budget)})`,
+    );
+  }
+  const deps = { store, logger, clock: systemClock };
+  return {
+    // The lock outlives the execution's timeout a little, so a run that timed out is not overtaken
+    // by the next one while its cleanup step still runs.
+    lockTtlMs: (seconds + 600) * 1000,
+    // Each shard is sized to finish in this much of the shard function's time (shard-plan.ts).
+    plan: (inputs) => writeShardPlan(deps, { ...inputs, shardBudgetMs }),
+    start: async (plan) => ({
+      executionArn: await start({
+        stateMachineArn,
+        name: plan.backupId,
+        input: JSON.stringify({
+          backupId: plan.backupId,
+          planKey: plan.planKey,
+          itemsKey: `${store.prefix}${plan.itemsKey}`,
+        }),
+      }),
+    }),
+    abort: (planKey, failure) => abortShardedBackup(deps, planKey, failure),
+  };
+}
+
+async function sdkStartExecution(input: { stateMachineArn: string; name: string; input: string }) {
+  const client = new SFNClient({});
+  try {
+    return (await client.send(new StartExecutionCommand(input))).executionArn;
+  } finally {
+    client.destroy();
+  }
 }
 
 /** The backup handler; options exist for tests (e.g. an estimate that lets a run reach the deadline watch). */
 export function makeBackupHandler(options: BackupHandlerOptions = {}) {
-  return async (event: unknown, context: Context): Promise<BackupSucceeded> => {
+  return async (event: unknown, context: Context): Promise<BackupSucceeded | BackupStarted> => {
     // Every invocation counts as succeeded or failed (EMF on stdout), whatever stopped it.
     const metrics = invocationMetrics();
     const started = Date.now();
     try {
       const result = await backupInvocation(event, context, options);
-      recordBackupSucceeded(metrics, result, Date.now() - started);
+      // A run handed to the state machine succeeds (or fails) in its commit (or cleanup) step.
+      if (result.status === 'SUCCEEDED') recordBackupSucceeded(metrics, result, Date.now() - started);
       return result;
     } catch (error) {
       recordBackupFailed(metrics, Date.now() - started);
@@ -53,7 +130,7 @@ async function backupInvocation(
   event: unknown,
   context: Context,
   options: BackupHandlerOptions,
-): Promise<BackupSucceeded> {
+): Promise<BackupSucceeded | BackupStarted> {
   const request = parseBackupEvent(event);
   const config = readHandlerConfig();
   const { powertools: logger, engine: engineLogger } = invocationLogger(context, 'backup');
@@ -107,8 +184,13 @@ async function backupInvocation(
         sourceHint: sourceHint(config, store.url),
         // EFS: every stat is a network round trip, so scan with concurrent calls.
         concurrentIo: true,
+        handOff: shardHandOff(store, engineLogger, process.env, options.startExecution ?? sdkStartExecution),
       },
     );
+    if (result.status === 'STARTED') {
+      logger.info('backup handed to the backup state machine', { ...result });
+      return result;
+    }
     logger.info('backup succeeded', {
       backupId: result.backupId,
       type: result.type,

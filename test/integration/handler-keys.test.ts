@@ -3,7 +3,7 @@ import { handler as backupHandler } from '../../lambda/handlers/backup.js';
 import { handler as restoreHandler } from '../../lambda/handlers/restore.js';
 import { handler as verifyHandler } from '../../lambda/handlers/verify.js';
 import { tempDirs } from '../fixtures/engine.js';
-import { makeLambdaContext } from '../fixtures/lambda-context.js';
+import { makeLambdaContext, succeeded } from '../fixtures/lambda-context.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';
 import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fixtures/s3rver.js';
 
@@ -28,7 +28,7 @@ afterEach(async () => {
 describe('restore and verify handlers: backup keys as people paste them', () => {
   it('restore and verify take the archive key as `aws s3 ls --recursive` prints it and as an s3:// URL', async () => {
     await makeMediaTree(`${mount}/media`, { files: 5, seed: 43 });
-    const full = await backupHandler({ type: 'full' }, makeLambdaContext());
+    const full = succeeded(await backupHandler({ type: 'full' }, makeLambdaContext()));
 
     const dryRun = await restoreHandler(
       { backup: `s3://${s3.bucket}/${prefix}${full.archiveKey}`, dryRun: true },

@@ -14,7 +14,7 @@ import { handler as restoreHandler } from '../../lambda/handlers/restore.js';
 import { handler as verifyHandler } from '../../lambda/handlers/verify.js';
 import type { S3ObjectStore } from '../../lambda/store/s3.js';
 import { tempDirs } from '../fixtures/engine.js';
-import { makeLambdaContext } from '../fixtures/lambda-context.js';
+import { makeLambdaContext, succeeded } from '../fixtures/lambda-context.js';
 import { makeMediaTree, randomBytesFrom, seededRandom, snapshotTree } from '../fixtures/media-tree.js';
 import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fixtures/s3rver.js';
 
@@ -81,14 +81,16 @@ describe('Lambda handlers against s3rver and a folder standing in for EFS', () =
   it('backup full, backup auto (incremental), restore to a new folder and in place, verify, detect damage', async () => {
     const files = await makeMediaTree(media, { files: 30, seed: 41 });
 
-    const full = await backupHandler({ type: 'full' }, makeLambdaContext({ awsRequestId: 'req-full' }));
+    const full = succeeded(
+      await backupHandler({ type: 'full' }, makeLambdaContext({ awsRequestId: 'req-full' })),
+    );
     expect(full).toMatchObject({ status: 'SUCCEEDED', type: 'full', files: 30, changedFiles: 30 });
 
     await writeFile(path.join(media, files[0]), 'edited after the full backup');
     await unlink(path.join(media, files[1]));
     await writeFile(path.join(media, 'reports/new-report.pdf'), 'a new report');
     // Scheduler input for the daily run.
-    const inc = await backupHandler({ type: 'auto' }, makeLambdaContext());
+    const inc = succeeded(await backupHandler({ type: 'auto' }, makeLambdaContext()));
     expect(inc).toMatchObject({
       status: 'SUCCEEDED',
       type: 'incremental',
@@ -161,10 +163,10 @@ describe('Lambda handlers against s3rver and a folder standing in for EFS', () =
 
   it('restores a point in time and a subset of paths into a named folder', async () => {
     const files = await makeMediaTree(media, { files: 12, seed: 7 });
-    const full = await backupHandler({}, makeLambdaContext());
+    const full = succeeded(await backupHandler({}, makeLambdaContext()));
     const atFull = await snapshot(media);
     await writeFile(path.join(media, files[0]), 'changed');
-    const inc = await backupHandler({}, makeLambdaContext());
+    const inc = succeeded(await backupHandler({}, makeLambdaContext()));
     expect(inc.type).toBe('incremental');
 
     const pointInTime = await restoreHandler(
@@ -221,7 +223,7 @@ describe('Lambda handlers against s3rver and a folder standing in for EFS', () =
     expect(status).toMatchObject({ status: 'FAILED', error: { name: 'BackupDeadlineError' } });
 
     // The lock was released: the next invocation (with time to spare) backs up at once.
-    const next = await backupHandler({}, makeLambdaContext());
+    const next = succeeded(await backupHandler({}, makeLambdaContext()));
     expect(next).toMatchObject({ type: 'full', files: 6 });
   });
 

@@ -22,7 +22,7 @@ import { handler as monitorHandler, readMonitorConfig } from '../../lambda/handl
 import { handler as verifyHandler } from '../../lambda/handlers/verify.js';
 import type { S3ObjectStore } from '../../lambda/store/s3.js';
 import { tempDirs } from '../fixtures/engine.js';
-import { makeLambdaContext } from '../fixtures/lambda-context.js';
+import { makeLambdaContext, succeeded } from '../fixtures/lambda-context.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';
 import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fixtures/s3rver.js';
 
@@ -99,7 +99,7 @@ function metricValues(docs: readonly Emf[]): Record<string, unknown> {
 describe('monitor handler against s3rver', () => {
   it('reports a fresh backup as healthy and publishes the age metrics', async () => {
     await makeMediaTree(media, { files: 12, seed: 5 });
-    await backupHandler({ type: 'full' }, makeLambdaContext());
+    succeeded(await backupHandler({ type: 'full' }, makeLambdaContext()));
     emitted();
 
     const report = await monitorHandler({}, makeLambdaContext());
@@ -129,9 +129,9 @@ describe('monitor handler against s3rver', () => {
 
   it('finds a broken chain in S3', async () => {
     await makeMediaTree(media, { files: 12, seed: 6 });
-    const full = await backupHandler({ type: 'full' }, makeLambdaContext());
+    const full = succeeded(await backupHandler({ type: 'full' }, makeLambdaContext()));
     await unlink(path.join(media, (await listFiles(media))[0]));
-    await backupHandler({ type: 'incremental' }, makeLambdaContext());
+    succeeded(await backupHandler({ type: 'incremental' }, makeLambdaContext()));
     // Stands in for an operator's mistake: the backup role itself cannot delete.
     await store.client.send(
       new DeleteObjectCommand({ Bucket: s3.bucket, Key: `${store.prefix}${full.archiveKey}` }),
@@ -153,7 +153,7 @@ describe('monitor handler against s3rver', () => {
       .on(DescribeFileSystemsCommand, { FileSystemId: FS_ID })
       .resolves({ FileSystems: [{ SizeInBytes: { Value: 2_500_000_000 } } as never] });
     await makeMediaTree(media, { files: 3 });
-    await backupHandler({ type: 'full' }, makeLambdaContext());
+    succeeded(await backupHandler({ type: 'full' }, makeLambdaContext()));
 
     const report = await monitorHandler({}, makeLambdaContext());
 
@@ -202,7 +202,7 @@ describe('monitor handler against s3rver', () => {
 describe('backup and verify metrics', () => {
   it('backup: BackupSucceeded, sizes and duration on success; BackupFailed when it fails', async () => {
     await makeMediaTree(media, { files: 10, seed: 7 });
-    const result = await backupHandler({ type: 'full' }, makeLambdaContext());
+    const result = succeeded(await backupHandler({ type: 'full' }, makeLambdaContext()));
 
     const ok = metricValues(emitted());
     expect(ok).toMatchObject({
@@ -221,7 +221,7 @@ describe('backup and verify metrics', () => {
 
   it('verify: VerifyFailures 0 when the backup checks out, the failed count when not', async () => {
     await makeMediaTree(media, { files: 6, seed: 8 });
-    await backupHandler({ type: 'full' }, makeLambdaContext());
+    succeeded(await backupHandler({ type: 'full' }, makeLambdaContext()));
     emitted();
 
     await verifyHandler({ deep: true }, makeLambdaContext());

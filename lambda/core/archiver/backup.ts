@@ -27,6 +27,7 @@ import {
   type ManifestEntry,
   totalsOf,
 } from '../repository/manifest.js';
+import type { PlanInputs, ShardedPlan } from '../sharding/sharded-backup.js';
 import { TOOL_VERSION } from '../version.js';
 import { type ArchiveProgress, writeArchive } from './archive.js';
 import { DEFAULT_LEVEL, type ParallelGzipOptions } from './parallel-gzip.js';
@@ -95,6 +96,38 @@ export interface BackupOptions {
   /** Rates for the estimate. @default per-file cost from the scan, time-model.ts defaults */
   readonly timeModel?: TimeModelRates;
   readonly onProgress?: (progress: BackupProgress) => void;
+  /**
+   * When the estimate does not fit `remainingMs`: instead of failing, plan a sharded run and hand it
+   * (and the lock) to whatever runs the shards, e.g. the backup state machine. Without it such a run
+   * fails with InsufficientTimeError.
+   */
+  readonly handOff?: ShardHandOff;
+}
+
+/** How a run too long for this invocation continues elsewhere (the Lambda's Step Functions). */
+export interface ShardHandOff {
+  /** The lock's new TTL: how long the sharded run may take (the state machine's timeout). */
+  readonly lockTtlMs: number;
+  /** Writes the plan (sharding/sharded-backup.ts writeShardPlan). */
+  plan(inputs: PlanInputs): Promise<ShardedPlan>;
+  /** Starts the shards; resolves once they are started (not finished). */
+  start(plan: ShardedPlan): Promise<{ readonly executionArn?: string }>;
+  /** Undoes a plan that could not be started (abortShardedBackup). */
+  abort(planKey: string, failure: { message: string }): Promise<void>;
+}
+
+/** A run handed off to a sharded execution: committed (or failed) later by its commit step. */
+export interface BackupStarted {
+  readonly status: 'STARTED';
+  readonly backupId: string;
+  readonly type: BackupType;
+  readonly reason: string;
+  readonly shards: number;
+  readonly planKey: string;
+  readonly executionArn?: string;
+  /** The single-invocation estimate that did not fit, ms. */
+  readonly estimatedMs: number;
+  readonly remainingMs: number;
 }
 
 export interface BackupProgress extends ArchiveProgress {
@@ -140,7 +173,15 @@ export const DEFAULT_MAX_SHRINK_PERCENT = 50;
  * writing metadata and, last, the manifest. Until the manifest exists the backup does not exist.
  * Throws on failure after recording it in status/last-run.json.
  */
-export async function runBackup(deps: BackupDeps, options: BackupOptions): Promise<BackupSucceeded> {
+export async function runBackup(
+  deps: BackupDeps,
+  options: BackupOptions & { handOff: ShardHandOff | undefined },
+): Promise<BackupSucceeded | BackupStarted>;
+export async function runBackup(deps: BackupDeps, options: BackupOptions): Promise<BackupSucceeded>;
+export async function runBackup(
+  deps: BackupDeps,
+  options: BackupOptions,
+): Promise<BackupSucceeded | BackupStarted> {
   const { store, clock, logger } = deps;
   const startedAt = clock.now();
   const maxShrink = options.maxShrinkPercent;
@@ -151,6 +192,7 @@ export async function runBackup(deps: BackupDeps, options: BackupOptions): Promi
   // itself, and its objects restored into the media tree.
   await assertSourceAndStoreApart(options.source, store);
   let lock: LockHandle | undefined;
+  const held = { handedOver: false };
   try {
     lock = await store.acquireLock(BACKUP_LOCK, {
       owner: deps.owner ?? `${hostname()}:${process.pid}`,
@@ -160,7 +202,8 @@ export async function runBackup(deps: BackupDeps, options: BackupOptions): Promi
     // After the lock, so that a missing or unmounted source (the classic silent backup failure) is
     // recorded as FAILED in the status object below, not left behind a green previous run.
     await resolveSourceRoot(options.source, options.sourceHint);
-    const result = await backupLocked(deps, options, startedAt);
+    const result = await backupLocked(deps, options, startedAt, lock, held);
+    if (result.status === 'STARTED') return result;
     // Warnings stay whole (the shrink message is what an operator reads); skipped paths are counted.
     return await writeStatus(store, {
       ...result,
@@ -194,9 +237,12 @@ export async function runBackup(deps: BackupDeps, options: BackupOptions): Promi
     }
     throw error;
   } finally {
-    await lock
-      ?.release()
-      .catch((error) => logger.warn('could not release the lock', { error: errorMessage(error) }));
+    // A run handed off keeps the lock: its commit or cleanup step releases it.
+    if (!held.handedOver) {
+      await lock
+        ?.release()
+        .catch((error) => logger.warn('could not release the lock', { error: errorMessage(error) }));
+    }
   }
 }
 
@@ -204,7 +250,9 @@ async function backupLocked(
   deps: BackupDeps,
   options: BackupOptions,
   startedAt: Date,
-): Promise<BackupSucceeded> {
+  lock: LockHandle,
+  held: { handedOver: boolean },
+): Promise<BackupSucceeded | BackupStarted> {
   const { store, clock, logger } = deps;
   // Real time, not the injected clock: the scan's speed is what the time model measures.
   const ioConcurrency =
@@ -256,6 +304,33 @@ async function backupLocked(
     threadPool: Number(process.env.UV_THREADPOOL_SIZE) || 4,
     remainingMs,
   });
+  if (remainingMs !== undefined && estimate.totalMs > remainingMs && options.handOff) {
+    return handOffToShards(
+      deps,
+      options.handOff,
+      lock,
+      held,
+      {
+        backupId,
+        type: decision.type,
+        reason: `${decision.reason}; sharded: ${Math.round(estimate.totalMs / 1000)} s estimated, ${Math.round(remainingMs / 1000)} s left in this invocation`,
+        baseBackupId: decision.base?.backupId ?? null,
+        createdAt: startedAt,
+        root: scan.root,
+        rootMeta: scan.rootMeta,
+        entries: scan.entries,
+        baseEntries: decision.baseManifest?.entries,
+        skipped: () => scan.skipped,
+        scanElapsedMs,
+        rehashAll: options.rehashAll,
+        timeModel: options.timeModel,
+        gzipLevel: options.gzip?.level ?? DEFAULT_LEVEL,
+        maxShrinkPercent: options.maxShrinkPercent ?? DEFAULT_MAX_SHRINK_PERCENT,
+      },
+      estimate.totalMs,
+      remainingMs,
+    );
+  }
   if (remainingMs !== undefined) assertFitsInTime(estimate, remainingMs, scan.root);
 
   // The store's full-object CRC64NVME of the archive (S3), recorded so verify needs no download.
@@ -399,6 +474,52 @@ async function backupLocked(
     skipped,
     warnings,
     durationMs,
+  };
+}
+
+/**
+ * Plans the sharded run, passes the lock on (long TTL, released by the commit or cleanup step) and
+ * starts the shards. If they cannot be started, the plan is undone and the lock released here.
+ */
+async function handOffToShards(
+  deps: BackupDeps,
+  handOff: ShardHandOff,
+  lock: LockHandle,
+  held: { handedOver: boolean },
+  inputs: Omit<PlanInputs, 'lock'>,
+  estimatedMs: number,
+  remainingMs: number,
+): Promise<BackupStarted> {
+  if (!lock.handOver) throw new BackupStateError(`the lock of ${deps.store.url} cannot be handed over`);
+  const token = await lock.handOver(handOff.lockTtlMs);
+  const plan = await handOff.plan({ ...inputs, lock: { name: BACKUP_LOCK, token } });
+  let started: { executionArn?: string };
+  try {
+    started = await handOff.start(plan);
+  } catch (error) {
+    const message = `the sharded run of ${plan.backupId} (${plan.shards} shards) could not be started: ${errorMessage(error)}`;
+    await handOff.abort(plan.planKey, { message }).catch(() => undefined);
+    throw new BackupStateError(message, { cause: error });
+  }
+  held.handedOver = true;
+  deps.logger.info('backup handed off to shards', {
+    backupId: plan.backupId,
+    shards: plan.shards,
+    planKey: plan.planKey,
+    executionArn: started.executionArn,
+    estimatedMs: Math.round(estimatedMs),
+    remainingMs: Math.round(remainingMs),
+  });
+  return {
+    status: 'STARTED',
+    backupId: plan.backupId,
+    type: plan.type,
+    reason: plan.reason,
+    shards: plan.shards,
+    planKey: plan.planKey,
+    ...(started.executionArn ? { executionArn: started.executionArn } : {}),
+    estimatedMs,
+    remainingMs,
   };
 }
 
