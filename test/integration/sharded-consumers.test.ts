@@ -287,6 +287,16 @@ describe('verify of a sharded backup', () => {
     );
   });
 
+  it('rotation does not check a part of the latest backup twice when it failed', async () => {
+    const damaged = partWithFiles(0);
+    await flipOneByte(storeDir, damaged.key);
+    const result = await runVerify(deps(), { deep: true, rotate: true });
+    expect(result.backups.map((b) => b.backupId)).toEqual([sharded.backupId]);
+    expect(result.backups[0].archivesDeepVerified).toEqual(
+      sharded.parts.filter((p) => p !== damaged).map((p) => p.key),
+    );
+  });
+
   it("the state machine plan of a rotating verify: the latest backup's archives, then the slice per part", async () => {
     await writeFile(path.join(source, 'new.pdf'), 'new file');
     const inc = await runBackup(deps(), { source });

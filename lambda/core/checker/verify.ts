@@ -166,8 +166,10 @@ export async function runVerify(
   if (rotating) {
     const covered = new Set(backups.flatMap((b) => b.archivesDeepVerified));
     const earlier = parseVerifyRecord(await deps.store.get(VERIFY_STATUS_KEY).catch(() => undefined));
+    // The checked backups' own archives were all read just now (a failed part too): not again.
+    const checked = new Set(targets.map((t) => t.backupId));
     const slice = rotationSlice(
-      archiveCandidates(await listCommittedBackups(deps.store)),
+      archiveCandidates(await listCommittedBackups(deps.store)).filter((a) => !checked.has(a.backupId)),
       earlier?.deepVerified,
       covered,
       options.deepSlice ?? DEFAULT_DEEP_SLICE,
