@@ -39,7 +39,7 @@ export interface StreamingScanOptions extends ScanOptions {
   readonly lookaheadDirs?: number;
   /**
    * With `concurrentIo`: no read-ahead starts while this many items (entries and subfolders) of
-   * folders read ahead wait for the walk. Bounds the read-ahead's memory (~250 bytes an item) when
+   * folders read ahead wait for the walk. Bounds the read-ahead's memory (~280 bytes an item) when
    * the consumer is slower than the listing.
    * @default 10000
    */
@@ -105,10 +105,6 @@ export async function scanTreeStream(
   source: string,
   options: StreamingScanOptions = {},
 ): Promise<StreamingScan> {
-  const root = await resolveSourceRoot(source);
-  const { isExcluded, excludeAbsolute } = await exclusionRules(options);
-  const concurrency = options.statConcurrency ?? 16;
-  const io: FsOps = options.concurrentIo ? asyncOps : syncOps;
   const lookaheadDirs = options.concurrentIo ? (options.lookaheadDirs ?? DEFAULT_LOOKAHEAD_DIRS) : 0;
   const lookaheadItems = options.lookaheadItems ?? DEFAULT_LOOKAHEAD_ITEMS;
   for (const [name, value] of [
@@ -119,6 +115,10 @@ export async function scanTreeStream(
       throw new RangeError(`\`${name}\` must be a whole number of at least 0 (got ${value})`);
     }
   }
+  const root = await resolveSourceRoot(source);
+  const { isExcluded, excludeAbsolute } = await exclusionRules(options);
+  const concurrency = options.statConcurrency ?? 16;
+  const io: FsOps = options.concurrentIo ? asyncOps : syncOps;
   const { signal } = options;
   const rootStat = await io.lstat(root);
   const rootMeta = { mode: rootStat.mode & 0o7777, mtimeMs: rootStat.mtimeMs };
