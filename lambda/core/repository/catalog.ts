@@ -263,6 +263,20 @@ export async function chainProblems(
   lookup: ChainLookup,
   damaged: ReadonlyMap<string, string>,
 ): Promise<string[]> {
+  return chainProblemsOfArchives(backup, archivesReferenced(manifest), committed, lookup, damaged);
+}
+
+/**
+ * {@link chainProblems} from the archive keys a manifest references, for callers that streamed the
+ * manifest (the sharded planner) instead of holding it.
+ */
+export async function chainProblemsOfArchives(
+  backup: CatalogEntry,
+  referenced: Iterable<string>,
+  committed: readonly CatalogEntry[],
+  lookup: ChainLookup,
+  damaged: ReadonlyMap<string, string>,
+): Promise<string[]> {
   const byId = new Map<string, CatalogEntry>();
   for (const entry of committed) byId.set(entry.backupId, entry);
   byId.set(backup.backupId, backup);
@@ -271,7 +285,7 @@ export async function chainProblems(
     const holder = owner ? byId.get(owner.backupId) : undefined;
     return holder && holder.type === owner?.type ? holder : undefined;
   };
-  const keys = new Set(archivesReferenced(manifest));
+  const keys = new Set(referenced);
   for (const key of expectedArchiveKeys(backup, await lookup.metadata(backup))) keys.add(key);
   const problems: string[] = [];
   // Per holder, once: a sharded backup has many parts, and one sentence per part would bury the rest.

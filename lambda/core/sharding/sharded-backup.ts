@@ -36,10 +36,10 @@ import {
   DEFAULT_MAX_SHRINK_PERCENT,
   nextBackupId,
   removeStoreLeftovers,
-  resolveChain,
   shrinkWarnings,
   writeStatus,
 } from '../archiver/backup.js';
+import { chooseBackupType } from '../archiver/plan.js';
 import { resolveSourceRoot, type ScannedEntry, type SkippedPath } from '../archiver/scan.js';
 import { scanTreeStream } from '../archiver/scan-stream.js';
 import { DEFAULT_BYTES_PER_SECOND, perFileMsFromScan, type TimeModelRates } from '../archiver/time-model.js';
@@ -49,9 +49,12 @@ import { ArchiveVerificationError, errorMessage, MediaBackupError, UsageError } 
 import { defaultIoConcurrency, parseIoConcurrency } from '../io-concurrency.js';
 import {
   type BackupMetadata,
+  type CatalogEntry,
+  chainProblemsOfArchives,
   listCommittedBackups,
   type PartRecord,
   readMetadata,
+  readVerifiedDamage,
 } from '../repository/catalog.js';
 import { BACKUP_LOCK, keysFor } from '../repository/layout.js';
 import {
@@ -63,6 +66,7 @@ import {
   type ManifestEntry,
   type ManifestHeader,
 } from '../repository/manifest.js';
+import { openManifestStream } from '../repository/manifest-stream.js';
 import { TOOL_VERSION } from '../version.js';
 import { gzipLines, JsonLinesWriter, pipeToFile, readJsonLines, readJsonLinesFile } from './jsonl.js';
 import { MAX_SHARDS, ShardCutter, type ShardRange, shardCostMs } from './shard-plan.js';
@@ -1080,7 +1084,7 @@ export async function runShardedBackup(
     await removeStoreLeftovers(store, lockTtlMs, logger);
     await resolveSourceRoot(options.source, options.sourceHint);
     const committed = await listCommittedBackups(store);
-    const decision = await resolveChain(store, logger, options, committed, startedAt);
+    const decision = await resolveChainStreaming(store, logger, options, committed, startedAt);
     const backupId = await nextBackupId(store, clock, committed);
     const scan = await scanTreeStream(options.source, {
       exclude: options.exclude,
@@ -1098,7 +1102,7 @@ export async function runShardedBackup(
       root: scan.root,
       rootMeta: scan.rootMeta,
       entries: scan.entries(),
-      baseEntries: decision.baseManifest?.entries,
+      baseEntries: decision.baseEntries?.(),
       skipped: () => scan.skipped,
       rehashAll: options.rehashAll,
       shards,
@@ -1136,6 +1140,68 @@ export async function runShardedBackup(
       ?.release()
       .catch((error) => logger.warn('could not release the lock', { error: errorMessage(error) }));
   }
+}
+
+/**
+ * backup.ts's resolveChain without holding the base manifest: one streaming pass collects the
+ * archives it references for the chain check (missing, wrong size, found damaged -> a full, with the
+ * reason), and the join streams it again. Memory: the set of archive keys, not the entries.
+ */
+async function resolveChainStreaming(
+  store: ObjectStore,
+  logger: Logger,
+  options: BackupOptions,
+  committed: readonly CatalogEntry[],
+  now: Date,
+): Promise<{
+  type: BackupType;
+  reason: string;
+  base?: CatalogEntry;
+  baseEntries?: () => AsyncIterable<ManifestEntry>;
+}> {
+  const decision = chooseBackupType(options.type ?? 'auto', committed, now, options.fullIntervalDays ?? 7);
+  const base = decision.base;
+  if (decision.type === 'full' || !base) return decision;
+  const label = `${base.manifestKey} (backup ${base.backupId})`;
+  const open = async () => {
+    const stream = await openManifestStream(await store.getStream(base.manifestKey), label);
+    if (stream.header.backupId !== base.backupId) {
+      throw new ShardStateError(
+        `manifest ${base.manifestKey} names backup ${stream.header.backupId}, not ${base.backupId}`,
+      );
+    }
+    return stream.entries;
+  };
+  let problems: string[];
+  try {
+    const referenced = new Set<string>();
+    for await (const entry of await open()) if (entry.type === 'file') referenced.add(entry.archive);
+    problems = await chainProblemsOfArchives(
+      base,
+      referenced,
+      committed,
+      { size: async (key) => (await store.head(key))?.size, metadata: (entry) => readMetadata(store, entry) },
+      await readVerifiedDamage(store),
+    );
+  } catch (error) {
+    const reason = `chain of ${base.backupId} cannot be read (${errorMessage(error)}); taking a full backup`;
+    logger.warn(reason);
+    return { type: 'full', reason };
+  }
+  if (problems.length > 0) {
+    const state = problems.some((p) => p.endsWith(' is missing')) ? 'cannot be read' : 'is damaged';
+    const reason = `chain of ${base.backupId} ${state} (${problems.join('; ')}); taking a full backup`;
+    logger.warn(reason);
+    return { type: 'full', reason };
+  }
+  return {
+    ...decision,
+    baseEntries: () => ({
+      async *[Symbol.asyncIterator]() {
+        yield* await open();
+      },
+    }),
+  };
 }
 
 /** Runs the shards with at most `parallel` at once; the first failure stops the rest. */
