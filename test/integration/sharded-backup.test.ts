@@ -255,3 +255,19 @@ describe('shard retries', () => {
     expect(await snap(target)).toEqual(await snap(source));
   });
 });
+
+describe('backup ids', () => {
+  it('a new run never reuses the id of a failed sharded run whose parts or work objects remain', async () => {
+    const source = await makeTree(5);
+    const storeDir = await dirs.make('shard-ids-');
+    const store = new FsObjectStore(storeDir);
+    // What a failed sharded run at 02:00:01 leaves on S3 (no delete permission): a part, no manifest.
+    await store.put('full/backup_20261103_020001.part-0001.tar.gz', 'left by a failed run');
+    await store.put('staging/backup_20261103_020002/plan.json', '{}');
+    const result = await runBackup(
+      { store, clock: tickingClock('2026-11-03T02:00:00Z'), logger: silentLogger },
+      { source, type: 'full' },
+    );
+    expect(result.backupId).toBe('backup_20261103_020003');
+  });
+});

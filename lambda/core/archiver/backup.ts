@@ -670,10 +670,14 @@ export async function nextBackupId(
   const latest = committed.at(-1)?.backupId ?? '';
   for (let attempt = 0; attempt < 40; attempt++) {
     const id = backupIdFor(clock.now());
+    // Any object of that id: an archive, or the parts, metadata and work objects of a sharded run.
     const taken =
       id <= latest ||
       (await store.head(keysFor('full', id).archive)) ||
-      (await store.head(keysFor('incremental', id).archive));
+      (await store.head(keysFor('incremental', id).archive)) ||
+      (await store.list(`full/${id}.`)).length > 0 ||
+      (await store.list(`incremental/${id}.`)).length > 0 ||
+      (await store.list(`staging/${id}/`)).length > 0;
     if (!taken) return id;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
