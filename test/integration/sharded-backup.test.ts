@@ -271,3 +271,44 @@ describe('backup ids', () => {
     expect(result.backupId).toBe('backup_20261103_020003');
   });
 });
+
+describe('a file that vanished between the plan and its shard', () => {
+  it('keeps the previous version in a sharded incremental and reports it skipped', async () => {
+    const source = await makeTree(30);
+    const storeDir = await dirs.make('shard-vanish-');
+    const store = new FsObjectStore(storeDir);
+    const clock = tickingClock('2026-11-04T02:00:00Z');
+    const deps = { store, clock, logger: silentLogger };
+    const full = await runShardedBackup(deps, { source, shards: 2 });
+    const before = await snap(source);
+    // Changed after the full: planned to be re-read, then gone before its shard runs.
+    await appendFile(path.join(source, 'a-b'), ' edited');
+    const committed = await listCommittedBackups(store);
+    const baseManifest = await readManifest(store, committed[0]);
+    const scan = await scanTree(source);
+    const plan = await writeShardPlan(deps, {
+      backupId: 'backup_20261104_030000',
+      type: 'incremental',
+      reason: 'test',
+      baseBackupId: full.backupId,
+      createdAt: new Date('2026-11-04T03:00:00Z'),
+      root: scan.root,
+      rootMeta: scan.rootMeta,
+      entries: scan.entries,
+      baseEntries: baseManifest.entries,
+      skipped: () => scan.skipped,
+      shards: 2,
+      gzipLevel: 5,
+      maxShrinkPercent: 50,
+    });
+    await rm(path.join(source, 'a-b'));
+    for (const item of plan.items) await runShard(deps, item, { source });
+    const result = await commitShardedBackup(deps, plan.planKey);
+    expect(result.skipped).toEqual([
+      { path: 'a-b', reason: expect.stringMatching(/previous version kept$/) },
+    ]);
+    // The restore point still has the file as the full had it.
+    const restored = await snap(await restoreInto(store, result.backupId));
+    expect(restored['a-b']).toEqual(before['a-b']);
+  });
+});
