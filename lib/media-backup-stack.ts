@@ -11,6 +11,7 @@ import { BackupFunction, type BackupFunctionProps, EFS_MOUNT_PATH } from './cons
 import { MediaFileSystem } from './constructs/media-file-system.js';
 import { Monitoring } from './constructs/monitoring.js';
 import { Notifications } from './constructs/notifications.js';
+import { ShardedRestoreStateMachine } from './constructs/restore-state-machine.js';
 import { BackupSchedules } from './constructs/schedules.js';
 import { ShardedBackupStateMachine } from './constructs/state-machines.js';
 
@@ -35,6 +36,10 @@ export class MediaBackupStack extends Stack {
   public readonly backupFunction: BackupFunction;
   /** Restores backups: reads the bucket, reads and writes EFS. */
   public readonly restoreFunction: BackupFunction;
+  /** The steps of the restore state machine: reads the bucket, reads and writes EFS. */
+  public readonly restorePhaseFunction: BackupFunction;
+  /** Restores a backup archive by archive (sharded backups, long chains); started by an operator. */
+  public readonly restoreStateMachine: ShardedRestoreStateMachine;
   /** Verifies backups: reads the bucket only, no EFS. */
   public readonly verifyFunction: BackupFunction;
   /** Archives one shard of a sharded backup (invoked by the backup state machine). */
@@ -147,6 +152,34 @@ export class MediaBackupStack extends Stack {
       this.backupBucket.grantBackupRead(fn),
     );
 
+    // A restore too big for one invocation runs as a state machine: the same access as the restore
+    // function, plus creating its archive list under staging/ (create-only) for the Distributed Map.
+    this.restorePhaseFunction = new BackupFunction(this, 'RestorePhase', {
+      entry: path.join(HANDLERS_DIR, 'restore-phase.ts'),
+      description:
+        'media-backup: one step of the restore state machine (prepare, one archive, finish, abandon)',
+      timeout: Duration.minutes(15),
+      memorySize: config.restoreMemoryMb,
+      logRetention,
+      fileSystem: { accessPoint: this.mediaFileSystem.accessPoint, access: 'read-write' },
+      ...network,
+      environment: {
+        ...common,
+        POWERTOOLS_SERVICE_NAME: 'media-backup-restore-phase',
+        DEADLINE_MARGIN_MS: String(DEADLINE_MARGIN_MS),
+      },
+    });
+    this.restorePhaseFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) => {
+      this.backupBucket.grantBackupRead(fn);
+      this.backupBucket.grantStagingCreate(fn);
+    });
+    this.restoreStateMachine = new ShardedRestoreStateMachine(this, 'RestoreStateMachine', {
+      backupBucket: this.backupBucket,
+      phaseFunction: this.restorePhaseFunction,
+      maxConcurrency: config.shardMaxConcurrency,
+      logRetention,
+    });
+
     // Verify needs no EFS, but runs in the VPC anyway: the bucket is reached through the gateway
     // endpoint, and the read-only role has no reason to run on the public Lambda network.
     this.verifyFunction = new BackupFunction(this, 'Verify', {
@@ -174,6 +207,7 @@ export class MediaBackupStack extends Stack {
         this.shardCommitFunction,
         this.shardCleanupFunction,
         this.restoreFunction,
+        this.restorePhaseFunction,
         this.verifyFunction,
       ]) {
         fn.addEnvironment('KMS_KEY_ID', encryptionKey.keyArn);
@@ -228,6 +262,7 @@ export class MediaBackupStack extends Stack {
       scheduler: this.schedules,
       backupFunction: this.backupFunction,
       backupStateMachine: this.backupStateMachine.stateMachine,
+      restoreStateMachine: this.restoreStateMachine.stateMachine,
       functions: {
         backup: this.backupFunction,
         restore: this.restoreFunction,
@@ -384,6 +419,16 @@ export class MediaBackupStack extends Stack {
       [this.shardCommitFunction, { ...reader, ...writer, ...(withKey ? kms : {}) }],
       [this.shardCleanupFunction, { ...reader, ...writer, ...(withKey ? kms : {}) }],
       [this.restoreFunction, reader],
+      [
+        this.restorePhaseFunction,
+        {
+          ...reader,
+          [objects('staging/*')]:
+            'The restore state machine writes each job its archive list under staging/restore-<jobId>/, a new key ' +
+            'per job; create-only (s3:if-none-match), nothing outside staging/',
+          ...(withKey ? kms : {}),
+        },
+      ],
       [this.verifyFunction, { ...reader, ...(withKey ? kms : {}) }],
       [this.monitoring.monitorFunction, reader],
       ...(notify ? [[notify, reader] as [BackupFunction, Record<string, string>]] : []),
@@ -442,6 +487,22 @@ export class MediaBackupStack extends Stack {
         region,
         ' --max-results 10 --state-machine-arn ',
         this.backupStateMachine.stateMachineArn,
+      ]),
+    });
+    new CfnOutput(this, 'RestoreStateMachineArn', {
+      description: 'State machine restoring a backup archive by archive (for sharded backups)',
+      value: this.restoreStateMachine.stateMachineArn,
+    });
+    new CfnOutput(this, 'StartShardedRestoreCommand', {
+      description:
+        'Restore a sharded backup (parts extracted in parallel) into restores/<backupId>; the input takes the ' +
+        "restore function's fields (backup, at, paths, target, mode). Small backups: RestoreLatestCommand",
+      value: Fn.join('', [
+        'aws stepfunctions start-execution --region ',
+        region,
+        ' --state-machine-arn ',
+        this.restoreStateMachine.stateMachineArn,
+        ` --input '${JSON.stringify({ backup: 'latest' })}'`,
       ]),
     });
     new CfnOutput(this, 'ManualBackupCommand', {

@@ -254,6 +254,23 @@ export class BackupBucket extends Construct {
     this.encryptionKey?.grantDecrypt(grantee);
   }
 
+  /**
+   * Lets a read-only role (restore) write the work list of its state machine run: `s3:PutObject`
+   * on `<prefix>staging/*` only, and only as a create (`s3:if-none-match` = `*`): it cannot replace
+   * any object, nor write outside staging/.
+   */
+  public grantStagingCreate(grantee: IGrantable): void {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new PolicyStatement({
+        sid: 'CreateStagingObjectsOnlyIfAbsent',
+        actions: ['s3:PutObject'],
+        resources: [this.objects('staging/*')],
+        conditions: { StringEquals: { 's3:if-none-match': '*' } },
+      }),
+    );
+    this.encryptionKey?.grantEncrypt(grantee);
+  }
+
   /** ARN pattern of the work objects of sharded runs, `<prefix>staging/*`. */
   public get stagingObjectsArn(): string {
     return this.objects('staging/*');

@@ -98,6 +98,14 @@ export interface MonitoringProps {
   readonly backupStateMachine?: IStateMachine;
 
   /**
+   * The restore state machine: a run that failed, timed out or was aborted pages (one email per run;
+   * a failed restore is not a backup failure, so it stays out of the composite).
+   *
+   * @default - no restore state machine alarm
+   */
+  readonly restoreStateMachine?: IStateMachine;
+
+  /**
    * The dead-letter queue of failed scheduled invocations and runs: alarmed when it holds a message.
    *
    * @default - no queue alarm
@@ -402,22 +410,34 @@ export class Monitoring extends Construct {
       });
     }
 
-    if (props.backupStateMachine) {
-      const sm = props.backupStateMachine;
+    const unsuccessfulExecutions = (sm: IStateMachine) => {
       const period = Duration.minutes(5);
+      return new MathExpression({
+        expression: 'failed + timedOut + aborted',
+        usingMetrics: {
+          failed: sm.metricFailed({ statistic: 'Sum', period }),
+          timedOut: sm.metricTimedOut({ statistic: 'Sum', period }),
+          aborted: sm.metricAborted({ statistic: 'Sum', period }),
+        },
+        period,
+      });
+    };
+    if (props.restoreStateMachine) {
+      alarm('sharded-restore-failed', {
+        description:
+          'A restore run of the restore state machine failed, timed out or was aborted: the target is as it was. ' +
+          'Open the execution in the Step Functions console (its failed state and error).',
+        metric: unsuccessfulExecutions(props.restoreStateMachine),
+        threshold: 1,
+        owner: 'page',
+      });
+    }
+    if (props.backupStateMachine) {
       alarm('sharded-backup-failed', {
         description:
           'A sharded backup run (the backup state machine) failed, timed out or was aborted: nothing was committed. ' +
           'Open the execution in the Step Functions console (its failed state and error) and read status/last-run.json.',
-        metric: new MathExpression({
-          expression: 'failed + timedOut + aborted',
-          usingMetrics: {
-            failed: sm.metricFailed({ statistic: 'Sum', period }),
-            timedOut: sm.metricTimedOut({ statistic: 'Sum', period }),
-            aborted: sm.metricAborted({ statistic: 'Sum', period }),
-          },
-          period,
-        }),
+        metric: unsuccessfulExecutions(props.backupStateMachine),
         threshold: 1,
         ...stayFailed,
         owner: 'failing',

@@ -196,6 +196,7 @@ export class ShardedBackupStateMachine extends Construct {
       this.stateMachine,
       [props.shardFunction, props.commitFunction, props.cleanupFunction],
       backupBucket,
+      BACKUP_MAP_LABEL,
     );
   }
 
@@ -210,8 +211,11 @@ export class ShardedBackupStateMachine extends Construct {
   }
 }
 
-/** A Lambda task with the project's timeout and service-error retries; the result shaped by `options`. */
-function lambdaTask(
+/**
+ * A Lambda task with the project's timeout and service-error retries; the result shaped by `options`.
+ * @internal shared by the state machine constructs
+ */
+export function lambdaTask(
   scope: Construct,
   id: string,
   fn: BackupFunction,
@@ -250,7 +254,7 @@ function lambdaTask(
  * already 0, but CDK leaves a 0 out of the definition; written out, a reader (and the infra test)
  * sees the rule instead of having to know the default.
  */
-class ZeroToleranceDistributedMap extends DistributedMap {
+export class ZeroToleranceDistributedMap extends DistributedMap {
   constructor(scope: Construct, id: string, props: Omit<DistributedMapProps, 'toleratedFailurePercentage'>) {
     super(scope, id, props);
   }
@@ -265,7 +269,7 @@ class ZeroToleranceDistributedMap extends DistributedMap {
  * bucket) is replaced by {@link BackupBucket.grantStagingRead}: the state machine reads
  * `<prefix>staging/*` only.
  */
-class StagingJsonLItemReader extends S3JsonLItemReader {
+export class StagingJsonLItemReader extends S3JsonLItemReader {
   constructor(props: { backupBucket: BackupBucket; key: string }) {
     super({ bucket: props.backupBucket.bucket, key: props.key });
   }
@@ -276,7 +280,7 @@ class StagingJsonLItemReader extends S3JsonLItemReader {
 }
 
 /** Standard workflows run for at most a year. */
-function requireExecutionTimeout(timeout: Duration): void {
+export function requireExecutionTimeout(timeout: Duration): void {
   const seconds = timeout.toSeconds();
   if (!Number.isSafeInteger(seconds) || seconds < 60 || seconds > Duration.days(365).toSeconds()) {
     throw new Error(
@@ -289,10 +293,11 @@ function requireExecutionTimeout(timeout: Duration): void {
  * cdk-nag findings of a state machine that are accepted, each with its reason. Called by every state
  * machine construct of this file.
  */
-function acknowledgeStateMachineFindings(
+export function acknowledgeStateMachineFindings(
   stateMachine: StateMachine,
   functions: readonly BackupFunction[],
   { bucket, backupPrefix }: BackupBucket,
+  mapLabel: string,
 ): void {
   const stack = Stack.of(stateMachine);
   Validations.of(stateMachine).acknowledge({
@@ -316,7 +321,7 @@ function acknowledgeStateMachineFindings(
     [`${executions}:*`]:
       'CDK grant for a Distributed Map: the state machine describes and stops its own child executions, ' +
       'whose names are generated per run; only executions of this state machine are covered',
-    [`${executions}/${BACKUP_MAP_LABEL}:*`]:
+    [`${executions}/${mapLabel}:*`]:
       'CDK grant for a Distributed Map: the state machine redrives the child executions of its own labelled ' +
       'Map Run, whose names are generated per run',
   };

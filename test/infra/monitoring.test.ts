@@ -44,6 +44,8 @@ describe('Monitoring alarms', () => {
     'MediaBackup-backup-duration',
     'MediaBackup-notification-failures',
     'MediaBackup-dead-letter-age',
+    // A failed restore run of the restore state machine (not a backup failure: not in the composite).
+    'MediaBackup-sharded-restore-failed',
   ];
   const FAILING_MEMBERS = [
     'MediaBackup-backup-age',
@@ -192,8 +194,8 @@ describe('Monitoring alarms', () => {
           expect(action).toEqual(topic);
       }
     }
-    // 6 metric alarms, 5 functions x (errors, throttles), 2 on the queue, 1 on the backup state machine.
-    expect(alarms).toHaveLength(19);
+    // 6 metric alarms, 5 functions x (errors, throttles), 2 on the queue, 1 on each state machine.
+    expect(alarms).toHaveLength(20);
   });
 
   it("routes a failed backup run to the queue (a member of the composite), restore and verify runs to notify's mail", () => {
@@ -222,7 +224,7 @@ describe('Monitoring alarms', () => {
 
   it('has alarms without notificationEmail too, minus the notify function', () => {
     const { template: quiet } = synthStack();
-    expect(Object.keys(quiet.findResources('AWS::CloudWatch::Alarm'))).toHaveLength(17);
+    expect(Object.keys(quiet.findResources('AWS::CloudWatch::Alarm'))).toHaveLength(18);
     quiet.resourceCountIs('AWS::CloudWatch::CompositeAlarm', 1);
   });
 });
@@ -289,8 +291,9 @@ describe('Monitoring: monitor function and schedule', () => {
     const { template: full } = synthStack({ notificationEmail: 'ops@example.com' });
     const functions = Object.values(full.findResources('AWS::Lambda::Function')) as Resource[];
 
-    // backup, restore, verify, monitor, notify, and the sharded backup's shard, commit and cleanup.
-    expect(functions).toHaveLength(8);
+    // backup, restore, verify, monitor, notify, the sharded backup's shard, commit and cleanup, and
+    // the restore state machine's phase function.
+    expect(functions).toHaveLength(9);
     full.allResourcesProperties('AWS::Lambda::Function', {
       Environment: { Variables: Match.objectLike({ STACK_NAME: 'MediaBackup' }) },
     });

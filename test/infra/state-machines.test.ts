@@ -12,13 +12,18 @@ import {
 } from '../../lib/constructs/state-machines.js';
 import { ConfigError, MediaBackupStack, parseConfig } from '../../lib/index.js';
 import {
+  allows,
   allStates,
   type CfnTemplate,
   definitionOf,
   functionArn,
+  glob,
   type Json,
+  list,
   resolveIntrinsics,
+  rolesAllowing,
   stateMachineArn,
+  statementsOfRole,
   validateAsl,
 } from '../fixtures/local-sfn.js';
 import { cdkJsonContext, newTestApp } from './test-app.js';
@@ -34,46 +39,6 @@ function synthStack(raw: Record<string, unknown> = {}) {
 
 const id = (construct: IConstruct) =>
   Stack.of(construct).getLogicalId((construct.node.defaultChild ?? construct) as CfnElement);
-
-type Statement = { Effect: string; Action: string | string[]; Resource: string | string[]; Condition?: Json };
-const list = <T>(value: T | T[]): T[] => (Array.isArray(value) ? value : [value]);
-
-/** Every identity-policy statement of role `roleId`, intrinsics resolved to placeholder ARNs. */
-function statementsOfRole(json: CfnTemplate, roleId: string): Statement[] {
-  return Object.values(json.Resources)
-    .filter((r) => r.Type === 'AWS::IAM::Policy')
-    .filter((r) => ((r.Properties?.Roles ?? []) as Json[]).some((role) => role.Ref === roleId))
-    .flatMap((r) => resolveIntrinsics(r.Properties?.PolicyDocument.Statement, json) as Statement[]);
-}
-
-const glob = (pattern: string) =>
-  new RegExp(
-    `^${pattern
-      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-      .replace(/\*/g, '.*')
-      .replace(/\?/g, '.')}$`,
-  );
-
-/** Whether an unconditional Allow of `statements` lets the role do `action` on `resource` (no Deny exists here). */
-function allows(statements: Statement[], action: string, resource: string): boolean {
-  return statements.some(
-    (s) =>
-      s.Effect === 'Allow' &&
-      s.Condition === undefined &&
-      list(s.Action).some((a) => glob(a).test(action)) &&
-      list(s.Resource).some((r) => glob(r).test(resource)),
-  );
-}
-
-/** Roles (logical ids) with any statement whose action matches `action`. */
-function rolesAllowing(json: CfnTemplate, action: string): string[] {
-  const roles = Object.entries(json.Resources)
-    .filter(([, r]) => r.Type === 'AWS::IAM::Role')
-    .map(([roleId]) => roleId);
-  return roles.filter((roleId) =>
-    statementsOfRole(json, roleId).some((s) => list(s.Action).some((a) => glob(a).test(action))),
-  );
-}
 
 describe('backup state machine definition', () => {
   const { stack, json } = synthStack();
@@ -295,11 +260,17 @@ describe('IAM of the sharded backup', () => {
       list(s.Action).some((a) => glob(a).test('states:StartExecution')),
     );
     expect(starts).toEqual([{ Effect: 'Allow', Action: 'states:StartExecution', Resource: smArn }]);
+    // Besides, each state machine starts (and stops) only its own Distributed Map children.
+    const restoreSm = stack.restoreStateMachine.stateMachine;
     expect(rolesAllowing(json, 'states:StartExecution').sort()).toEqual(
-      [id(stack.backupFunction.function.role!), id(sm.role)].sort(),
+      [id(stack.backupFunction.function.role!), id(sm.role), id(restoreSm.role)].sort(),
     );
-    // Nobody may stop or redrive a run but the state machine itself.
-    expect(rolesAllowing(json, 'states:StopExecution')).toEqual([id(sm.role)]);
+    const restoreRole = statementsOfRole(json, id(restoreSm.role));
+    expect(allows(restoreRole, 'states:StartExecution', smArn)).toBe(false);
+    expect(allows(restoreRole, 'states:StartExecution', stateMachineArn(id(restoreSm)))).toBe(true);
+    expect(rolesAllowing(json, 'states:StopExecution').sort()).toEqual(
+      [id(sm.role), id(restoreSm.role)].sort(),
+    );
   });
 
   it('tells the backup function the state machine and the lock time it hands over', () => {
@@ -329,7 +300,7 @@ describe('IAM of the sharded backup', () => {
     for (const fn of [stack.shardCommitFunction, stack.shardCleanupFunction]) {
       expect(json.Resources[id(fn.function)]?.Properties?.FileSystemConfigs).toBeUndefined();
     }
-    template.resourceCountIs('AWS::StepFunctions::StateMachine', 1);
+    template.resourceCountIs('AWS::StepFunctions::StateMachine', 2);
   });
 
   it('gives shard, commit and cleanup no delete action and no unconditional create of backup objects', () => {

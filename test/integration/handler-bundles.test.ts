@@ -26,6 +26,8 @@ const HANDLERS = [
   'shard',
   'shard-commit',
   'shard-cleanup',
+  // The restore state machine's steps.
+  'restore-phase',
 ] as const;
 type HandlerName = (typeof HANDLERS)[number];
 type Handler = (event: unknown, context: unknown) => Promise<unknown>;
