@@ -61,6 +61,9 @@ export const handler = async (event: unknown, context: Context): Promise<Restore
         target,
         mode: request.mode,
         dryRun: request.dryRun,
+        // A sharded backup's parts (or a full and its incrementals) stream side by side: their
+        // downloads and EFS writes overlap. Two suit the default 2-vCPU function.
+        parallel: 2,
       },
     );
     return { ...result, targetPath };

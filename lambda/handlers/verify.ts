@@ -31,6 +31,8 @@ export const handler = async (event: unknown, context: Context): Promise<VerifyR
         deep: request.deep,
         // The scheduled drill ({"backup":"latest","deep":true}) rotates over older archives too.
         rotate: request.deep && !request.all && request.backup === 'latest',
+        // Deep checks of a sharded backup read two parts at a time (downloads overlap).
+        parallel: 2,
       },
     );
     if (result.status === 'FAILED') {
