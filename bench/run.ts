@@ -10,6 +10,7 @@
  *   BENCH_FILE_COUNT=200000 npm run bench  # only the file-count section (bench/file-count.ts)
  *   BENCH_EFS=1 npm run bench              # adds the EFS-like section (bench/efs.ts, latency FUSE)
  *   BENCH_EFS=1 BENCH_ONLY_EFS=1 npm run bench   # only the EFS-like section
+ *   BENCH_ONLY_SHARDS=1 npm run bench      # only the shard section (bench/shards.ts); BENCH_SHARDS=0 skips it
  *
  * Environment: BENCH_DIR (work folder), BENCH_BYTES (tree size), BENCH_RUNS (repetitions, median
  * reported), BENCH_SEED (tree seed), BENCH_PEERS=0 (skip the pigz/restic/borg peers), BENCH_S3=0
@@ -54,6 +55,7 @@ import {
   runVariant,
   type ToolStatus,
 } from './peers.js';
+import { runShardBench } from './shards.js';
 import {
   CLI,
   CLI_NODE_ARGS,
@@ -387,6 +389,23 @@ function warmPageCache(root: string, files: readonly TreeFile[]): number {
   return (performance.now() - started) / 1000;
 }
 
+/** The shard section (bench/shards.ts, issue 14) on the same tree, built or reused. */
+async function runShardSection(config: BenchConfig): Promise<void> {
+  mkdirSync(config.dir, { recursive: true });
+  const files = planTree(config.seed, config.treeBytes);
+  ensureTree(config, files);
+  const root = treeRoot(config);
+  await runShardBench({
+    dir: config.dir,
+    root,
+    files: files.length,
+    bytes: files.reduce((sum, f) => sum + f.size, 0),
+    warm: () => {
+      warmPageCache(root, files);
+    },
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -394,6 +413,10 @@ async function main(): Promise<void> {
   if (process.env.BENCH_ONLY_EFS === '1') {
     // Alone: the EFS-like section (bench/efs.ts) builds its own small-file trees.
     await runEfsBench(config.dir);
+    return;
+  }
+  if (process.env.BENCH_ONLY_SHARDS === '1') {
+    await runShardSection(config);
     return;
   }
   const fileCount = process.env.BENCH_FILE_COUNT;
@@ -1027,6 +1050,7 @@ async function main(): Promise<void> {
     issue6Targets: issue6,
   };
   console.log(`BENCH_JSON ${JSON.stringify(summary)}`);
+  if (process.env.BENCH_SHARDS !== '0') await runShardSection(config);
   if (process.env.BENCH_EFS === '1') await runEfsBench(config.dir);
 }
 
