@@ -14,6 +14,7 @@ import { Notifications } from './constructs/notifications.js';
 import { ShardedRestoreStateMachine } from './constructs/restore-state-machine.js';
 import { BackupSchedules } from './constructs/schedules.js';
 import { ShardedBackupStateMachine } from './constructs/state-machines.js';
+import { DeepVerifyStateMachine } from './constructs/verify-state-machine.js';
 
 /** Properties of a {@link MediaBackupStack}. */
 export interface MediaBackupStackProps extends StackProps {
@@ -50,6 +51,10 @@ export class MediaBackupStack extends Stack {
   public readonly shardCleanupFunction: BackupFunction;
   /** Runs a backup too big for one invocation as shards (started by the backup function). */
   public readonly backupStateMachine: ShardedBackupStateMachine;
+  /** The steps of the verify state machine: reads the bucket, writes its work list and last-verify.json. */
+  public readonly verifyPhaseFunction: BackupFunction;
+  /** Deep-verifies archive by archive (sharded backups, many backups); started by an operator. */
+  public readonly verifyStateMachine: DeepVerifyStateMachine;
   /** The backup and verify schedules and their dead-letter queue. */
   public readonly schedules: BackupSchedules;
   /** The alarm topic, its email subscription and the notify function (SES). */
@@ -199,6 +204,29 @@ export class MediaBackupStack extends Stack {
       this.backupBucket.grantStatusWrite(fn, VERIFY_STATUS_KEY);
     });
 
+    // A deep verify too big for one invocation runs as a state machine: the verify function's access,
+    // plus creating its work list and per-archive results under staging/ (create-only).
+    this.verifyPhaseFunction = new BackupFunction(this, 'VerifyPhase', {
+      entry: path.join(HANDLERS_DIR, 'verify-phase.ts'),
+      description: 'media-backup: one step of the deep verify state machine (plan, one archive, record)',
+      timeout: Duration.minutes(15),
+      memorySize: config.verifyMemoryMb,
+      logRetention,
+      ...network,
+      environment: { ...common, POWERTOOLS_SERVICE_NAME: 'media-backup-verify-phase' },
+    });
+    this.verifyPhaseFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) => {
+      this.backupBucket.grantBackupRead(fn);
+      this.backupBucket.grantStatusWrite(fn, VERIFY_STATUS_KEY);
+      this.backupBucket.grantStagingCreate(fn);
+    });
+    this.verifyStateMachine = new DeepVerifyStateMachine(this, 'VerifyStateMachine', {
+      backupBucket: this.backupBucket,
+      phaseFunction: this.verifyPhaseFunction,
+      maxConcurrency: config.shardMaxConcurrency,
+      logRetention,
+    });
+
     if (encryptionKey) {
       // Grants were added with the bucket grants above; the id tells the engine to request SSE-KMS.
       for (const fn of [
@@ -209,6 +237,7 @@ export class MediaBackupStack extends Stack {
         this.restoreFunction,
         this.restorePhaseFunction,
         this.verifyFunction,
+        this.verifyPhaseFunction,
       ]) {
         fn.addEnvironment('KMS_KEY_ID', encryptionKey.keyArn);
       }
@@ -263,6 +292,7 @@ export class MediaBackupStack extends Stack {
       backupFunction: this.backupFunction,
       backupStateMachine: this.backupStateMachine.stateMachine,
       restoreStateMachine: this.restoreStateMachine.stateMachine,
+      verifyStateMachine: this.verifyStateMachine.stateMachine,
       functions: {
         backup: this.backupFunction,
         restore: this.restoreFunction,
@@ -430,6 +460,16 @@ export class MediaBackupStack extends Stack {
         },
       ],
       [this.verifyFunction, { ...reader, ...(withKey ? kms : {}) }],
+      [
+        this.verifyPhaseFunction,
+        {
+          ...reader,
+          [objects('staging/*')]:
+            'The verify state machine writes each run its check list and one result per archive under ' +
+            'staging/verify-<runId>/, new keys per run; create-only (s3:if-none-match), nothing outside staging/',
+          ...(withKey ? kms : {}),
+        },
+      ],
       [this.monitoring.monitorFunction, reader],
       ...(notify ? [[notify, reader] as [BackupFunction, Record<string, string>]] : []),
     ];
@@ -503,6 +543,22 @@ export class MediaBackupStack extends Stack {
         ' --state-machine-arn ',
         this.restoreStateMachine.stateMachineArn,
         ` --input '${JSON.stringify({ backup: 'latest' })}'`,
+      ]),
+    });
+    new CfnOutput(this, 'VerifyStateMachineArn', {
+      description: 'State machine deep-verifying archive by archive (for sharded backups)',
+      value: this.verifyStateMachine.stateMachineArn,
+    });
+    new CfnOutput(this, 'StartDeepVerifyCommand', {
+      description:
+        'Deep-verify the latest backup archive by archive (parts checked in parallel) and record the outcome; ' +
+        "the input takes the verify function's fields (backup, all)",
+      value: Fn.join('', [
+        'aws stepfunctions start-execution --region ',
+        region,
+        ' --state-machine-arn ',
+        this.verifyStateMachine.stateMachineArn,
+        ` --input '${JSON.stringify({ backup: 'latest', deep: true })}'`,
       ]),
     });
     new CfnOutput(this, 'ManualBackupCommand', {

@@ -106,6 +106,14 @@ export interface MonitoringProps {
   readonly restoreStateMachine?: IStateMachine;
 
   /**
+   * The deep verify state machine: a run that failed (damage found, or the store unreadable), timed
+   * out or was aborted pages, one email per run.
+   *
+   * @default - no verify state machine alarm
+   */
+  readonly verifyStateMachine?: IStateMachine;
+
+  /**
    * The dead-letter queue of failed scheduled invocations and runs: alarmed when it holds a message.
    *
    * @default - no queue alarm
@@ -428,6 +436,16 @@ export class Monitoring extends Construct {
           'A restore run of the restore state machine failed, timed out or was aborted: the target is as it was. ' +
           'Open the execution in the Step Functions console (its failed state and error).',
         metric: unsuccessfulExecutions(props.restoreStateMachine),
+        threshold: 1,
+        owner: 'page',
+      });
+    }
+    if (props.verifyStateMachine) {
+      alarm('sharded-verify-failed', {
+        description:
+          'A deep verify run of the verify state machine failed: a backup is damaged (status/last-verify.json names ' +
+          'it and the execution lists the problems), or the store could not be read. Take a new full backup.',
+        metric: unsuccessfulExecutions(props.verifyStateMachine),
         threshold: 1,
         owner: 'page',
       });

@@ -139,9 +139,9 @@ describe('MediaBackupStack functions', () => {
   });
 
   it('gives every function its own log group with the configured retention', () => {
-    // backup, restore, verify, monitor, shard, shard commit, shard cleanup, restore phase and the two
-    // state machines (notify only with notificationEmail).
-    template.resourceCountIs('AWS::Logs::LogGroup', 10);
+    // backup, restore, verify, monitor, shard, shard commit, shard cleanup, restore phase, verify
+    // phase and the three state machines (notify only with notificationEmail).
+    template.resourceCountIs('AWS::Logs::LogGroup', 12);
     template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 90 });
     const { template: longer } = synthStack({ logRetentionDays: 365 });
     longer.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 365 });
@@ -689,7 +689,7 @@ describe('failure notification', () => {
     template.resourceCountIs('AWS::SNS::Topic', 1);
     template.resourceCountIs('AWS::SNS::Subscription', 0);
     template.resourceCountIs('AWS::SES::EmailIdentity', 0);
-    // backup, restore, verify, monitor, shard, shard commit, shard cleanup, restore phase.
-    template.resourceCountIs('AWS::Lambda::Function', 8);
+    // backup, restore, verify, monitor, shard, shard commit, shard cleanup, restore and verify phase.
+    template.resourceCountIs('AWS::Lambda::Function', 9);
   });
 });

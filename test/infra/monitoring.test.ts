@@ -46,6 +46,8 @@ describe('Monitoring alarms', () => {
     'MediaBackup-dead-letter-age',
     // A failed restore run of the restore state machine (not a backup failure: not in the composite).
     'MediaBackup-sharded-restore-failed',
+    // A failed deep verify run of the verify state machine.
+    'MediaBackup-sharded-verify-failed',
   ];
   const FAILING_MEMBERS = [
     'MediaBackup-backup-age',
@@ -195,7 +197,7 @@ describe('Monitoring alarms', () => {
       }
     }
     // 6 metric alarms, 5 functions x (errors, throttles), 2 on the queue, 1 on each state machine.
-    expect(alarms).toHaveLength(20);
+    expect(alarms).toHaveLength(21);
   });
 
   it("routes a failed backup run to the queue (a member of the composite), restore and verify runs to notify's mail", () => {
@@ -224,7 +226,7 @@ describe('Monitoring alarms', () => {
 
   it('has alarms without notificationEmail too, minus the notify function', () => {
     const { template: quiet } = synthStack();
-    expect(Object.keys(quiet.findResources('AWS::CloudWatch::Alarm'))).toHaveLength(18);
+    expect(Object.keys(quiet.findResources('AWS::CloudWatch::Alarm'))).toHaveLength(19);
     quiet.resourceCountIs('AWS::CloudWatch::CompositeAlarm', 1);
   });
 });
@@ -292,8 +294,8 @@ describe('Monitoring: monitor function and schedule', () => {
     const functions = Object.values(full.findResources('AWS::Lambda::Function')) as Resource[];
 
     // backup, restore, verify, monitor, notify, the sharded backup's shard, commit and cleanup, and
-    // the restore state machine's phase function.
-    expect(functions).toHaveLength(9);
+    // the restore and verify state machines' phase functions.
+    expect(functions).toHaveLength(10);
     full.allResourcesProperties('AWS::Lambda::Function', {
       Environment: { Variables: Match.objectLike({ STACK_NAME: 'MediaBackup' }) },
     });

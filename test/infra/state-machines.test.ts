@@ -261,15 +261,17 @@ describe('IAM of the sharded backup', () => {
     );
     expect(starts).toEqual([{ Effect: 'Allow', Action: 'states:StartExecution', Resource: smArn }]);
     // Besides, each state machine starts (and stops) only its own Distributed Map children.
-    const restoreSm = stack.restoreStateMachine.stateMachine;
+    const others = [stack.restoreStateMachine.stateMachine, stack.verifyStateMachine.stateMachine];
     expect(rolesAllowing(json, 'states:StartExecution').sort()).toEqual(
-      [id(stack.backupFunction.function.role!), id(sm.role), id(restoreSm.role)].sort(),
+      [id(stack.backupFunction.function.role!), id(sm.role), ...others.map((o) => id(o.role))].sort(),
     );
-    const restoreRole = statementsOfRole(json, id(restoreSm.role));
-    expect(allows(restoreRole, 'states:StartExecution', smArn)).toBe(false);
-    expect(allows(restoreRole, 'states:StartExecution', stateMachineArn(id(restoreSm)))).toBe(true);
+    for (const other of others) {
+      const role = statementsOfRole(json, id(other.role));
+      expect(allows(role, 'states:StartExecution', smArn)).toBe(false);
+      expect(allows(role, 'states:StartExecution', stateMachineArn(id(other)))).toBe(true);
+    }
     expect(rolesAllowing(json, 'states:StopExecution').sort()).toEqual(
-      [id(sm.role), id(restoreSm.role)].sort(),
+      [id(sm.role), ...others.map((o) => id(o.role))].sort(),
     );
   });
 
@@ -300,7 +302,7 @@ describe('IAM of the sharded backup', () => {
     for (const fn of [stack.shardCommitFunction, stack.shardCleanupFunction]) {
       expect(json.Resources[id(fn.function)]?.Properties?.FileSystemConfigs).toBeUndefined();
     }
-    template.resourceCountIs('AWS::StepFunctions::StateMachine', 2);
+    template.resourceCountIs('AWS::StepFunctions::StateMachine', 3);
   });
 
   it('gives shard, commit and cleanup no delete action and no unconditional create of backup objects', () => {

@@ -26,8 +26,9 @@ const HANDLERS = [
   'shard',
   'shard-commit',
   'shard-cleanup',
-  // The restore state machine's steps.
+  // The restore and verify state machines' steps.
   'restore-phase',
+  'verify-phase',
 ] as const;
 type HandlerName = (typeof HANDLERS)[number];
 type Handler = (event: unknown, context: unknown) => Promise<unknown>;
