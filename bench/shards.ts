@@ -30,9 +30,15 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { availableParallelism, loadavg } from 'node:os';
 import path from 'node:path';
 import { scanTree } from '../lambda/core/archiver/scan.js';
+import { DEFAULT_BYTES_PER_SECOND, MIN_PER_FILE_MS } from '../lambda/core/archiver/time-model.js';
 import { silentLogger, systemClock } from '../lambda/core/deps.js';
 import { decodeManifest, type ManifestEntry } from '../lambda/core/repository/manifest.js';
 import { runRestore } from '../lambda/core/restorer/restore.js';
+import {
+  DEFAULT_SHARD_BUDGET_MS,
+  MAX_ROWS_PER_SHARD,
+  shardCostMs,
+} from '../lambda/core/sharding/shard-plan.js';
 import { FsObjectStore } from '../lambda/store/fs.js';
 import { CLI_ENV, CLI_NODE_ARGS, findGnuTime, MB, REPO_ROOT, round, run, table, timed } from './timing.js';
 
@@ -261,6 +267,7 @@ export async function runShardBench(tree: ShardBenchTree): Promise<void> {
     parts: number;
     outputBytes: number;
     manifest: string;
+    rows: number;
   }[] = [];
   let singleRows: string[] | undefined;
   let restore: { seconds: number; files: number; equal: string; label: string } | undefined;
@@ -307,7 +314,7 @@ export async function runShardBench(tree: ShardBenchTree): Promise<void> {
       rmSync(target, { recursive: true, force: true });
     }
     rmSync(store, { recursive: true, force: true });
-    backups.push({ ...c, child, parts: out.parts, outputBytes: out.bytes, manifest });
+    backups.push({ ...c, child, parts: out.parts, outputBytes: out.bytes, manifest, rows: rows.length });
     console.log(
       `  ${c.label}: ${f2(child.wallSeconds)} s, ${out.bytes} bytes in ${out.parts} archive(s), manifest ${manifest}`,
     );
@@ -507,6 +514,19 @@ export async function runShardBench(tree: ShardBenchTree): Promise<void> {
   const meanFileBytes = tree.bytes / tree.files;
   const estFiles = ESTIMATE_BYTES / meanFileBytes;
   const totalShardSeconds = ESTIMATE_BYTES / MB / rateMb;
+  // How the planner would cut it: by its time model (default rates: the Lambda sees no measured
+  // throughput), DEFAULT_SHARD_BUDGET_MS each and at most MAX_ROWS_PER_SHARD rows a shard.
+  const estRows = estFiles * (single.rows / tree.files);
+  const modelMs = shardCostMs(
+    { perFileMs: MIN_PER_FILE_MS, bytesPerSecond: DEFAULT_BYTES_PER_SECOND },
+    estFiles,
+    ESTIMATE_BYTES,
+  );
+  const estShards = Math.max(
+    Math.ceil(modelMs / DEFAULT_SHARD_BUDGET_MS),
+    Math.ceil(estRows / MAX_ROWS_PER_SHARD),
+  );
+  const oneShardSeconds = totalShardSeconds / estShards;
   // Commit copies every shard's rows member into the manifest: scaled by rows from the 4-shard run.
   const four = backups.find((b) => b.shards === 4 && b.parallel === 4)!;
   const commitSeconds = ((four.child.commitMs ?? 0) / 1000) * (estFiles / tree.files);
@@ -514,33 +534,39 @@ export async function runShardBench(tree: ShardBenchTree): Promise<void> {
   console.log('');
   console.log(
     `Per-shard rate (1 shard alone on ${cores} cores, the tree's mix: mean file ${(meanFileBytes / 1e3).toFixed(0)} KB): ` +
-      `${f1(rateMb)} MB/s, ${rateFiles.toFixed(0)} files/s; under 2 and 4 shards at once here each shard gets ` +
+      `${f1(rateMb)} MB/s, ${rateFiles.toFixed(0)} files/s; with 2 and 4 shards at once here each shard gets ` +
       `a share of the same ${cores} cores (table above).`,
   );
   console.log(
-    `Estimate (not a measurement) for a ${ESTIMATE_BYTES / 1e9} GB full of this mix (~${(estFiles / 1e6).toFixed(1)} M files): ` +
-      `${(totalShardSeconds / 60).toFixed(0)} shard-minutes at ${f1(rateMb)} MB/s per shard; ` +
-      `T = shard time / M + commit (${f1(commitSeconds / 60)} min: the 4-shard run's commit scaled by files). ` +
+    `Estimate (not a measurement) for a ${ESTIMATE_BYTES / 1e9} GB full of this mix (~${(estFiles / 1e6).toFixed(1)} M files, ` +
+      `~${(estRows / 1e6).toFixed(1)} M rows): ${(totalShardSeconds / 60).toFixed(0)} shard-minutes at ${f1(rateMb)} MB/s per shard. ` +
+      `The planner cuts ${estShards} shards (its model: ${DEFAULT_BYTES_PER_SECOND / 1e6} MB/s and ${MIN_PER_FILE_MS} ms a file, ` +
+      `${DEFAULT_SHARD_BUDGET_MS / 60_000} min a shard, at most ${MAX_ROWS_PER_SHARD.toLocaleString('en-US')} rows a shard) of ` +
+      `~${(ESTIMATE_BYTES / estShards / 1e9).toFixed(1)} GB, each ${(oneShardSeconds / 60).toFixed(1)} min at the measured rate. ` +
+      `T = ceil(shards / M) x one shard + commit (${f1(commitSeconds / 60)} min: the 4-shard run's commit scaled by files). ` +
       `Assumes each Lambda shard has ${LAMBDA_SHARD_VCPUS} vCPUs of its own (the default 3538 MB) and runs at the rate measured here, ` +
-      'and that EFS and S3 throughput are not the bound up to M (the aggregate read is M x the per-shard rate). ' +
+      'and that EFS and S3 throughput are not the bound up to M (the aggregate read is min(M, shards) x the per-shard rate). ' +
       `Excludes the plan: its scan of the tree on EFS, plus the planner's own work (${Math.round(planRowsPerSecond).toLocaleString('en-US')} rows/s here: ` +
-      `${(estFiles / planRowsPerSecond / 60).toFixed(1)} min for ~${(estFiles / 1e6).toFixed(1)} M rows).`,
+      `${(estRows / planRowsPerSecond / 60).toFixed(1)} min for ~${(estRows / 1e6).toFixed(1)} M rows).`,
   );
   const estimateRows = ESTIMATE_CONCURRENCY.map((m) => {
-    const minutes = (totalShardSeconds / m + commitSeconds) / 60;
-    const neededFor60 = ESTIMATE_BYTES / MB / m / Math.max(1, 3600 - commitSeconds);
-    return { m, minutes, aggregateMbPerSecond: m * rateMb, neededFor60 };
+    const waves = Math.ceil(estShards / m);
+    const minutes = (waves * oneShardSeconds + commitSeconds) / 60;
+    const neededFor60 = ((ESTIMATE_BYTES / estShards) * waves) / MB / Math.max(1, 3600 - commitSeconds);
+    return { m, waves, minutes, aggregateMbPerSecond: Math.min(m, estShards) * rateMb, neededFor60 };
   });
   console.log(
     table([
       [
         'MaxConcurrency M',
+        'waves of shards',
         'T minutes (estimate)',
-        'aggregate read MB/s (EFS, S3 writes ~0.77 of it)',
-        'per-shard MB/s needed for 60 min',
+        'aggregate read MB/s (EFS; S3 writes ~0.76 of it)',
+        'per-shard MB/s needed for T = 60 min',
       ],
       ...estimateRows.map((e) => [
         String(e.m),
+        String(e.waves),
         f1(e.minutes),
         e.aggregateMbPerSecond.toFixed(0),
         `${f1(e.neededFor60)} (${e.neededFor60 <= rateMb ? 'met' : 'not met'} by ${f1(rateMb)})`,
@@ -579,8 +605,11 @@ export async function runShardBench(tree: ShardBenchTree): Promise<void> {
     estimate: {
       bytes: ESTIMATE_BYTES,
       files: Math.round(estFiles),
+      rows: Math.round(estRows),
+      shards: estShards,
+      oneShardSeconds: round(oneShardSeconds, 0),
       commitSeconds: round(commitSeconds, 0),
-      rows: estimateRows,
+      concurrency: estimateRows,
     },
     sectionSeconds: round(sectionSeconds, 1),
   };
