@@ -33,7 +33,7 @@ import { newTestApp } from '../infra/test-app.js';
  * restore-phase handler (Lambda integration shape, see lambdaInvokeTask), over s3rver and a temp
  * folder standing in for EFS, restoring a real 3-part sharded backup (the engine's local runner).
  * As for the backup state machine, the ONE field changed is the Map's ItemReader: replaced by
- * `ItemsPath: $.items`, the test reading the same archives.jsonl (the prepare step's `itemsKey`)
+ * `ItemsPath: $.itemReaderItems` (a field no state uses), the test reading the same archives.jsonl (the prepare step's `itemsKey`)
  * from s3rver between the prepare step and the Map. aws-local-stepfunctions runs the whole definition
  * in one go, so the execution is run twice: the prepare task alone first (a copy of the definition
  * ending after it), then the definition from the Map on, with the prepare step's output and the items.
@@ -89,7 +89,7 @@ function prepareOnly(): Json {
 
 /** The rest: the definition starting at the Map, its ItemReader replaced by ItemsPath. */
 function fromTheMap(): Json {
-  const copy = withItemsInsteadOfItemReader(definition, RESTORE_STATES.map, '$.items');
+  const copy = withItemsInsteadOfItemReader(definition, RESTORE_STATES.map, '$.itemReaderItems');
   delete copy.States[RESTORE_STATES.prepare];
   copy.StartAt = RESTORE_STATES.map;
   return copy;
@@ -130,7 +130,7 @@ async function restoreThroughStateMachine(
   );
   const items = parseJsonLines(await object.Body!.transformToString('utf8'));
   const rest = await settle(
-    new StateMachine(fromTheMap()).run({ ...prepared.output, items }, { overrides }).result,
+    new StateMachine(fromTheMap()).run({ ...prepared.output, itemReaderItems: items }, { overrides }).result,
   );
   return { ...rest, prepared: prepared.output, items, invocations };
 }

@@ -39,9 +39,9 @@ import { newTestApp } from '../infra/test-app.js';
  *
  * What is NOT the AWS runtime here, plainly:
  * - aws-local-stepfunctions implements neither ItemReader nor the distributed mode. The ONE field
- *   changed for the local run is the Map's ItemReader: it is replaced by `ItemsPath: $.items`, and the
+ *   changed for the local run is the Map's ItemReader: it is replaced by `ItemsPath: $.itemReaderItems` (a field no state uses), and the
  *   test reads the same shards.jsonl object (the execution input's `itemsKey`) from s3rver and passes
- *   its lines as `items`. ProcessorConfig (DISTRIBUTED), Label and ToleratedFailurePercentage are
+ *   its lines as `itemReaderItems`. ProcessorConfig (DISTRIBUTED), Label and ToleratedFailurePercentage are
  *   ignored by the interpreter: the children run as an inline Map, which also fails on the first
  *   failed child.
  * - A failed child reaches the Map's Catch with the child's own error here; in AWS the Map Run fails
@@ -75,7 +75,7 @@ beforeAll(async () => {
   const id = (c: { node: { defaultChild?: unknown } }) =>
     stack.getLogicalId(c.node.defaultChild as CfnElement);
   definition = definitionOf(json, id(stack.backupStateMachine.stateMachine));
-  localDefinition = withItemsInsteadOfItemReader(definition, BACKUP_STATES.map, '$.items');
+  localDefinition = withItemsInsteadOfItemReader(definition, BACKUP_STATES.map, '$.itemReaderItems');
   functions = {
     shard: functionArn(id(stack.shardFunction.function)),
     commit: functionArn(id(stack.shardCommitFunction.function)),
@@ -163,7 +163,7 @@ async function execute(
     validationOptions: { checkArn: true, checkPaths: true },
   });
   const execution = machine.run(
-    { ...input, items: await readItems(input.itemsKey) },
+    { ...input, itemReaderItems: await readItems(input.itemsKey) },
     {
       overrides: {
         taskResourceLocalHandlers: {
@@ -216,7 +216,7 @@ describe('the backup state machine run locally over the real handlers', () => {
   it('runs the same definition that was synthesized, but for the ItemReader', () => {
     const { ItemsPath, ...localMap } = localDefinition.States[BACKUP_STATES.map];
     const { ItemReader, ...map } = definition.States[BACKUP_STATES.map];
-    expect(ItemsPath).toBe('$.items');
+    expect(ItemsPath).toBe('$.itemReaderItems');
     expect(ItemReader.ReaderConfig.InputType).toBe('JSONL');
     expect(localMap).toEqual(map);
     const { [BACKUP_STATES.map]: _a, ...otherLocal } = localDefinition.States;
