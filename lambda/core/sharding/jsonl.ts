@@ -44,12 +44,17 @@ export function gzipLines(lines: readonly string[]): Buffer {
   return gzipSync(Buffer.from(lines.length > 0 ? `${lines.join('\n')}\n` : '', 'utf8'), { level: LEVEL });
 }
 
+/** Lines are handed to zlib in batches this big: one zlib call per row made the planner 8x slower. */
+const BATCH_BYTES = 64 * 1024;
+
 /**
- * A gzip stream of JSON lines to feed `store.upload` (or a file): `write` waits when the consumer is
- * slower (backpressure), `end` closes it.
+ * A gzip stream of JSON lines to feed `store.upload` (or a file): rows are batched into 64 KiB
+ * writes; `write` waits when the consumer is slower (backpressure), `end` flushes and closes it.
  */
 export class JsonLinesWriter {
   private readonly gzip = createGzip({ level: LEVEL });
+  private batch: string[] = [];
+  private batchBytes = 0;
   readonly stream: Readable;
   lines = 0;
 
@@ -61,7 +66,18 @@ export class JsonLinesWriter {
 
   async write(value: unknown): Promise<void> {
     this.lines += 1;
-    if (!this.gzip.write(`${JSON.stringify(value)}\n`)) {
+    const line = `${JSON.stringify(value)}\n`;
+    this.batch.push(line);
+    this.batchBytes += line.length;
+    if (this.batchBytes >= BATCH_BYTES) await this.flushBatch();
+  }
+
+  private async flushBatch(): Promise<void> {
+    if (this.batch.length === 0) return;
+    const text = this.batch.join('');
+    this.batch = [];
+    this.batchBytes = 0;
+    if (!this.gzip.write(text)) {
       await new Promise<void>((resolve, reject) => {
         const onError = (error: Error) => reject(error);
         this.gzip.once('error', onError);
@@ -74,6 +90,8 @@ export class JsonLinesWriter {
   }
 
   end(): void {
+    if (this.batch.length > 0) this.gzip.write(this.batch.join(''));
+    this.batch = [];
     this.gzip.end();
   }
 
