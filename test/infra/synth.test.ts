@@ -32,12 +32,13 @@ describe('cdk synth', () => {
     const template = JSON.parse(await readFile(path.join(dir, 'MediaBackup.template.json'), 'utf8'));
     const types = Object.values(template.Resources as Record<string, { Type: string }>).map((r) => r.Type);
     expect(types).toContain('AWS::S3::Bucket');
-    // backup, restore, verify and monitor; notify only with notificationEmail.
-    expect(types.filter((type) => type === 'AWS::Lambda::Function')).toHaveLength(4);
+    // backup, restore, verify, monitor, the sharded backup's shard, commit and cleanup, and the
+    // restore and verify state machines' phase functions; notify only with notificationEmail.
+    expect(types.filter((type) => type === 'AWS::Lambda::Function')).toHaveLength(9);
     expect(types.filter((type) => type === 'AWS::Scheduler::Schedule')).toHaveLength(4);
     // esbuild bundled each handler with the SDK and lib-storage inside (externalModules: []).
     const assets = (await readdir(dir)).filter((name) => name.startsWith('asset.'));
-    expect(assets).toHaveLength(4);
+    expect(assets).toHaveLength(9);
     for (const asset of assets) {
       const bundle = await readFile(path.join(dir, asset, 'index.js'), 'utf8');
       expect(bundle).toContain('CompleteMultipartUpload');
