@@ -170,6 +170,8 @@ export class ShardedBackupStateMachine extends Construct {
       itemSelector: { item: JsonPath.objectAt('$$.Map.Item.Value') },
       maxConcurrency,
       label: BACKUP_MAP_LABEL,
+      // Standard children: a shard may run the full 15 minutes of its invocation, and an Express
+      // child is stopped after 5.
       mapExecutionType: StateMachineType.STANDARD,
       resultPath: JsonPath.DISCARD,
     });
