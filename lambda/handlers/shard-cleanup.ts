@@ -1,6 +1,7 @@
 import type { Context } from 'aws-lambda';
 import { systemClock } from '../core/deps.js';
 import { abortShardedBackup, readShardPlan } from '../core/sharding/sharded-backup.js';
+import type { ObjectStore } from '../store/types.js';
 import { openHandlerStore, readHandlerConfig } from './config.js';
 import { invocationMetrics, recordBackupFailed } from './metrics.js';
 import { invocationLogger } from './runtime.js';
@@ -20,7 +21,9 @@ export interface ShardCleanupResult {
 /**
  * The cleanup step of the backup state machine, `{ planKey, error }`, run once when the shards or the
  * commit failed (the Catch of both; not retried on its own errors). Names the failed shard when the
- * caught error does (see describeCaughtError), then the engine's abortShardedBackup: FAILED recorded
+ * caught error does (see describeCaughtError) or, when it names none (in AWS a failed shard reaches
+ * this step as the Map Run's States.ExceedToleratedFailureThreshold), from the failure records the
+ * shard function writes under staging/; then the engine's abortShardedBackup: FAILED recorded
  * in status/last-run.json with the shard, the run's multipart uploads aborted, the lock released.
  * Nothing was committed: the manifest is written last, by the commit only.
  *
@@ -32,13 +35,15 @@ export interface ShardCleanupResult {
 export async function handler(event: unknown, context: Context): Promise<ShardCleanupResult> {
   const started = Date.now();
   const { planKey, error } = parseCleanupEvent(event);
-  const failure = describeCaughtError(error);
+  const caught = describeCaughtError(error);
   const config = readHandlerConfig();
   const { powertools: logger, engine } = invocationLogger(context, 'backup');
   const store = openHandlerStore(config);
   const metrics = invocationMetrics();
   try {
     const plan = await readShardPlan(store, planKey).catch(() => undefined);
+    const failure =
+      caught.shard === undefined ? ((await recordedShardFailure(store, planKey)) ?? caught) : caught;
     logger.error('sharded backup failed: cleaning up', {
       planKey,
       backupId: plan?.backupId,
@@ -69,4 +74,30 @@ export async function handler(event: unknown, context: Context): Promise<ShardCl
     metrics.publishStoredMetrics();
     store.client.destroy();
   }
+}
+
+/**
+ * The failure a shard recorded (shard.ts), when the caught error names none: in AWS a failed shard
+ * reaches the cleanup as the Map Run's `States.ExceedToleratedFailureThreshold`. The lowest shard
+ * number that recorded a failure, with its own message; undefined when none did.
+ */
+async function recordedShardFailure(
+  store: ObjectStore,
+  planKey: string,
+): Promise<{ message: string; shard: number } | undefined> {
+  const folder = /^(staging\/backup_\d{8}_\d{6}\/)/.exec(planKey)?.[1];
+  if (!folder) return undefined;
+  const records = (await store.list(folder).catch(() => []))
+    .map((o) => ({ key: o.key, shard: Number(/\/shard-(\d{4})\.failed-[^/]+\.json$/.exec(o.key)?.[1]) }))
+    .filter((r) => Number.isInteger(r.shard) && r.shard > 0)
+    .sort((a, b) => a.shard - b.shard || a.key.localeCompare(b.key));
+  const first = records[0];
+  if (!first) return undefined;
+  const data = await store.get(first.key).catch(() => undefined);
+  const recorded = data ? (JSON.parse(data.toString('utf8')) as { message?: unknown }) : {};
+  const message = typeof recorded.message === 'string' ? recorded.message : `shard ${first.shard} failed`;
+  return {
+    message: `${message} (the Map Run stopped: States.ExceedToleratedFailureThreshold)`,
+    shard: first.shard,
+  };
 }

@@ -1,6 +1,7 @@
 import type { Context } from 'aws-lambda';
 import { errorMessage, MediaBackupError } from '../core/errors.js';
-import { runShard } from '../core/sharding/sharded-backup.js';
+import { runShard, type ShardItem, stagingPrefix } from '../core/sharding/sharded-backup.js';
+import type { ObjectStore } from '../store/types.js';
 import { sourceHint } from './backup.js';
 import { openHandlerStore, readHandlerConfig, underMount } from './config.js';
 import { BackupDeadlineError } from './errors.js';
@@ -88,9 +89,38 @@ export async function handler(event: unknown, context: Context): Promise<ShardTa
   } catch (error) {
     const reason = deadline.signal.aborted ? deadline.signal.reason : error;
     logger.error('shard failed', { error: errorMessage(reason) });
-    throw failed(`${(reason as Error)?.name ?? 'Error'}: ${errorMessage(reason)}`, reason);
+    const shardFailed = failed(`${(reason as Error)?.name ?? 'Error'}: ${errorMessage(reason)}`, reason);
+    await recordShardFailure(store, item, context.awsRequestId, shardFailed.message).catch((recordError) =>
+      logger.warn('could not record the shard failure for the cleanup step', {
+        error: errorMessage(recordError),
+      }),
+    );
+    throw shardFailed;
   } finally {
     clearTimeout(timer);
     store.client.destroy();
   }
+}
+
+/**
+ * `staging/backup_<id>/shard-NNNN.failed-<requestId>.json`: one per failed attempt, created once. In
+ * AWS a failed shard fails its Map Run with `States.ExceedToleratedFailureThreshold`, whose cause does
+ * not carry the shard's error; the cleanup step reads these to name the shard and its error.
+ */
+export function shardFailureKey(backupId: string, shard: number, requestId: string): string {
+  const safeId = requestId.replace(/[^A-Za-z0-9-]/g, '_');
+  return `${stagingPrefix(backupId)}shard-${String(shard).padStart(4, '0')}.failed-${safeId}.json`;
+}
+
+async function recordShardFailure(
+  store: ObjectStore,
+  item: ShardItem,
+  requestId: string,
+  message: string,
+): Promise<void> {
+  await store.put(
+    shardFailureKey(item.backupId, item.shard, requestId),
+    `${JSON.stringify({ shard: item.shard, backupId: item.backupId, message: message.slice(0, 4000) })}\n`,
+    { contentType: 'application/json' },
+  );
 }

@@ -155,6 +155,8 @@ interface Invocation {
 async function execute(
   input: { backupId: string; planKey: string; itemsKey: string },
   shardBinding: (payload: Json) => Promise<Json> = (payload) => shardHandler(payload, makeLambdaContext()),
+  cleanupBinding: (payload: Json) => Promise<Json> = (payload) =>
+    cleanupHandler(payload, makeLambdaContext()),
 ) {
   const invocations: Invocation[] = [];
   const record = (state: string) => (functionName: string, payload: Json) =>
@@ -172,10 +174,7 @@ async function execute(
             (payload) => commitHandler(payload, makeLambdaContext()),
             record(BACKUP_STATES.commit),
           ),
-          [BACKUP_STATES.cleanup]: lambdaInvokeTask(
-            (payload) => cleanupHandler(payload, makeLambdaContext()),
-            record(BACKUP_STATES.cleanup),
-          ),
+          [BACKUP_STATES.cleanup]: lambdaInvokeTask(cleanupBinding, record(BACKUP_STATES.cleanup)),
         },
         retryIntervalOverrides: {
           [BACKUP_STATES.shard]: 0,
@@ -357,6 +356,44 @@ describe('the backup state machine run locally over the real handlers', () => {
 });
 
 describe('the cleanup step with the error AWS hands it', () => {
+  it("names the failed shard from the shard's failure record when the Map Run's error does not", async () => {
+    await makeMediaTree(media, { files: 12, seed: 75 });
+    const input = await startShardedBackup();
+    await store.client.send(
+      new DeleteObjectCommand({
+        Bucket: s3.bucket,
+        Key: `${prefix}staging/${input.backupId}/shard-0003.todo.jsonl.gz`,
+      }),
+    );
+    // What AWS hands the Catch of a Distributed Map whose child failed: the Map Run's error, not the
+    // child's (the local interpreter would pass the child's).
+    const awsMapRunError = (payload: Json) =>
+      cleanupHandler(
+        {
+          ...payload,
+          error: {
+            Error: 'States.ExceedToleratedFailureThreshold',
+            Cause: 'The specified tolerated failure threshold was exceeded',
+          },
+        },
+        makeLambdaContext(),
+      );
+
+    const result = await execute(input, undefined, awsMapRunError);
+
+    expect(result.status).toBe('FAILED');
+    if (result.status !== 'FAILED') return;
+    // One record per failed attempt of shard 3 (first try and two retries).
+    expect(await keysMatching(/shard-0003\.failed-[^/]+\.json$/)).toHaveLength(3);
+    expect(String(result.error.cause?.message)).toMatch(
+      new RegExp(`failed, nothing was committed: shard 3 of 4: shard 3 of ${input.backupId} failed: `),
+    );
+    expect(String(result.error.cause?.message)).toContain('States.ExceedToleratedFailureThreshold');
+    const status = JSON.parse((await store.get(STATUS_KEY))!.toString('utf8'));
+    expect(status).toMatchObject({ status: 'FAILED', backupId: input.backupId, failedShard: 3 });
+    expect(emitted('BackupFailed')).toEqual([1]);
+  });
+
   it('aborts the run on States.ExceedToleratedFailureThreshold, says where the shard error is, reports once', async () => {
     await makeMediaTree(media, { files: 12, seed: 74 });
     const input = await startShardedBackup();
