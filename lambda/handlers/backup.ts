@@ -93,7 +93,9 @@ export function shardHandOff(
         }),
       }),
     }),
-    abort: (planKey, failure) => abortShardedBackup(deps, planKey, failure),
+    abort: async (planKey, failure) => {
+      await abortShardedBackup(deps, planKey, failure);
+    },
   };
 }
 
@@ -112,16 +114,19 @@ export function makeBackupHandler(options: BackupHandlerOptions = {}) {
     // Every invocation counts as succeeded or failed (EMF on stdout), whatever stopped it.
     const metrics = invocationMetrics();
     const started = Date.now();
+    let handedOff = false;
     try {
       const result = await backupInvocation(event, context, options);
       // A run handed to the state machine succeeds (or fails) in its commit (or cleanup) step.
       if (result.status === 'SUCCEEDED') recordBackupSucceeded(metrics, result, Date.now() - started);
+      else handedOff = true;
       return result;
     } catch (error) {
       recordBackupFailed(metrics, Date.now() - started);
       throw error;
     } finally {
-      metrics.publishStoredMetrics();
+      // Nothing to publish for a hand-off (powertools would warn about an empty metrics set).
+      if (!handedOff) metrics.publishStoredMetrics();
     }
   };
 }

@@ -12,7 +12,8 @@ const MAX_MESSAGE = 4000;
 
 /** What the cleanup task returns; `message` becomes the execution's failure cause. */
 export interface ShardCleanupResult {
-  readonly status: 'FAILED';
+  /** COMMITTED: the backup was committed after all (the commit's answer was lost); nothing undone. */
+  readonly status: 'FAILED' | 'COMMITTED';
   readonly backupId: string | null;
   readonly shard: number | null;
   readonly message: string;
@@ -50,11 +51,21 @@ export async function handler(event: unknown, context: Context): Promise<ShardCl
       shard: failure.shard,
       error: failure.message,
     });
-    await abortShardedBackup(
+    const outcome = await abortShardedBackup(
       { store, clock: systemClock, logger: engine, owner: context.awsRequestId },
       planKey,
       failure,
     );
+    if (outcome === 'already-committed') {
+      // The commit succeeded though its step reported a failure (an answer lost): no failed backup.
+      const backupId = plan?.backupId ?? null;
+      return {
+        status: 'COMMITTED',
+        backupId,
+        shard: null,
+        message: `backup ${backupId} is committed; nothing to clean up`,
+      };
+    }
     const createdAt = plan ? Date.parse(plan.createdAt) : Number.NaN;
     recordBackupFailed(
       metrics,

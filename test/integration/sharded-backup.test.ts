@@ -15,6 +15,7 @@ import {
 import { keysFor } from '../../lambda/core/repository/layout.js';
 import { runRestore } from '../../lambda/core/restorer/restore.js';
 import {
+  abortShardedBackup,
   commitShardedBackup,
   runShard,
   runShardedBackup,
@@ -250,6 +251,14 @@ describe('shard retries', () => {
     // A retried commit (its answer lost) returns the same backup.
     const recommit = await commitShardedBackup(deps, plan.planKey);
     expect(recommit.backupId).toBe(committed.backupId);
+    // A cleanup after a commit whose answer was lost undoes nothing and records no failure.
+    expect(await abortShardedBackup(deps, plan.planKey, { message: 'commit step timed out' })).toBe(
+      'already-committed',
+    );
+    expect(JSON.parse(((await store.get('status/last-run.json')) as Buffer).toString('utf8')).status).toBe(
+      'SUCCEEDED',
+    );
+    expect(await listCommittedBackups(store)).toHaveLength(1);
     const target = path.join(await dirs.make('shard-retry-restore-'), 'media');
     await runRestore(deps, { backup: committed.backupId, target });
     expect(await snap(target)).toEqual(await snap(source));

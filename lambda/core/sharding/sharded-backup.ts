@@ -1003,9 +1003,11 @@ export async function abortShardedBackup(
   deps: BackupDeps,
   planKey: string,
   failure: { readonly message: string; readonly shard?: number },
-): Promise<void> {
+): Promise<'aborted' | 'already-committed'> {
   const { store, clock, logger } = deps;
   const plan = await readShardPlan(store, planKey).catch(() => undefined);
+  // Committed, and its plan already removed (folder store): nothing to undo.
+  if (!plan && (await committedResult(store, planKey))) return 'already-committed';
   const backupId = plan?.backupId ?? /staging\/(backup_\d{8}_\d{6})\//.exec(planKey)?.[1];
   const what =
     failure.shard !== undefined ? `shard ${failure.shard}${plan ? ` of ${plan.shards}` : ''} failed: ` : '';
@@ -1014,7 +1016,7 @@ export async function abortShardedBackup(
     logger.warn('cleanup called for a backup that is committed: nothing to undo', {
       backupId: plan.backupId,
     });
-    return;
+    return 'already-committed';
   }
   logger.error('sharded backup failed', { backupId, shard: failure.shard, error: failure.message });
   await writeStatus(store, {
@@ -1027,7 +1029,7 @@ export async function abortShardedBackup(
   }).catch((error) =>
     logger.warn('could not record the failure in the status object', { error: errorMessage(error) }),
   );
-  if (!backupId) return;
+  if (!backupId) return 'aborted';
   for (const prefix of [plan ? `${plan.type}/${backupId}.part-` : undefined, stagingPrefix(backupId)]) {
     if (!prefix) continue;
     await store
@@ -1046,6 +1048,7 @@ export async function abortShardedBackup(
       .releaseLock?.(plan.lock.name, plan.lock.token)
       .catch((error) => logger.warn('could not release the lock', { error: errorMessage(error) }));
   }
+  return 'aborted';
 }
 
 // ---------------------------------------------------------------------------------------------
