@@ -9,7 +9,7 @@ import {
 import type { TimeModelRates } from '../core/archiver/time-model.js';
 import { systemClock } from '../core/deps.js';
 import { errorMessage } from '../core/errors.js';
-import { abortShardedBackup, writeShardPlan } from '../core/sharding/sharded-backup.js';
+import { abortShardedBackup, planShardedRun, writeShardPlan } from '../core/sharding/sharded-backup.js';
 import type { S3ObjectStore } from '../store/s3.js';
 import { type HandlerConfig, openHandlerStore, readHandlerConfig, underMount } from './config.js';
 import { BackupDeadlineError } from './errors.js';
@@ -75,6 +75,11 @@ export function shardHandOff(
       `SHARD_BUDGET_SECONDS must be a whole number of seconds >= 10 (got ${JSON.stringify(budget)})`,
     );
   }
+  const rawMax = env.MAX_IN_MEMORY_ENTRIES;
+  const maxEntries = rawMax === undefined || rawMax === '' ? undefined : Number(rawMax);
+  if (maxEntries !== undefined && !(Number.isInteger(maxEntries) && maxEntries >= 1)) {
+    throw new Error(`MAX_IN_MEMORY_ENTRIES must be a whole number >= 1 (got ${JSON.stringify(rawMax)})`);
+  }
   const deps = { store, logger, clock: systemClock };
   return {
     // The lock outlives the execution's timeout a little, so a run that timed out is not overtaken
@@ -93,6 +98,15 @@ export function shardHandOff(
         }),
       }),
     }),
+    maxInMemoryEntries: maxEntries,
+    planFromScan: ({ scan, startedAt, lock, reason, options }) =>
+      planShardedRun(
+        { ...deps, owner: lock.token },
+        { ...options, shardBudgetMs, shardReason: reason },
+        startedAt,
+        scan,
+        lock,
+      ),
     abort: async (planKey, failure) => {
       await abortShardedBackup(deps, planKey, failure);
     },

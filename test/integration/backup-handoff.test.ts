@@ -130,6 +130,39 @@ describe('the backup function hands a run too long for one invocation to the bac
     expect(lockRecord(await store.get('locks/backup.lock')).state).toBe('released');
   }, 120_000);
 
+  it('a tree over the in-memory cap is planned from the streaming scan (incremental on a streamed base) and handed off', async () => {
+    const starts: { input: string }[] = [];
+    const handler = makeBackupHandler({
+      startExecution: async (input) => {
+        starts.push(input);
+        return 'arn:execution';
+      },
+    });
+    // A first full in one invocation (40 files + folders fit the default cap).
+    const full = await handler({ type: 'full' }, makeLambdaContext());
+    expect(full.status).toBe('SUCCEEDED');
+    await writeFile(path.join(media, 'chat/new.png'), 'new');
+    vi.stubEnv('MAX_IN_MEMORY_ENTRIES', '10');
+    const result = await handler({ type: 'auto' }, makeLambdaContext());
+    expect(result.status).toBe('STARTED');
+    if (result.status !== 'STARTED') return;
+    expect(result.type).toBe('incremental');
+    expect(result.reason).toMatch(/sharded: the tree has more than 10 entries/);
+    const input = JSON.parse(starts[0].input) as { planKey: string; itemsKey: string };
+    const items = ((await store.get(input.itemsKey.slice(store.prefix.length))) as Buffer)
+      .toString('utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as ShardItem);
+    const deps = { store, clock: tickingClock('2026-12-01T03:00:00Z'), logger: silentLogger };
+    for (const item of items) await runShard(deps, item, { source: media });
+    const committed = await commitShardedBackup(deps, input.planKey);
+    expect(committed).toMatchObject({ type: 'incremental', changedFiles: 1 });
+    const target = path.join(await dirs.make('handoff-large-'), 'media');
+    await runRestore(deps, { backup: committed.backupId, target });
+    expect(await snapshotTree(target)).toEqual(await snapshotTree(media));
+  });
+
   it('a run that fits stays one invocation even with the state machine configured', async () => {
     const handler = makeBackupHandler({
       startExecution: async () => {

@@ -38,7 +38,8 @@ import {
   type RequestedType,
   type TypeDecision,
 } from './plan.js';
-import { resolveSourceRoot, type SkippedPath, scanTree } from './scan.js';
+import { resolveSourceRoot, type ScannedEntry, type ScanResult, type SkippedPath, scanTree } from './scan.js';
+import { scanTreeStream } from './scan-stream.js';
 import { assertFitsInTime, estimateBackup, type TimeModelRates } from './time-model.js';
 
 export interface BackupDeps {
@@ -114,6 +115,26 @@ export interface ShardHandOff {
   start(plan: ShardedPlan): Promise<{ readonly executionArn?: string }>;
   /** Undoes a plan that could not be started (abortShardedBackup). */
   abort(planKey: string, failure: { message: string }): Promise<void>;
+  /** Entries the scan may hold before the run is planned as shards. @default DEFAULT_MAX_IN_MEMORY_ENTRIES */
+  readonly maxInMemoryEntries?: number;
+  /**
+   * Plans from a streaming scan, deciding full or incremental itself with streams (sharding/
+   * sharded-backup.ts planShardedRun): for trees too large to hold.
+   */
+  planFromScan(input: {
+    scan: {
+      readonly root: string;
+      readonly rootMeta?: { readonly mode: number; readonly mtimeMs: number };
+      readonly entries: AsyncIterable<ScannedEntry>;
+      readonly skipped: () => readonly SkippedPath[];
+      readonly scanStartedMs: number;
+    };
+    startedAt: Date;
+    lock: { readonly name: string; readonly token: string };
+    reason: string;
+    /** The run's options (type, full interval, exclusions, gzip, time model, ...). */
+    options: BackupOptions;
+  }): Promise<ShardedPlan>;
 }
 
 /** A run handed off to a sharded execution: committed (or failed) later by its commit step. */
@@ -260,12 +281,42 @@ async function backupLocked(
       ? defaultIoConcurrency(options.source)
       : parseIoConcurrency(options.ioConcurrency, 'ioConcurrency');
   const scanStarted = performance.now();
-  const scan = await scanTree(options.source, {
+  const scanOptions = {
     exclude: options.exclude,
     excludeAbsolute: store.localPath ? [store.localPath] : [],
     concurrentIo: options.concurrentIo ?? ioConcurrency > 1,
     signal: options.signal,
-  });
+  };
+  let scan: ScanResult;
+  if (options.handOff) {
+    // Where a hand-off exists (Lambda), the tree is held only up to a cap: a larger one is planned
+    // as shards from the rest of the same streaming scan, without holding it or the base manifest.
+    const stream = await scanTreeStream(options.source, scanOptions);
+    const cap = options.handOff.maxInMemoryEntries ?? DEFAULT_MAX_IN_MEMORY_ENTRIES;
+    const walk = stream.entries();
+    const entries: ScannedEntry[] = [];
+    for (let next = await walk.next(); !next.done; next = await walk.next()) {
+      entries.push(next.value);
+      if (entries.length > cap) {
+        return handOffLargeTree(deps, options, options.handOff, lock, held, startedAt, cap, {
+          root: stream.root,
+          rootMeta: stream.rootMeta,
+          entries: concatEntries(entries, walk),
+          skipped: () => stream.skipped,
+          scanStartedMs: scanStarted,
+        });
+      }
+    }
+    scan = {
+      root: stream.root,
+      rootMeta: stream.rootMeta,
+      entries,
+      skipped: stream.skipped,
+      excluded: stream.excluded(),
+    };
+  } else {
+    scan = await scanTree(options.source, scanOptions);
+  }
   const scanElapsedMs = performance.now() - scanStarted;
   // A scan of a large network tree can eat the time budget: stop here rather than start the upload.
   options.signal?.throwIfAborted();
@@ -477,6 +528,48 @@ async function backupLocked(
   };
 }
 
+/** Scanned entries held at most before a run with a hand-off is planned as shards (~400 B each). */
+export const DEFAULT_MAX_IN_MEMORY_ENTRIES = 1_000_000;
+
+/** The entries read so far, released as they are taken, then the rest of the walk. */
+async function* concatEntries(
+  head: ScannedEntry[],
+  rest: AsyncIterator<ScannedEntry>,
+): AsyncGenerator<ScannedEntry> {
+  for (let i = 0; i < head.length; i++) {
+    yield head[i];
+    (head as (ScannedEntry | undefined)[])[i] = undefined;
+  }
+  head.length = 0;
+  for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
+}
+
+/**
+ * A tree with more entries than the hand-off's cap: planned as shards straight from the streaming
+ * scan (the chain checked and the base manifest joined as streams), lock handed over, shards started.
+ */
+async function handOffLargeTree(
+  deps: BackupDeps,
+  options: BackupOptions,
+  handOff: ShardHandOff,
+  lock: LockHandle,
+  held: { handedOver: boolean },
+  startedAt: Date,
+  cap: number,
+  scan: Parameters<ShardHandOff['planFromScan']>[0]['scan'],
+): Promise<BackupStarted> {
+  if (!lock.handOver) throw new BackupStateError(`the lock of ${deps.store.url} cannot be handed over`);
+  const token = await lock.handOver(handOff.lockTtlMs);
+  const plan = await handOff.planFromScan({
+    scan,
+    startedAt,
+    lock: { name: BACKUP_LOCK, token },
+    reason: `sharded: the tree has more than ${cap} entries`,
+    options,
+  });
+  return startHandedOff(deps, handOff, held, plan, 0, 0);
+}
+
 /**
  * Plans the sharded run, passes the lock on (long TTL, released by the commit or cleanup step) and
  * starts the shards. If they cannot be started, the plan is undone and the lock released here.
@@ -493,6 +586,18 @@ async function handOffToShards(
   if (!lock.handOver) throw new BackupStateError(`the lock of ${deps.store.url} cannot be handed over`);
   const token = await lock.handOver(handOff.lockTtlMs);
   const plan = await handOff.plan({ ...inputs, lock: { name: BACKUP_LOCK, token } });
+  return startHandedOff(deps, handOff, held, plan, estimatedMs, remainingMs);
+}
+
+/** Starts a planned run elsewhere; if it cannot be started, undoes the plan (FAILED, lock released). */
+async function startHandedOff(
+  deps: BackupDeps,
+  handOff: ShardHandOff,
+  held: { handedOver: boolean },
+  plan: ShardedPlan,
+  estimatedMs: number,
+  remainingMs: number,
+): Promise<BackupStarted> {
   let started: { executionArn?: string };
   try {
     started = await handOff.start(plan);

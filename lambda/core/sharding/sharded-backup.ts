@@ -175,8 +175,10 @@ export interface ShardedBackupOptions extends BackupOptions {
   readonly parallel?: number;
   /** Time budget of one shard, ms (shard-plan.ts). */
   readonly shardBudgetMs?: number;
-  /** Stop after the plan and shards, before the commit (tests of crashes and retries). */
+  /** Called before each shard runs locally; a throw fails that shard (tests of failures). */
   readonly failShard?: (shard: number) => void;
+  /** Why the run is sharded, added to the decision's reason. */
+  readonly shardReason?: string;
 }
 
 type TodoRow =
@@ -215,6 +217,8 @@ export interface PlanInputs {
   readonly skipped: () => readonly SkippedPath[];
   /** How long the scan took, when it is already done (else the first pass, which includes it, is timed). */
   readonly scanElapsedMs?: number;
+  /** performance.now() when the scan started, when it started before this plan (a partly read stream). */
+  readonly scanStartedMs?: number;
   readonly rehashAll?: boolean;
   readonly shards?: number;
   readonly shardBudgetMs?: number;
@@ -270,7 +274,7 @@ export async function writeShardPlan(
     }
     writer.end();
     await writing;
-    const elapsedMs = inputs.scanElapsedMs ?? performance.now() - started;
+    const elapsedMs = inputs.scanElapsedMs ?? performance.now() - (inputs.scanStartedMs ?? started);
     const rates = {
       perFileMs: inputs.timeModel?.perFileMs ?? perFileMsFromScan({ entries: planned.rows, elapsedMs }),
       bytesPerSecond: inputs.timeModel?.bytesPerSecond ?? DEFAULT_BYTES_PER_SECOND,
@@ -1072,7 +1076,7 @@ export async function runShardedBackup(
   options: ShardedBackupOptions,
 ): Promise<ShardedBackupSucceeded> {
   const { store, clock, logger } = deps;
-  const shards = wholeNumber(options.shards, 'shards', MAX_SHARDS);
+  wholeNumber(options.shards, 'shards', MAX_SHARDS);
   const parallel = wholeNumber(options.parallel ?? 1, 'parallel', MAX_PARALLEL) ?? 1;
   const startedAt = clock.now();
   await assertSourceAndStoreApart(options.source, store);
@@ -1086,9 +1090,6 @@ export async function runShardedBackup(
     });
     await removeStoreLeftovers(store, lockTtlMs, logger);
     await resolveSourceRoot(options.source, options.sourceHint);
-    const committed = await listCommittedBackups(store);
-    const decision = await resolveChainStreaming(store, logger, options, committed, startedAt);
-    const backupId = await nextBackupId(store, clock, committed);
     const scan = await scanTreeStream(options.source, {
       exclude: options.exclude,
       excludeAbsolute: store.localPath ? [store.localPath] : [],
@@ -1096,23 +1097,11 @@ export async function runShardedBackup(
         options.concurrentIo ?? (options.ioConcurrency ?? defaultIoConcurrency(options.source)) > 1,
       signal: options.signal,
     });
-    plan = await writeShardPlan(deps, {
-      backupId,
-      type: decision.type,
-      reason: decision.reason,
-      baseBackupId: decision.base?.backupId ?? null,
-      createdAt: startedAt,
+    plan = await planShardedRun(deps, options, startedAt, {
       root: scan.root,
       rootMeta: scan.rootMeta,
       entries: scan.entries(),
-      baseEntries: decision.baseEntries?.(),
       skipped: () => scan.skipped,
-      rehashAll: options.rehashAll,
-      shards,
-      shardBudgetMs: options.shardBudgetMs,
-      timeModel: options.timeModel,
-      gzipLevel: options.gzip?.level ?? DEFAULT_LEVEL,
-      maxShrinkPercent: options.maxShrinkPercent ?? DEFAULT_MAX_SHRINK_PERCENT,
     });
     const failure = await runShardsLocally(deps, plan, options, parallel);
     if (failure) {
@@ -1143,6 +1132,54 @@ export async function runShardedBackup(
       ?.release()
       .catch((error) => logger.warn('could not release the lock', { error: errorMessage(error) }));
   }
+}
+
+/** A scan in progress, handed to the planner (its entries may be partly read already). */
+export interface ScanSource {
+  readonly root: string;
+  readonly rootMeta?: { readonly mode: number; readonly mtimeMs: number };
+  readonly entries: AsyncIterable<ScannedEntry> | Iterable<ScannedEntry>;
+  readonly skipped: () => readonly SkippedPath[];
+  /** performance.now() when the scan started: the per-file cost is measured from it. */
+  readonly scanStartedMs?: number;
+}
+
+/**
+ * Plans a sharded run without holding the tree: lists the committed backups, picks full or
+ * incremental with a streaming chain check, allocates the id and writes the plan from the scan.
+ * The caller holds the backup lock (and passes its hand-over token when the run continues elsewhere).
+ */
+export async function planShardedRun(
+  deps: BackupDeps,
+  options: ShardedBackupOptions,
+  startedAt: Date,
+  scan: ScanSource,
+  lock?: { readonly name: string; readonly token: string },
+): Promise<ShardedPlan> {
+  const { store, clock, logger } = deps;
+  const committed = await listCommittedBackups(store);
+  const decision = await resolveChainStreaming(store, logger, options, committed, startedAt);
+  const backupId = await nextBackupId(store, clock, committed);
+  return writeShardPlan(deps, {
+    backupId,
+    type: decision.type,
+    reason: options.shardReason ? `${decision.reason}; ${options.shardReason}` : decision.reason,
+    baseBackupId: decision.base?.backupId ?? null,
+    createdAt: startedAt,
+    root: scan.root,
+    rootMeta: scan.rootMeta,
+    entries: scan.entries,
+    baseEntries: decision.baseEntries?.(),
+    skipped: scan.skipped,
+    scanStartedMs: scan.scanStartedMs,
+    rehashAll: options.rehashAll,
+    shards: options.shards,
+    shardBudgetMs: options.shardBudgetMs,
+    timeModel: options.timeModel,
+    gzipLevel: options.gzip?.level ?? DEFAULT_LEVEL,
+    maxShrinkPercent: options.maxShrinkPercent ?? DEFAULT_MAX_SHRINK_PERCENT,
+    ...(lock ? { lock } : {}),
+  });
 }
 
 /**
