@@ -226,6 +226,15 @@ export class MediaBackupStack extends Stack {
       maxConcurrency: config.shardMaxConcurrency,
       logRetention,
     });
+    // A deep verify too large for one invocation (the weekly drill of a sharded tree) is handed to
+    // the state machine by the verify function. It runs the phase function, never the verify
+    // function, so this grant makes no cycle.
+    const verifyMachine = this.verifyStateMachine.stateMachine;
+    this.verifyFunction.addEnvironmentAndGrant(
+      'VERIFY_STATE_MACHINE_ARN',
+      verifyMachine.stateMachineArn,
+      (fn) => verifyMachine.grantStartExecution(fn),
+    );
 
     if (encryptionKey) {
       // Grants were added with the bucket grants above; the id tells the engine to request SSE-KMS.

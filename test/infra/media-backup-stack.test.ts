@@ -95,6 +95,12 @@ describe('MediaBackupStack functions', () => {
                   SHARDED_RUN_TIMEOUT_SECONDS: '86400',
                 }
               : {}),
+            ...(key === 'verifyFunction'
+              ? {
+                  // The deep verify state machine it hands a deep verify too large for it to.
+                  VERIFY_STATE_MACHINE_ARN: { Ref: id(stack.verifyStateMachine.stateMachine) },
+                }
+              : {}),
           }),
         },
       });

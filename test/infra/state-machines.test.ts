@@ -263,8 +263,26 @@ describe('IAM of the sharded backup', () => {
     // Besides, each state machine starts (and stops) only its own Distributed Map children.
     const others = [stack.restoreStateMachine.stateMachine, stack.verifyStateMachine.stateMachine];
     expect(rolesAllowing(json, 'states:StartExecution').sort()).toEqual(
-      [id(stack.backupFunction.function.role!), id(sm.role), ...others.map((o) => id(o.role))].sort(),
+      [
+        id(stack.backupFunction.function.role!),
+        id(stack.verifyFunction.function.role!),
+        id(sm.role),
+        ...others.map((o) => id(o.role)),
+      ].sort(),
     );
+    // The verify function hands a deep verify too large for it to the deep verify state machine only.
+    const verifyRole = statementsOfRole(json, id(stack.verifyFunction.function.role!));
+    const verifyStarts = verifyRole.filter((s) =>
+      list(s.Action).some((a) => glob(a).test('states:StartExecution')),
+    );
+    expect(verifyStarts).toEqual([
+      {
+        Effect: 'Allow',
+        Action: 'states:StartExecution',
+        Resource: stateMachineArn(id(stack.verifyStateMachine.stateMachine)),
+      },
+    ]);
+    expect(allows(verifyRole, 'states:StartExecution', smArn)).toBe(false);
     for (const other of others) {
       const role = statementsOfRole(json, id(other.role));
       expect(allows(role, 'states:StartExecution', smArn)).toBe(false);

@@ -136,7 +136,7 @@ describe('Lambda handlers against s3rver and a folder standing in for EFS', () =
     // Nothing else: no staging folder left behind.
     expect(siblings).toEqual(['media', previous, 'restores']);
 
-    const verified = await verifyHandler({ deep: true }, makeLambdaContext());
+    const verified = succeeded(await verifyHandler({ deep: true }, makeLambdaContext()));
     expect(verified.status).toBe('SUCCEEDED');
     expect(verified.backups).toEqual([
       expect.objectContaining({ backupId: inc.backupId, ok: true, filesVerified: 30 }),
