@@ -1,23 +1,17 @@
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
-import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
-import {
-  DefinitionBody,
-  Fail,
-  JsonPath,
-  LogLevel,
-  StateMachine,
-  StateMachineType,
-  TaskInput,
-} from 'aws-cdk-lib/aws-stepfunctions';
+import { Duration } from 'aws-cdk-lib';
+import type { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { JsonPath, type StateMachine, TaskInput } from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import type { BackupBucket } from './backup-bucket.js';
 import type { BackupFunction } from './backup-function.js';
 import {
-  acknowledgeStateMachineFindings,
+  failWithCaughtError,
   lambdaTask,
   requireExecutionTimeout,
-  StagingJsonLItemReader,
-  ZeroToleranceDistributedMap,
+  requireMaxConcurrency,
+  retryFailedItem,
+  stagingItemsMap,
+  standardStateMachine,
 } from './state-machines.js';
 
 /** State names of the restore state machine (the local execution test binds tasks by them). */
@@ -91,18 +85,12 @@ export class ShardedRestoreStateMachine extends Construct {
 
   constructor(scope: Construct, id: string, props: ShardedRestoreStateMachineProps) {
     super(scope, id);
-    const maxConcurrency = props.maxConcurrency ?? 8;
+    const maxConcurrency = requireMaxConcurrency(props.maxConcurrency);
     const timeout = props.timeout ?? Duration.hours(12);
-    if (!Number.isSafeInteger(maxConcurrency) || maxConcurrency < 1 || maxConcurrency > 10_000) {
-      throw new Error(`\`maxConcurrency\` must be a whole number from 1 to 10000 (got ${maxConcurrency})`);
-    }
     requireExecutionTimeout(timeout);
     const { backupBucket, phaseFunction } = props;
 
-    const failed = new Fail(this, RESTORE_STATES.failed, {
-      errorPath: JsonPath.stringAt('$.error.Error'),
-      causePath: JsonPath.stringAt('$.error.Cause'),
-    });
+    const failed = failWithCaughtError(this, RESTORE_STATES.failed);
 
     const prepare = lambdaTask(this, RESTORE_STATES.prepare, phaseFunction, {
       payload: TaskInput.fromObject({ phase: 'prepare', request: JsonPath.objectAt('$') }),
@@ -132,23 +120,16 @@ export class ShardedRestoreStateMachine extends Construct {
       }),
       outputPath: JsonPath.DISCARD,
     });
-    archive.addRetry({
-      errors: ['States.TaskFailed'],
-      interval: Duration.seconds(10),
-      maxAttempts: 2,
-      backoffRate: 3,
-    });
+    retryFailedItem(archive);
 
-    const archives = new ZeroToleranceDistributedMap(this, RESTORE_STATES.map, {
+    const archives = stagingItemsMap(this, RESTORE_STATES.map, {
       comment: 'Extract every archive of the backup into the staging folder, up to MaxConcurrency at once',
-      itemReader: new StagingJsonLItemReader({ backupBucket, key: JsonPath.stringAt('$.itemsKey') }),
       itemSelector: { job: JsonPath.objectAt('$.job'), archive: JsonPath.objectAt('$$.Map.Item.Value') },
       maxConcurrency,
       label: RESTORE_MAP_LABEL,
-      mapExecutionType: StateMachineType.STANDARD,
-      resultPath: JsonPath.DISCARD,
+      backupBucket,
+      itemProcessor: archive,
     });
-    archives.itemProcessor(archive);
     archives.addCatch(abandon, { errors: ['States.ALL'], resultPath: '$.error' });
 
     // Not retried on its own errors: a finish that failed before the swap put the target back, and
@@ -160,21 +141,16 @@ export class ShardedRestoreStateMachine extends Construct {
     });
     finish.addCatch(abandon, { errors: ['States.ALL'], resultPath: '$.error' });
 
-    this.logGroup = new LogGroup(this, 'LogGroup', {
-      retention: props.logRetention ?? RetentionDays.THREE_MONTHS,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
-    this.stateMachine = new StateMachine(this, 'StateMachine', {
+    // Execution data would put restored paths (the --path selection) into the logs: left out.
+    ({ stateMachine: this.stateMachine, logGroup: this.logGroup } = standardStateMachine(this, {
       comment: 'media-backup: restore a backup archive by archive (prepare, extract each archive, finish)',
-      stateMachineType: StateMachineType.STANDARD,
-      definitionBody: DefinitionBody.fromChainable(prepare.next(archives).next(finish)),
+      definition: prepare.next(archives).next(finish),
       timeout,
-      // Execution data would put restored paths (the --path selection) into the logs: left out.
-      logs: { destination: this.logGroup, level: LogLevel.ALL, includeExecutionData: false },
-      tracingEnabled: false,
-    });
-    backupBucket.grantStagingRead(this.stateMachine);
-    acknowledgeStateMachineFindings(this.stateMachine, [phaseFunction], backupBucket, RESTORE_MAP_LABEL);
+      logRetention: props.logRetention,
+      backupBucket,
+      functions: [phaseFunction],
+      mapLabel: RESTORE_MAP_LABEL,
+    }));
   }
 
   /** The state machine's ARN. */

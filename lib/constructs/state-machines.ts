@@ -6,6 +6,7 @@ import {
   DistributedMap,
   type DistributedMapProps,
   Fail,
+  type IChainable,
   JitterType,
   JsonPath,
   LogLevel,
@@ -121,12 +122,8 @@ export class ShardedBackupStateMachine extends Construct {
 
   constructor(scope: Construct, id: string, props: ShardedBackupStateMachineProps) {
     super(scope, id);
-    const maxConcurrency = props.maxConcurrency ?? 8;
+    const maxConcurrency = requireMaxConcurrency(props.maxConcurrency);
     const timeout = props.timeout ?? Duration.hours(24);
-    // Distributed Map runs up to 10,000 child workflows at once.
-    if (!Number.isSafeInteger(maxConcurrency) || maxConcurrency < 1 || maxConcurrency > 10_000) {
-      throw new Error(`\`maxConcurrency\` must be a whole number from 1 to 10000 (got ${maxConcurrency})`);
-    }
     requireExecutionTimeout(timeout);
     this.maxConcurrency = maxConcurrency;
     const { backupBucket } = props;
@@ -136,12 +133,7 @@ export class ShardedBackupStateMachine extends Construct {
       // `{}` per child: the Map collects nothing worth keeping.
       outputPath: JsonPath.DISCARD,
     });
-    shard.addRetry({
-      errors: ['States.TaskFailed'],
-      interval: Duration.seconds(10),
-      maxAttempts: 2,
-      backoffRate: 3,
-    });
+    retryFailedItem(shard);
 
     const failed = new Fail(this, BACKUP_STATES.failed, {
       error: 'ShardedBackupFailed',
@@ -164,42 +156,26 @@ export class ShardedBackupStateMachine extends Construct {
     commit.addRetry({ errors: ['States.TaskFailed'], interval: Duration.seconds(10), maxAttempts: 1 });
     commit.addCatch(cleanup, { errors: ['States.ALL'], resultPath: '$.error' });
 
-    const shards = new ZeroToleranceDistributedMap(this, BACKUP_STATES.map, {
+    const shards = stagingItemsMap(this, BACKUP_STATES.map, {
       comment: 'Archive every shard of the plan into its part, up to MaxConcurrency at once',
-      itemReader: new StagingJsonLItemReader({ backupBucket, key: JsonPath.stringAt('$.itemsKey') }),
       itemSelector: { item: JsonPath.objectAt('$$.Map.Item.Value') },
       maxConcurrency,
       label: BACKUP_MAP_LABEL,
-      // Standard children: a shard may run the full 15 minutes of its invocation, and an Express
-      // child is stopped after 5.
-      mapExecutionType: StateMachineType.STANDARD,
-      resultPath: JsonPath.DISCARD,
+      backupBucket,
+      itemProcessor: shard,
     });
-    shards.itemProcessor(shard);
     shards.addCatch(cleanup, { errors: ['States.ALL'], resultPath: '$.error' });
 
-    this.logGroup = new LogGroup(this, 'LogGroup', {
-      retention: props.logRetention ?? RetentionDays.THREE_MONTHS,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
-    this.stateMachine = new StateMachine(this, 'StateMachine', {
+    ({ stateMachine: this.stateMachine, logGroup: this.logGroup } = standardStateMachine(this, {
       comment:
         'media-backup: a sharded backup (plan written by the backup function; shards, commit, cleanup)',
-      stateMachineType: StateMachineType.STANDARD,
-      definitionBody: DefinitionBody.fromChainable(shards.next(commit)),
+      definition: shards.next(commit),
       timeout,
-      logs: { destination: this.logGroup, level: LogLevel.ALL, includeExecutionData: false },
-      tracingEnabled: false,
-    });
-    // The ItemReader reads `<prefix>staging/*` only (see StagingJsonLItemReader).
-    backupBucket.grantStagingRead(this.stateMachine);
-
-    acknowledgeStateMachineFindings(
-      this.stateMachine,
-      [props.shardFunction, props.commitFunction, props.cleanupFunction],
+      logRetention: props.logRetention,
       backupBucket,
-      BACKUP_MAP_LABEL,
-    );
+      functions: [props.shardFunction, props.commitFunction, props.cleanupFunction],
+      mapLabel: BACKUP_MAP_LABEL,
+    }));
   }
 
   /** The state machine's ARN. */
@@ -279,6 +255,113 @@ export class StagingJsonLItemReader extends S3JsonLItemReader {
   public override providePolicyStatements(): PolicyStatement[] {
     return [];
   }
+}
+
+/** The Distributed Map's MaxConcurrency, 8 unless given; a Distributed Map runs up to 10,000 children at once. */
+export function requireMaxConcurrency(maxConcurrency: number | undefined): number {
+  const value = maxConcurrency ?? 8;
+  if (!Number.isSafeInteger(value) || value < 1 || value > 10_000) {
+    throw new Error(`\`maxConcurrency\` must be a whole number from 1 to 10000 (got ${value})`);
+  }
+  return value;
+}
+
+/**
+ * Retries of a Distributed Map child's task that failed on its own error: every child task is
+ * idempotent (a shard keeps a part already completed, an archive removes its own earlier files, a
+ * check only reads), so two more attempts are safe.
+ */
+export function retryFailedItem(task: LambdaInvoke): void {
+  task.addRetry({
+    errors: ['States.TaskFailed'],
+    interval: Duration.seconds(10),
+    maxAttempts: 2,
+    backoffRate: 3,
+  });
+}
+
+/**
+ * A Fail state carrying the error a Catch put at `$.error` (its `Error` and `Cause`), so the execution
+ * fails with the original error.
+ */
+export function failWithCaughtError(scope: Construct, id: string): Fail {
+  return new Fail(scope, id, {
+    errorPath: JsonPath.stringAt('$.error.Error'),
+    causePath: JsonPath.stringAt('$.error.Cause'),
+  });
+}
+
+/**
+ * The Distributed Map of every state machine here: reads its items from the JSON Lines object at
+ * `$.itemsKey` under `<prefix>staging/`, runs `itemProcessor` once per item in a Standard child (a
+ * child may run the full 15 minutes of its invocation, and an Express child is stopped after 5),
+ * tolerates no failed child, and keeps no results in the state (10,000 results would pass the 256 KB
+ * state limit).
+ */
+export function stagingItemsMap(
+  scope: Construct,
+  id: string,
+  options: {
+    comment: string;
+    itemSelector: Record<string, unknown>;
+    maxConcurrency: number;
+    label: string;
+    backupBucket: BackupBucket;
+    itemProcessor: IChainable;
+  },
+): ZeroToleranceDistributedMap {
+  const map = new ZeroToleranceDistributedMap(scope, id, {
+    comment: options.comment,
+    itemReader: new StagingJsonLItemReader({
+      backupBucket: options.backupBucket,
+      key: JsonPath.stringAt('$.itemsKey'),
+    }),
+    itemSelector: options.itemSelector,
+    maxConcurrency: options.maxConcurrency,
+    label: options.label,
+    mapExecutionType: StateMachineType.STANDARD,
+    resultPath: JsonPath.DISCARD,
+  });
+  map.itemProcessor(options.itemProcessor);
+  return map;
+}
+
+/**
+ * The Standard state machine of every construct here, with its log group: every event logged (level
+ * ALL) without execution data (shard items, restored paths and results are path ranges of the media
+ * tree, which need not sit in a second place with its own retention; the events alone show which
+ * state failed with which error), no X-Ray, the ItemReader's read of `<prefix>staging/*` only (see
+ * {@link StagingJsonLItemReader}), and the accepted cdk-nag findings.
+ */
+export function standardStateMachine(
+  scope: Construct,
+  options: {
+    comment: string;
+    definition: IChainable;
+    timeout: Duration;
+    /** @default RetentionDays.THREE_MONTHS */
+    logRetention?: RetentionDays;
+    backupBucket: BackupBucket;
+    /** The functions of the state machine's Lambda tasks. */
+    functions: readonly BackupFunction[];
+    mapLabel: string;
+  },
+): { stateMachine: StateMachine; logGroup: LogGroup } {
+  const logGroup = new LogGroup(scope, 'LogGroup', {
+    retention: options.logRetention ?? RetentionDays.THREE_MONTHS,
+    removalPolicy: RemovalPolicy.DESTROY,
+  });
+  const stateMachine = new StateMachine(scope, 'StateMachine', {
+    comment: options.comment,
+    stateMachineType: StateMachineType.STANDARD,
+    definitionBody: DefinitionBody.fromChainable(options.definition),
+    timeout: options.timeout,
+    logs: { destination: logGroup, level: LogLevel.ALL, includeExecutionData: false },
+    tracingEnabled: false,
+  });
+  options.backupBucket.grantStagingRead(stateMachine);
+  acknowledgeStateMachineFindings(stateMachine, options.functions, options.backupBucket, options.mapLabel);
+  return { stateMachine, logGroup };
 }
 
 /** Standard workflows run for at most a year. */

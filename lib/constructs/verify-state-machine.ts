@@ -1,23 +1,17 @@
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
-import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
-import {
-  DefinitionBody,
-  Fail,
-  JsonPath,
-  LogLevel,
-  StateMachine,
-  StateMachineType,
-  TaskInput,
-} from 'aws-cdk-lib/aws-stepfunctions';
+import { Duration } from 'aws-cdk-lib';
+import type { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { JsonPath, type StateMachine, TaskInput } from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import type { BackupBucket } from './backup-bucket.js';
 import type { BackupFunction } from './backup-function.js';
 import {
-  acknowledgeStateMachineFindings,
+  failWithCaughtError,
   lambdaTask,
   requireExecutionTimeout,
-  StagingJsonLItemReader,
-  ZeroToleranceDistributedMap,
+  requireMaxConcurrency,
+  retryFailedItem,
+  stagingItemsMap,
+  standardStateMachine,
 } from './state-machines.js';
 
 /** State names of the verify state machine. */
@@ -89,18 +83,12 @@ export class DeepVerifyStateMachine extends Construct {
 
   constructor(scope: Construct, id: string, props: DeepVerifyStateMachineProps) {
     super(scope, id);
-    const maxConcurrency = props.maxConcurrency ?? 8;
+    const maxConcurrency = requireMaxConcurrency(props.maxConcurrency);
     const timeout = props.timeout ?? Duration.hours(12);
-    if (!Number.isSafeInteger(maxConcurrency) || maxConcurrency < 1 || maxConcurrency > 10_000) {
-      throw new Error(`\`maxConcurrency\` must be a whole number from 1 to 10000 (got ${maxConcurrency})`);
-    }
     requireExecutionTimeout(timeout);
     const { backupBucket, phaseFunction } = props;
 
-    const failed = new Fail(this, VERIFY_STATES.failed, {
-      errorPath: JsonPath.stringAt('$.error.Error'),
-      causePath: JsonPath.stringAt('$.error.Cause'),
-    });
+    const failed = failWithCaughtError(this, VERIFY_STATES.failed);
     const toFailed = { errors: ['States.ALL'], resultPath: '$.error' };
 
     const plan = lambdaTask(this, VERIFY_STATES.plan, phaseFunction, {
@@ -123,16 +111,10 @@ export class DeepVerifyStateMachine extends Construct {
       }),
       outputPath: JsonPath.DISCARD,
     });
-    check.addRetry({
-      errors: ['States.TaskFailed'],
-      interval: Duration.seconds(10),
-      maxAttempts: 2,
-      backoffRate: 3,
-    });
+    retryFailedItem(check);
 
-    const checks = new ZeroToleranceDistributedMap(this, VERIFY_STATES.map, {
+    const checks = stagingItemsMap(this, VERIFY_STATES.map, {
       comment: 'Deep-check every planned archive, up to MaxConcurrency at once',
-      itemReader: new StagingJsonLItemReader({ backupBucket, key: JsonPath.stringAt('$.itemsKey') }),
       itemSelector: {
         runId: JsonPath.stringAt('$.runId'),
         index: JsonPath.numberAt('$$.Map.Item.Index'),
@@ -140,10 +122,9 @@ export class DeepVerifyStateMachine extends Construct {
       },
       maxConcurrency,
       label: VERIFY_MAP_LABEL,
-      mapExecutionType: StateMachineType.STANDARD,
-      resultPath: JsonPath.DISCARD,
+      backupBucket,
+      itemProcessor: check,
     });
-    checks.itemProcessor(check);
     checks.addCatch(failed, toFailed);
 
     const record = lambdaTask(this, VERIFY_STATES.record, phaseFunction, {
@@ -158,20 +139,15 @@ export class DeepVerifyStateMachine extends Construct {
     });
     record.addCatch(failed, toFailed);
 
-    this.logGroup = new LogGroup(this, 'LogGroup', {
-      retention: props.logRetention ?? RetentionDays.THREE_MONTHS,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
-    this.stateMachine = new StateMachine(this, 'StateMachine', {
+    ({ stateMachine: this.stateMachine, logGroup: this.logGroup } = standardStateMachine(this, {
       comment: 'media-backup: deep verify archive by archive (plan, check each archive, record)',
-      stateMachineType: StateMachineType.STANDARD,
-      definitionBody: DefinitionBody.fromChainable(plan.next(checks).next(record)),
+      definition: plan.next(checks).next(record),
       timeout,
-      logs: { destination: this.logGroup, level: LogLevel.ALL, includeExecutionData: false },
-      tracingEnabled: false,
-    });
-    backupBucket.grantStagingRead(this.stateMachine);
-    acknowledgeStateMachineFindings(this.stateMachine, [phaseFunction], backupBucket, VERIFY_MAP_LABEL);
+      logRetention: props.logRetention,
+      backupBucket,
+      functions: [phaseFunction],
+      mapLabel: VERIFY_MAP_LABEL,
+    }));
   }
 
   /** The state machine's ARN. */
