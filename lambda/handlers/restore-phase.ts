@@ -15,6 +15,7 @@ import {
 import { openHandlerStore, readHandlerConfig, underMount } from './config.js';
 import { BackupDeadlineError, EventValidationError } from './errors.js';
 import { parseRestoreEvent } from './events.js';
+import { caughtError, parseStepEvent, putStagingItems, withinDeadline } from './phase-runtime.js';
 import { invocationLogger } from './runtime.js';
 
 /**
@@ -71,26 +72,14 @@ const phaseEvent = z.discriminatedUnion(
     z.strictObject({
       phase: z.literal('abandon'),
       job: jobRef,
-      error: z.looseObject({ Error: z.string().optional(), Cause: z.string().optional() }).optional(),
+      error: caughtError.optional(),
     }),
   ],
   { error: () => '`phase` must be one of prepare, archive, finish, abandon' },
 );
 
-function parsePhaseEvent(event: unknown): z.output<typeof phaseEvent> {
-  const result = phaseEvent.safeParse(event ?? {});
-  if (result.success) return result.data;
-  const messages = result.error.issues.map((issue) => {
-    const where = issue.path.map(String).join('.');
-    return where && !issue.message.startsWith('`') ? `\`${where}\` ${issue.message}` : issue.message;
-  });
-  throw new EventValidationError(`invalid restore phase event: ${messages.join('; ')}`, {
-    cause: result.error,
-  });
-}
-
 export async function handler(event: unknown, context: Context): Promise<RestorePhaseResult> {
-  const request = parsePhaseEvent(event);
+  const request = parseStepEvent(phaseEvent, event, 'restore phase');
   const config = readHandlerConfig();
   const { powertools: logger, engine } = invocationLogger(context, 'restore');
   logger.appendKeys({ phase: request.phase });
@@ -123,14 +112,10 @@ export async function handler(event: unknown, context: Context): Promise<Restore
         // The archive list goes to S3 for the Distributed Map's ItemReader: a job may need thousands
         // of parts, far beyond the 256 KB a state may carry. Created once (never replaced).
         const key = `staging/restore-${job.jobId}/archives.jsonl`;
-        await store.put(
+        await putStagingItems(
+          store,
           key,
-          job.archives
-            .map((a) => `${JSON.stringify({ key: a.key, files: a.files, bytes: a.bytes })}\n`)
-            .join(''),
-          {
-            contentType: 'application/x-ndjson',
-          },
+          job.archives.map((a) => ({ key: a.key, files: a.files, bytes: a.bytes })),
         );
         logger.info('restore prepared', {
           backupId: job.backupId,
@@ -148,34 +133,21 @@ export async function handler(event: unknown, context: Context): Promise<Restore
       }
       case 'archive': {
         const budgetMs = context.getRemainingTimeInMillis() - config.deadlineMarginMs;
-        const deadline = new AbortController();
-        const timer = setTimeout(
+        const outcome = await withinDeadline(
+          budgetMs,
           () =>
-            deadline.abort(
-              new BackupDeadlineError(
-                `archive ${request.archiveKey} could not be extracted within this invocation (stopped ${config.deadlineMarginMs} ms before the timeout); the retry removes this attempt's files and starts the archive again. Give the restore phase function more memory if this repeats.`,
-              ),
+            new BackupDeadlineError(
+              `archive ${request.archiveKey} could not be extracted within this invocation (stopped ${config.deadlineMarginMs} ms before the timeout); the retry removes this attempt's files and starts the archive again. Give the restore phase function more memory if this repeats.`,
             ),
-          Math.max(0, Math.min(budgetMs, 2 ** 31 - 1)),
+          (signal) => restoreArchivePhase(deps, { job: request.job, archiveKey: request.archiveKey, signal }),
         );
-        try {
-          const outcome = await restoreArchivePhase(deps, {
-            job: request.job,
-            archiveKey: request.archiveKey,
-            signal: deadline.signal,
-          });
-          logger.info('archive restored', { ...outcome });
-          return {
-            phase: 'archive',
-            archiveKey: outcome.archiveKey,
-            files: outcome.files,
-            alreadyDone: outcome.alreadyDone,
-          };
-        } catch (error) {
-          throw deadline.signal.aborted ? deadline.signal.reason : error;
-        } finally {
-          clearTimeout(timer);
-        }
+        logger.info('archive restored', { ...outcome });
+        return {
+          phase: 'archive',
+          archiveKey: outcome.archiveKey,
+          files: outcome.files,
+          alreadyDone: outcome.alreadyDone,
+        };
       }
       case 'finish': {
         const result = await finishRestore(deps, { job: request.job });

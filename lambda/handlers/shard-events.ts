@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ShardItem } from '../core/sharding/sharded-backup.js';
-import { EventValidationError } from './errors.js';
+import { caughtError, parseStepEvent } from './phase-runtime.js';
 
 /**
  * Events of the functions the backup state machine invokes (lib/constructs/state-machines.ts builds
@@ -60,31 +60,19 @@ const shardEventSchema = strictEvent(
   '{"item":{"planKey":"staging/backup_…/plan.json","shard":1,…}}',
 );
 const commitEventSchema = strictEvent({ planKey }, '{"planKey":"staging/backup_20261201_040000/plan.json"}');
-/** Step Functions' caught error: `Error` (name) and `Cause` (text; JSON for a Lambda function error). */
-const caughtError = z.looseObject({ Error: z.string().optional(), Cause: z.string().optional() });
 const cleanupEventSchema = strictEvent(
   { planKey, error: caughtError },
   '{"planKey":"staging/backup_20261201_040000/plan.json","error":{"Error":"…","Cause":"…"}}',
 );
 
-function parseWith<T extends z.ZodType>(schema: T, event: unknown, kind: string): z.output<T> {
-  const result = schema.safeParse(event ?? {});
-  if (result.success) return result.data;
-  const messages = result.error.issues.map((issue) => {
-    const where = issue.path.map(String).join('.');
-    return where && !issue.message.startsWith('`') ? `\`${where}\` ${issue.message}` : issue.message;
-  });
-  throw new EventValidationError(`invalid ${kind} event: ${messages.join('; ')}`, { cause: result.error });
-}
-
 /** The shard function's event: `{ item }`. */
 export function parseShardEvent(event: unknown): { item: ShardItem } {
-  return parseWith(shardEventSchema, event, 'shard') as { item: ShardItem };
+  return parseStepEvent(shardEventSchema, event, 'shard') as { item: ShardItem };
 }
 
 /** The commit function's event: `{ planKey }`. */
 export function parseCommitEvent(event: unknown): { planKey: string } {
-  return parseWith(commitEventSchema, event, 'shard commit');
+  return parseStepEvent(commitEventSchema, event, 'shard commit');
 }
 
 /** The cleanup function's event: `{ planKey, error: { Error, Cause } }`. */
@@ -92,7 +80,7 @@ export function parseCleanupEvent(event: unknown): {
   planKey: string;
   error: { Error?: string | undefined; Cause?: string | undefined };
 } {
-  return parseWith(cleanupEventSchema, event, 'shard cleanup');
+  return parseStepEvent(cleanupEventSchema, event, 'shard cleanup');
 }
 
 /**

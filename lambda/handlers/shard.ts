@@ -5,6 +5,7 @@ import type { ObjectStore } from '../store/types.js';
 import { sourceHint } from './backup.js';
 import { openHandlerStore, readHandlerConfig, underMount } from './config.js';
 import { BackupDeadlineError } from './errors.js';
+import { withinDeadline } from './phase-runtime.js';
 import { invocationLogger } from './runtime.js';
 import { parseShardEvent } from './shard-events.js';
 
@@ -53,24 +54,22 @@ export async function handler(event: unknown, context: Context): Promise<ShardTa
     );
   }
   const store = openHandlerStore(config);
-  const deadline = new AbortController();
-  const timer = setTimeout(
-    () =>
-      deadline.abort(
+  logger.info('shard started', { files: item.files, bytes: item.bytes, budgetMs });
+  try {
+    const outcome = await withinDeadline(
+      budgetMs,
+      () =>
         new BackupDeadlineError(
           `the shard (${item.files} files, ${item.bytes} bytes, ${item.firstPath} .. ${item.lastPath}) did not finish within this invocation (stopped ${config.deadlineMarginMs} ms before the timeout, after ${budgetMs} ms); its upload was aborted. The plan sized it from the time model's rates: EFS or S3 was slower than they say. A retry resumes nothing but starts the shard again; give the shard function more memory if this repeats.`,
         ),
-      ),
-    Math.min(budgetMs, 2 ** 31 - 1),
-  );
-  logger.info('shard started', { files: item.files, bytes: item.bytes, budgetMs });
-  try {
-    const outcome = await runShard({ store, logger: engine }, item, {
-      source,
-      sourceHint: sourceHint(config, store.url),
-      gzip: { level: config.compressionLevel },
-      signal: deadline.signal,
-    });
+      (signal) =>
+        runShard({ store, logger: engine }, item, {
+          source,
+          sourceHint: sourceHint(config, store.url),
+          gzip: { level: config.compressionLevel },
+          signal,
+        }),
+    );
     logger.info('shard done', {
       partKey: outcome.part?.key ?? null,
       partBytes: outcome.part?.bytes ?? 0,
@@ -86,8 +85,8 @@ export async function handler(event: unknown, context: Context): Promise<ShardTa
       files: outcome.files,
       reused: outcome.reused === true,
     };
-  } catch (error) {
-    const reason = deadline.signal.aborted ? deadline.signal.reason : error;
+  } catch (reason) {
+    // The deadline's error when it fired (withinDeadline), else the engine's.
     logger.error('shard failed', { error: errorMessage(reason) });
     const shardFailed = failed(`${(reason as Error)?.name ?? 'Error'}: ${errorMessage(reason)}`, reason);
     await recordShardFailure(store, item, context.awsRequestId, shardFailed.message).catch((recordError) =>
@@ -97,7 +96,6 @@ export async function handler(event: unknown, context: Context): Promise<ShardTa
     );
     throw shardFailed;
   } finally {
-    clearTimeout(timer);
     store.client.destroy();
   }
 }

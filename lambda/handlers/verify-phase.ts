@@ -13,6 +13,7 @@ import { openHandlerStore, readHandlerConfig } from './config.js';
 import { EventValidationError, VerifyFailedError } from './errors.js';
 import { parseVerifyEvent } from './events.js';
 import { invocationMetrics, recordVerifyOutcome } from './metrics.js';
+import { parseStepEvent, putStagingItems } from './phase-runtime.js';
 import { invocationLogger } from './runtime.js';
 
 /**
@@ -72,24 +73,12 @@ const phaseEvent = z.discriminatedUnion(
   { error: () => '`phase` must be one of plan, check, record' },
 );
 
-function parsePhaseEvent(event: unknown): z.output<typeof phaseEvent> {
-  const result = phaseEvent.safeParse(event ?? {});
-  if (result.success) return result.data;
-  const messages = result.error.issues.map((issue) => {
-    const where = issue.path.map(String).join('.');
-    return where && !issue.message.startsWith('`') ? `\`${where}\` ${issue.message}` : issue.message;
-  });
-  throw new EventValidationError(`invalid verify phase event: ${messages.join('; ')}`, {
-    cause: result.error,
-  });
-}
-
 const runFolder = (id: string) => `staging/verify-${id}/`;
 const resultKey = (id: string, index: number) =>
   `${runFolder(id)}result-${String(index).padStart(5, '0')}.json`;
 
 export async function handler(event: unknown, context: Context): Promise<VerifyPhaseResult> {
-  const request = parsePhaseEvent(event);
+  const request = parseStepEvent(phaseEvent, event, 'verify phase');
   const config = readHandlerConfig();
   const { powertools: logger, engine } = invocationLogger(context, 'verify');
   logger.appendKeys({ phase: request.phase });
@@ -111,9 +100,7 @@ export async function handler(event: unknown, context: Context): Promise<VerifyP
         const now = systemClock.now().toISOString().replace(/[-:]/g, '').slice(0, 15);
         const id = `${now}-${randomBytes(4).toString('hex')}`;
         const key = `${runFolder(id)}items.jsonl`;
-        await store.put(key, plan.items.map((item) => `${JSON.stringify(item)}\n`).join(''), {
-          contentType: 'application/x-ndjson',
-        });
+        await putStagingItems(store, key, plan.items);
         logger.info('deep verify planned', { runId: id, items: plan.items.length, rotating: plan.rotating });
         return {
           phase: 'plan',
