@@ -1,14 +1,10 @@
-import { type CfnElement, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
-import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
 import { RESTORE_MAP_LABEL, RESTORE_STATES } from '../../lib/constructs/restore-state-machine.js';
 import { LAMBDA_SERVICE_ERRORS } from '../../lib/constructs/state-machines.js';
-import { MediaBackupStack, parseConfig } from '../../lib/index.js';
 import {
   allows,
   allStates,
-  type CfnTemplate,
   definitionOf,
   functionArn,
   type Json,
@@ -17,16 +13,7 @@ import {
   statementsOfRole,
   validateAsl,
 } from '../fixtures/local-sfn.js';
-import { newTestApp } from './test-app.js';
-
-function synthStack(raw: Record<string, unknown> = {}) {
-  const app = newTestApp();
-  const stack = new MediaBackupStack(app, 'MediaBackup', { config: parseConfig(raw) });
-  return { stack, json: Template.fromStack(stack).toJSON() as CfnTemplate };
-}
-
-const id = (construct: IConstruct) =>
-  Stack.of(construct).getLogicalId((construct.node.defaultChild ?? construct) as CfnElement);
+import { logicalId as id, synthStack } from '../fixtures/stack-synth.js';
 
 describe('restore state machine definition', () => {
   const { stack, json } = synthStack();

@@ -1,8 +1,7 @@
-import { type CfnElement, Duration, Stack, Validations } from 'aws-cdk-lib';
+import { Duration, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { DefinitionBody, Pass, StateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import { AwsSolutionsChecks } from 'cdk-nag';
-import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
 import {
   BACKUP_MAP_LABEL,
@@ -14,7 +13,6 @@ import { ConfigError, MediaBackupStack, parseConfig } from '../../lib/index.js';
 import {
   allows,
   allStates,
-  type CfnTemplate,
   definitionOf,
   functionArn,
   glob,
@@ -26,19 +24,10 @@ import {
   statementsOfRole,
   validateAsl,
 } from '../fixtures/local-sfn.js';
+import { logicalId as id, synthStack } from '../fixtures/stack-synth.js';
 import { cdkJsonContext, newTestApp } from './test-app.js';
 
 const KMS_KEY_ARN = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
-
-function synthStack(raw: Record<string, unknown> = {}) {
-  const app = newTestApp();
-  const stack = new MediaBackupStack(app, 'MediaBackup', { config: parseConfig(raw) });
-  const template = Template.fromStack(stack);
-  return { app, stack, template, json: template.toJSON() as CfnTemplate };
-}
-
-const id = (construct: IConstruct) =>
-  Stack.of(construct).getLogicalId((construct.node.defaultChild ?? construct) as CfnElement);
 
 describe('backup state machine definition', () => {
   const { stack, json } = synthStack();

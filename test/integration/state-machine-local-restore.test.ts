@@ -1,9 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { DeleteObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
-import type { CfnElement } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
+import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { StateMachine } from 'aws-local-stepfunctions';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { silentLogger, systemClock } from '../../lambda/core/deps.js';
@@ -12,21 +10,19 @@ import { runShardedBackup } from '../../lambda/core/sharding/sharded-backup.js';
 import { handler as restorePhaseHandler } from '../../lambda/handlers/restore-phase.js';
 import type { S3ObjectStore } from '../../lambda/store/s3.js';
 import { RESTORE_STATES } from '../../lib/constructs/restore-state-machine.js';
-import { MediaBackupStack, parseConfig } from '../../lib/index.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeLambdaContext } from '../fixtures/lambda-context.js';
+import { type Json, polyfillPromiseWithResolvers } from '../fixtures/local-sfn.js';
 import {
-  type CfnTemplate,
-  definitionOf,
-  type Json,
-  lambdaInvokeTask,
-  parseJsonLines,
-  polyfillPromiseWithResolvers,
-  withItemsInsteadOfItemReader,
-} from '../fixtures/local-sfn.js';
+  firstStepOnly,
+  fromTheMap,
+  readItems,
+  recordedInvocations,
+  settle,
+  synthesizedDefinition,
+} from '../fixtures/local-sfn-run.js';
 import { makeMediaTree, snapshotTree } from '../fixtures/media-tree.js';
 import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fixtures/s3rver.js';
-import { newTestApp } from '../infra/test-app.js';
 
 /**
  * The synthesized restore state machine run by aws-local-stepfunctions, every task bound to the REAL
@@ -53,13 +49,7 @@ let run = 0;
 
 beforeAll(async () => {
   s3 = await startS3rver();
-  const app = newTestApp();
-  const stack = new MediaBackupStack(app, 'MediaBackup', { config: parseConfig({ shardMaxConcurrency: 2 }) });
-  const json = Template.fromStack(stack).toJSON() as CfnTemplate;
-  definition = definitionOf(
-    json,
-    stack.getLogicalId(stack.restoreStateMachine.stateMachine.node.defaultChild as CfnElement),
-  );
+  ({ definition } = synthesizedDefinition((stack) => stack.restoreStateMachine));
 }, 120_000);
 afterAll(() => s3?.stop());
 
@@ -76,38 +66,12 @@ afterEach(async () => {
   await dirs.cleanup();
 });
 
-/** The prepare step alone: the definition with PrepareRestore ending the execution (its Catch kept). */
-function prepareOnly(): Json {
-  const copy = structuredClone(definition);
-  const { Next: _next, ...prepare } = copy.States[RESTORE_STATES.prepare];
-  copy.States = {
-    [RESTORE_STATES.prepare]: { ...prepare, End: true },
-    [RESTORE_STATES.failed]: copy.States[RESTORE_STATES.failed],
-  };
-  return copy;
-}
-
-/** The rest: the definition starting at the Map, its ItemReader replaced by ItemsPath. */
-function fromTheMap(): Json {
-  const copy = withItemsInsteadOfItemReader(definition, RESTORE_STATES.map, '$.itemReaderItems');
-  delete copy.States[RESTORE_STATES.prepare];
-  copy.StartAt = RESTORE_STATES.map;
-  return copy;
-}
-
-interface Invocation {
-  readonly state: string;
-  readonly payload: Json;
-}
-
 async function restoreThroughStateMachine(
   request: Json,
   archiveBinding: (payload: Json) => Promise<Json> = (payload) =>
     restorePhaseHandler(payload, makeLambdaContext()),
 ) {
-  const invocations: Invocation[] = [];
-  const bind = (state: string, handler: (payload: Json) => Promise<Json>) =>
-    lambdaInvokeTask(handler, (_fn, payload) => invocations.push({ state, payload }));
+  const { invocations, bind } = recordedInvocations();
   const phase = (payload: Json) => restorePhaseHandler(payload, makeLambdaContext());
   const overrides = {
     taskResourceLocalHandlers: {
@@ -118,19 +82,17 @@ async function restoreThroughStateMachine(
     },
     retryIntervalOverrides: { [RESTORE_STATES.archive]: 0, [RESTORE_STATES.finish]: 0 },
   };
-  const settle = (promise: Promise<unknown>) =>
-    promise.then(
-      (output) => ({ status: 'SUCCEEDED' as const, output: output as Json }),
-      (error: { cause?: Json }) => ({ status: 'FAILED' as const, error }),
-    );
-  const prepared = await settle(new StateMachine(prepareOnly()).run(request, { overrides }).result);
+  // The prepare step alone (PrepareRestore ending the execution, its Catch kept), then the rest from
+  // the Map on, with the archive list read from s3rver.
+  const prepareOnly = firstStepOnly(definition, RESTORE_STATES.prepare, RESTORE_STATES.failed);
+  const prepared = await settle(new StateMachine(prepareOnly).run(request, { overrides }).result);
   if (prepared.status === 'FAILED') return { ...prepared, invocations };
-  const object = await store.client.send(
-    new GetObjectCommand({ Bucket: s3.bucket, Key: prepared.output.itemsKey as string }),
-  );
-  const items = parseJsonLines(await object.Body!.transformToString('utf8'));
+  const items = await readItems(store, s3.bucket, prepared.output.itemsKey as string);
   const rest = await settle(
-    new StateMachine(fromTheMap()).run({ ...prepared.output, itemReaderItems: items }, { overrides }).result,
+    new StateMachine(fromTheMap(definition, RESTORE_STATES.prepare, RESTORE_STATES.map)).run(
+      { ...prepared.output, itemReaderItems: items },
+      { overrides },
+    ).result,
   );
   return { ...rest, prepared: prepared.output, items, invocations };
 }

@@ -1,7 +1,5 @@
 import path from 'node:path';
-import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import type { CfnElement } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { StateMachine } from 'aws-local-stepfunctions';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { silentLogger, systemClock } from '../../lambda/core/deps.js';
@@ -10,21 +8,21 @@ import { runShardedBackup } from '../../lambda/core/sharding/sharded-backup.js';
 import { handler as verifyPhaseHandler } from '../../lambda/handlers/verify-phase.js';
 import type { S3ObjectStore } from '../../lambda/store/s3.js';
 import { VERIFY_STATES } from '../../lib/constructs/verify-state-machine.js';
-import { MediaBackupStack, parseConfig } from '../../lib/index.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeLambdaContext } from '../fixtures/lambda-context.js';
+import { type Json, polyfillPromiseWithResolvers } from '../fixtures/local-sfn.js';
 import {
-  type CfnTemplate,
-  definitionOf,
-  type Json,
-  lambdaInvokeTask,
-  parseJsonLines,
-  polyfillPromiseWithResolvers,
-  withItemsInsteadOfItemReader,
-} from '../fixtures/local-sfn.js';
+  captureStdout,
+  emittedMetric,
+  firstStepOnly,
+  fromTheMap,
+  readItems,
+  recordedInvocations,
+  settle,
+  synthesizedDefinition,
+} from '../fixtures/local-sfn-run.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';
 import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fixtures/s3rver.js';
-import { newTestApp } from '../infra/test-app.js';
 
 /**
  * The synthesized deep verify state machine run by aws-local-stepfunctions over the REAL verify-phase
@@ -47,13 +45,7 @@ let stdout: string[];
 
 beforeAll(async () => {
   s3 = await startS3rver();
-  const app = newTestApp();
-  const stack = new MediaBackupStack(app, 'MediaBackup', { config: parseConfig({ shardMaxConcurrency: 2 }) });
-  const json = Template.fromStack(stack).toJSON() as CfnTemplate;
-  definition = definitionOf(
-    json,
-    stack.getLogicalId(stack.verifyStateMachine.stateMachine.node.defaultChild as CfnElement),
-  );
+  ({ definition } = synthesizedDefinition((stack) => stack.verifyStateMachine));
 }, 120_000);
 afterAll(() => s3?.stop());
 
@@ -63,11 +55,7 @@ beforeEach(async () => {
   prefix = `sfn-verify-${run}/media-backups/`;
   store = s3.makeStore(prefix);
   stubHandlerEnvForS3rver(vi.stubEnv, s3, { prefix });
-  stdout = [];
-  vi.spyOn(process.stdout, 'write').mockImplementation((chunk: unknown) => {
-    stdout.push(String(chunk));
-    return true;
-  });
+  stdout = captureStdout();
 });
 afterEach(async () => {
   vi.restoreAllMocks();
@@ -75,40 +63,14 @@ afterEach(async () => {
   await dirs.cleanup();
 });
 
-function emitted(metric: string): unknown[] {
-  return stdout
-    .flatMap((chunk) => chunk.split('\n'))
-    .filter((line) => line.startsWith('{') && line.includes('"_aws"'))
-    .map((line) => JSON.parse(line) as Record<string, unknown>)
-    .filter((doc) => metric in doc)
-    .map((doc) => doc[metric]);
-}
-
-function planOnly(): Json {
-  const copy = structuredClone(definition);
-  const { Next: _next, ...plan } = copy.States[VERIFY_STATES.plan];
-  copy.States = {
-    [VERIFY_STATES.plan]: { ...plan, End: true },
-    [VERIFY_STATES.failed]: copy.States[VERIFY_STATES.failed],
-  };
-  return copy;
-}
-
-function fromTheMap(): Json {
-  const copy = withItemsInsteadOfItemReader(definition, VERIFY_STATES.map, '$.itemReaderItems');
-  delete copy.States[VERIFY_STATES.plan];
-  copy.StartAt = VERIFY_STATES.map;
-  return copy;
-}
+const emitted = (metric: string) => emittedMetric(stdout, metric);
 
 async function verifyThroughStateMachine(
   request: Json,
   checkBinding: (payload: Json) => Promise<Json> = (payload) =>
     verifyPhaseHandler(payload, makeLambdaContext()),
 ) {
-  const invocations: { state: string; payload: Json }[] = [];
-  const bind = (state: string, handler: (payload: Json) => Promise<Json>) =>
-    lambdaInvokeTask(handler, (_fn, payload) => invocations.push({ state, payload }));
+  const { invocations, bind } = recordedInvocations();
   const phase = (payload: Json) => verifyPhaseHandler(payload, makeLambdaContext());
   const overrides = {
     taskResourceLocalHandlers: {
@@ -118,19 +80,16 @@ async function verifyThroughStateMachine(
     },
     retryIntervalOverrides: { [VERIFY_STATES.check]: 0 },
   };
-  const settle = (promise: Promise<unknown>) =>
-    promise.then(
-      (output) => ({ status: 'SUCCEEDED' as const, output: output as Json }),
-      (error: { cause?: Json }) => ({ status: 'FAILED' as const, error }),
-    );
-  const planned = await settle(new StateMachine(planOnly()).run(request, { overrides }).result);
+  // The plan step alone, then the rest from the Map on, with the check list read from s3rver.
+  const planOnly = firstStepOnly(definition, VERIFY_STATES.plan, VERIFY_STATES.failed);
+  const planned = await settle(new StateMachine(planOnly).run(request, { overrides }).result);
   if (planned.status === 'FAILED') throw new Error(`the plan step failed: ${JSON.stringify(planned.error)}`);
-  const object = await store.client.send(
-    new GetObjectCommand({ Bucket: s3.bucket, Key: planned.output.itemsKey as string }),
-  );
-  const items = parseJsonLines(await object.Body!.transformToString('utf8'));
+  const items = await readItems(store, s3.bucket, planned.output.itemsKey as string);
   const rest = await settle(
-    new StateMachine(fromTheMap()).run({ ...planned.output, itemReaderItems: items }, { overrides }).result,
+    new StateMachine(fromTheMap(definition, VERIFY_STATES.plan, VERIFY_STATES.map)).run(
+      { ...planned.output, itemReaderItems: items },
+      { overrides },
+    ).result,
   );
   return { ...rest, planned: planned.output, items, invocations };
 }

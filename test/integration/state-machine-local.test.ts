@@ -1,7 +1,5 @@
 import path from 'node:path';
-import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import type { CfnElement } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
+import { DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { StateMachine } from 'aws-local-stepfunctions';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { listCommittedBackups } from '../../lambda/core/repository/catalog.js';
@@ -13,22 +11,25 @@ import { handler as cleanupHandler } from '../../lambda/handlers/shard-cleanup.j
 import { handler as commitHandler } from '../../lambda/handlers/shard-commit.js';
 import type { S3ObjectStore } from '../../lambda/store/s3.js';
 import { BACKUP_STATES } from '../../lib/constructs/state-machines.js';
-import { MediaBackupStack, parseConfig } from '../../lib/index.js';
 import { tempDirs } from '../fixtures/engine.js';
 import { makeLambdaContext } from '../fixtures/lambda-context.js';
 import {
-  type CfnTemplate,
-  definitionOf,
   functionArn,
   type Json,
   lambdaInvokeTask,
-  parseJsonLines,
   polyfillPromiseWithResolvers,
   withItemsInsteadOfItemReader,
 } from '../fixtures/local-sfn.js';
+import {
+  captureStdout,
+  emittedMetric,
+  readItems,
+  settle,
+  synthesizedDefinition,
+} from '../fixtures/local-sfn-run.js';
 import { makeMediaTree, snapshotTree } from '../fixtures/media-tree.js';
 import { type S3rverFixture, startS3rver, stubHandlerEnvForS3rver } from '../fixtures/s3rver.js';
-import { newTestApp } from '../infra/test-app.js';
+import { logicalId } from '../fixtures/stack-synth.js';
 
 /**
  * The synthesized backup state machine run by aws-local-stepfunctions, its Lambda tasks bound to the
@@ -69,17 +70,14 @@ const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:Me
 
 beforeAll(async () => {
   s3 = await startS3rver();
-  const app = newTestApp();
-  const stack = new MediaBackupStack(app, 'MediaBackup', { config: parseConfig({ shardMaxConcurrency: 2 }) });
-  const json = Template.fromStack(stack).toJSON() as CfnTemplate;
-  const id = (c: { node: { defaultChild?: unknown } }) =>
-    stack.getLogicalId(c.node.defaultChild as CfnElement);
-  definition = definitionOf(json, id(stack.backupStateMachine.stateMachine));
+  const synthesized = synthesizedDefinition((stack) => stack.backupStateMachine);
+  const { stack } = synthesized;
+  definition = synthesized.definition;
   localDefinition = withItemsInsteadOfItemReader(definition, BACKUP_STATES.map, '$.itemReaderItems');
   functions = {
-    shard: functionArn(id(stack.shardFunction.function)),
-    commit: functionArn(id(stack.shardCommitFunction.function)),
-    cleanup: functionArn(id(stack.shardCleanupFunction.function)),
+    shard: functionArn(logicalId(stack.shardFunction.function)),
+    commit: functionArn(logicalId(stack.shardCommitFunction.function)),
+    cleanup: functionArn(logicalId(stack.shardCleanupFunction.function)),
   };
 }, 120_000);
 afterAll(() => s3?.stop());
@@ -93,11 +91,7 @@ beforeEach(async () => {
   stubHandlerEnvForS3rver(vi.stubEnv, s3, { prefix, mount });
   vi.stubEnv('BACKUP_STATE_MACHINE_ARN', STATE_MACHINE_ARN);
   vi.stubEnv('SHARDED_RUN_TIMEOUT_SECONDS', String(24 * 3600));
-  stdout = [];
-  vi.spyOn(process.stdout, 'write').mockImplementation((chunk: unknown) => {
-    stdout.push(String(chunk));
-    return true;
-  });
+  stdout = captureStdout();
 });
 afterEach(async () => {
   vi.restoreAllMocks();
@@ -106,14 +100,7 @@ afterEach(async () => {
 });
 
 /** Values of one metric in the EMF documents printed so far. */
-function emitted(metric: string): unknown[] {
-  return stdout
-    .flatMap((chunk) => chunk.split('\n'))
-    .filter((line) => line.startsWith('{') && line.includes('"_aws"'))
-    .map((line) => JSON.parse(line) as Record<string, unknown>)
-    .filter((doc) => metric in doc)
-    .map((doc) => doc[metric]);
-}
+const emitted = (metric: string) => emittedMetric(stdout, metric);
 
 /**
  * A backup the time model says cannot fit one invocation: 12 files at 2.5 minutes each (30 min)
@@ -134,12 +121,6 @@ async function startShardedBackup(): Promise<{ backupId: string; planKey: string
   expect(starts).toHaveLength(1);
   expect(starts[0]?.stateMachineArn).toBe(STATE_MACHINE_ARN);
   return JSON.parse(starts[0]?.input ?? '{}');
-}
-
-/** The shards.jsonl object the Distributed Map's ItemReader would read: same bucket, same full key. */
-async function readItems(itemsKey: string): Promise<Json[]> {
-  const object = await store.client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: itemsKey }));
-  return parseJsonLines(await object.Body!.transformToString('utf8'));
 }
 
 interface Invocation {
@@ -165,7 +146,8 @@ async function execute(
     validationOptions: { checkArn: true, checkPaths: true },
   });
   const execution = machine.run(
-    { ...input, itemReaderItems: await readItems(input.itemsKey) },
+    // The shards.jsonl object the Distributed Map's ItemReader would read: same bucket, same full key.
+    { ...input, itemReaderItems: await readItems(store, s3.bucket, input.itemsKey) },
     {
       overrides: {
         taskResourceLocalHandlers: {
@@ -184,10 +166,7 @@ async function execute(
       },
     },
   );
-  const outcome = await execution.result.then(
-    (output) => ({ status: 'SUCCEEDED' as const, output: output as Json }),
-    (error: { name?: string; cause?: Json; message?: string }) => ({ status: 'FAILED' as const, error }),
-  );
+  const outcome = await settle(execution.result);
   return { ...outcome, invocations };
 }
 
