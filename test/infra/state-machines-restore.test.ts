@@ -13,7 +13,7 @@ import {
   statementsOfRole,
   validateAsl,
 } from '../fixtures/local-sfn.js';
-import { logicalId as id, synthStack } from '../fixtures/stack-synth.js';
+import { expectedItemReader, logicalId as id, synthStack } from '../fixtures/stack-synth.js';
 
 describe('restore state machine definition', () => {
   const { stack, json } = synthStack();
@@ -46,14 +46,7 @@ describe('restore state machine definition', () => {
   });
 
   it("reads the job's archive list with the JSONL S3 ItemReader, key from $.itemsKey, and passes the job to every child", () => {
-    expect(map.ItemReader).toEqual({
-      Resource: 'arn:aws:states:::s3:getObject',
-      ReaderConfig: { InputType: 'JSONL' },
-      Parameters: {
-        Bucket: resolveIntrinsics({ Ref: id(stack.backupBucket.bucket) }, json),
-        'Key.$': '$.itemsKey',
-      },
-    });
+    expect(map.ItemReader).toEqual(expectedItemReader(stack, json));
     expect(map.ItemSelector).toEqual({ 'job.$': '$.job', 'archive.$': '$$.Map.Item.Value' });
     expect(archive.Parameters.Payload).toEqual({
       phase: 'archive',

@@ -13,7 +13,7 @@ import {
   statementsOfRole,
   validateAsl,
 } from '../fixtures/local-sfn.js';
-import { logicalId as id, synthStack } from '../fixtures/stack-synth.js';
+import { expectedItemReader, logicalId as id, synthStack } from '../fixtures/stack-synth.js';
 
 describe('verify state machine definition', () => {
   const { stack, json } = synthStack({ shardMaxConcurrency: 5 });
@@ -46,14 +46,7 @@ describe('verify state machine definition', () => {
   });
 
   it('reads the check list from S3, passes run id, index and item to each child, and keeps no results in the state', () => {
-    expect(map.ItemReader).toEqual({
-      Resource: 'arn:aws:states:::s3:getObject',
-      ReaderConfig: { InputType: 'JSONL' },
-      Parameters: {
-        Bucket: resolveIntrinsics({ Ref: id(stack.backupBucket.bucket) }, json),
-        'Key.$': '$.itemsKey',
-      },
-    });
+    expect(map.ItemReader).toEqual(expectedItemReader(stack, json));
     expect(map.ItemSelector).toEqual({
       'runId.$': '$.runId',
       'index.$': '$$.Map.Item.Index',

@@ -24,7 +24,7 @@ import {
   statementsOfRole,
   validateAsl,
 } from '../fixtures/local-sfn.js';
-import { logicalId as id, synthStack } from '../fixtures/stack-synth.js';
+import { expectedItemReader, logicalId as id, synthStack } from '../fixtures/stack-synth.js';
 import { cdkJsonContext, newTestApp } from './test-app.js';
 
 const KMS_KEY_ARN = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
@@ -47,14 +47,7 @@ describe('backup state machine definition', () => {
   });
 
   it('reads the shard list with the JSONL S3 ItemReader from the backup bucket, key from $.itemsKey', () => {
-    expect(map.ItemReader).toEqual({
-      Resource: 'arn:aws:states:::s3:getObject',
-      ReaderConfig: { InputType: 'JSONL' },
-      Parameters: {
-        Bucket: resolveIntrinsics({ Ref: id(stack.backupBucket.bucket) }, json),
-        'Key.$': '$.itemsKey',
-      },
-    });
+    expect(map.ItemReader).toEqual(expectedItemReader(stack, json));
     // Each child gets `{ item: <one line of shards.jsonl> }`.
     expect(map.ItemSelector).toEqual({ 'item.$': '$$.Map.Item.Value' });
     expect(map.Label).toBe(BACKUP_MAP_LABEL);
