@@ -1,4 +1,3 @@
-import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import type { Context } from 'aws-lambda';
 import {
   type BackupStarted,
@@ -16,6 +15,7 @@ import { BackupDeadlineError } from './errors.js';
 import { parseBackupEvent } from './events.js';
 import { invocationMetrics, recordBackupFailed, recordBackupSucceeded } from './metrics.js';
 import { invocationLogger } from './runtime.js';
+import { type StartExecutionInput, startExecution } from './start-execution.js';
 
 /**
  * Scheduled backup of `EFS_MOUNT/MEDIA_PATH` into the backup bucket. Event: `{"type":"auto"|"full"|"incremental"}`
@@ -37,11 +37,7 @@ export interface BackupHandlerOptions {
   /** Rates of the up-front estimate. @default the engine's (per-file cost measured by the scan) */
   readonly timeModel?: TimeModelRates;
   /** Starts the backup state machine (tests pass a fake). @default StartExecution with the SDK */
-  readonly startExecution?: (input: {
-    stateMachineArn: string;
-    name: string;
-    input: string;
-  }) => Promise<string | undefined>;
+  readonly startExecution?: (input: StartExecutionInput) => Promise<string | undefined>;
 }
 
 /** How long a sharded run may take unless SHARDED_RUN_TIMEOUT_SECONDS says: the lock's TTL. */
@@ -111,15 +107,6 @@ export function shardHandOff(
       await abortShardedBackup(deps, planKey, failure);
     },
   };
-}
-
-async function sdkStartExecution(input: { stateMachineArn: string; name: string; input: string }) {
-  const client = new SFNClient({});
-  try {
-    return (await client.send(new StartExecutionCommand(input))).executionArn;
-  } finally {
-    client.destroy();
-  }
 }
 
 /** The backup handler; options exist for tests (e.g. an estimate that lets a run reach the deadline watch). */
@@ -203,7 +190,7 @@ async function backupInvocation(
         sourceHint: sourceHint(config, store.url),
         // EFS: every stat is a network round trip, so scan with concurrent calls.
         concurrentIo: true,
-        handOff: shardHandOff(store, engineLogger, process.env, options.startExecution ?? sdkStartExecution),
+        handOff: shardHandOff(store, engineLogger, process.env, options.startExecution ?? startExecution),
       },
     );
     if (result.status === 'STARTED') {

@@ -1,4 +1,3 @@
-import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import type { Context } from 'aws-lambda';
 import { runVerify, type VerifyResult } from '../core/checker/verify.js';
 import { systemClock } from '../core/deps.js';
@@ -10,6 +9,7 @@ import { VerifyFailedError } from './errors.js';
 import { parseVerifyEvent } from './events.js';
 import { invocationMetrics, recordVerifyOutcome } from './metrics.js';
 import { invocationLogger } from './runtime.js';
+import { type StartExecutionInput, startExecution } from './start-execution.js';
 
 /**
  * Checks that backups can be restored. Event: `{"backup"?: "latest"|id, "all"?: bool, "deep"?: bool}`.
@@ -35,11 +35,7 @@ const VERIFY_MARGIN_MS = 60_000;
 
 export interface VerifyHandlerOptions {
   /** Starts the deep verify state machine (tests pass a fake). @default StartExecution with the SDK */
-  readonly startExecution?: (input: {
-    stateMachineArn: string;
-    name: string;
-    input: string;
-  }) => Promise<string | undefined>;
+  readonly startExecution?: (input: StartExecutionInput) => Promise<string | undefined>;
 }
 
 /**
@@ -95,7 +91,7 @@ async function verifyInvocation(
       const estimatedSeconds = Math.ceil(bytes / DEEP_VERIFY_BYTES_PER_SECOND);
       const leftMs = context.getRemainingTimeInMillis() - VERIFY_MARGIN_MS;
       if (estimatedSeconds * 1000 > leftMs) {
-        const start = options.startExecution ?? sdkStartExecution;
+        const start = options.startExecution ?? startExecution;
         const executionArn = await start({
           stateMachineArn,
           name: `verify-${context.awsRequestId}`,
@@ -138,14 +134,5 @@ async function verifyInvocation(
       metrics.publishStoredMetrics();
     }
     store.client.destroy();
-  }
-}
-
-async function sdkStartExecution(input: { stateMachineArn: string; name: string; input: string }) {
-  const client = new SFNClient({});
-  try {
-    return (await client.send(new StartExecutionCommand(input))).executionArn;
-  } finally {
-    client.destroy();
   }
 }
