@@ -9,6 +9,7 @@
  *   BENCH_EFS=1 npm run bench                    # this section after the others
  *   BENCH_EFS=1 BENCH_ONLY_EFS=1 npm run bench   # this section alone
  *
+ * BENCH_EFS_SHARDS=0 leaves out the sharded full (4 parts, 1 and 4 at a time).
  * Environment: BENCH_EFS_FILES (tree sizes, default "5000,20000"), BENCH_EFS_DELAYS (ms per operation,
  * default "1,3"), BENCH_EFS_PEERS=0 (skip restic and tar), BENCH_EFS_RESTIC_RESTORE=0 (skip restic's
  * restore, by far the slowest run: ~100 ms per file at 1 ms per call here), BENCH_EFS_LOCAL=0 (skip the local-disk
@@ -205,6 +206,31 @@ export async function runEfsBench(dir: string): Promise<void> {
         warm(source);
         const full = await cli(['backup', 'full', '--source', source.mountpoint, '--store', store, '--json']);
         record(row(size, delayMs, 'media-backup', 'backup', full));
+
+        if (process.env.BENCH_EFS_SHARDS !== '0') {
+          // Issue 14: the same full cut into 4 parts archived 4 at a time (the round trips of the
+          // parts overlap; on 2 cores the CPU does not grow), and 1 at a time as its peer.
+          for (const parallel of ['1', '4']) {
+            const shardStore = path.join(scratch, 'store-shards');
+            clearFolder(shardStore);
+            warm(source);
+            const sharded = await cli([
+              'backup',
+              'full',
+              '--source',
+              source.mountpoint,
+              '--store',
+              shardStore,
+              '--shards',
+              '4',
+              '--parallel',
+              parallel,
+              '--json',
+            ]);
+            record(row(size, delayMs, `media-backup --shards 4 --parallel ${parallel}`, 'backup', sharded));
+            clearFolder(shardStore);
+          }
+        }
 
         // 1% churn: new content and mtime, written on the backing folder.
         const later = Date.now() / 1000 + 60;
