@@ -66,7 +66,7 @@ export interface WriteArchiveOptions {
    * the store has not completed the object yet. A sharded backup records the part's rows here, so
    * a part that exists always has its rows (a retry finds them). A rejection fails the archive.
    */
-  readonly beforeEnd?: (archive: Omit<ArchiveResult, 'gzip'>) => Promise<void>;
+  readonly beforeEnd?: (archive: ArchiveResult) => Promise<void>;
 }
 
 export const DEFAULT_READ_AHEAD_BYTES = 64 * 1024 * 1024;
@@ -100,7 +100,13 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
     flush(cb: TransformCallback) {
       if (!options.beforeEnd) return cb();
       options
-        .beforeEnd({ files, skipped, bytes: archiveBytes, sha256: archiveHash.copy().digest('hex') })
+        .beforeEnd({
+          files,
+          skipped,
+          bytes: archiveBytes,
+          sha256: archiveHash.copy().digest('hex'),
+          gzip: gz.stats,
+        })
         .then(() => cb(), cb);
     },
   });

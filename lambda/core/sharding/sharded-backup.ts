@@ -546,7 +546,7 @@ export async function runShard(
             maxBytes,
             signal: options.signal,
           })),
-        beforeEnd: (a) => record({ ...a, tarBytes: 0, storedMembers: 0 }),
+        beforeEnd: (a) => record({ ...a, tarBytes: a.gzip.inputBytes, storedMembers: a.gzip.storedMembers }),
       });
     } catch (error) {
       // Another attempt completed the part while this one ran: take its result, write nothing.
@@ -559,16 +559,10 @@ export async function runShard(
         `part ${partKey} in ${store.url} is ${stored ? `${stored.size} bytes` : 'missing'} after upload; ${archive.bytes} bytes were written (shard ${item.shard}). Nothing was committed; run the backup again.`,
       );
     }
-    const o = outcome as unknown as ShardOutcome & { part: NonNullable<ShardOutcome['part']> };
-    outcome = {
-      ...o,
-      part: {
-        ...o.part,
-        tarBytes: archive.gzip.inputBytes,
-        storedMembers: archive.gzip.storedMembers,
-        ...(uploaded?.crc64nvme ? { crc64nvme: uploaded.crc64nvme } : {}),
-      },
-    };
+    // The store's CRC64NVME is known once the part is complete: the only field the attempt record lacks.
+    if (uploaded?.crc64nvme && outcome?.part) {
+      outcome = { ...outcome, part: { ...outcome.part, crc64nvme: uploaded.crc64nvme } };
+    }
   }
   const result = outcome as ShardOutcome;
   try {
@@ -668,6 +662,11 @@ function buildRows(
   };
 }
 
+/** A backup's metadata by key (the commit knows its keys, not a catalog entry); undefined if absent. */
+function metadataAt(store: ObjectStore, metadataKey: string): Promise<BackupMetadata | undefined> {
+  return readMetadata(store, { metadataKey } as CatalogEntry);
+}
+
 function sha256Of(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
@@ -755,9 +754,7 @@ export async function commitShardedBackup(
   }
   const existing = await store.head(keys.manifest);
   if (existing) {
-    const metadata = await readMetadata(store, { metadataKey: keys.metadata } as Parameters<
-      typeof readMetadata
-    >[1]);
+    const metadata = await metadataAt(store, keys.metadata);
     if (!metadata?.parts && !(metadata && plan.shards === 0)) {
       throw new ShardStateError(`backup ${plan.backupId} already has a manifest that this run did not write`);
     }
@@ -844,9 +841,7 @@ export async function commitShardedBackup(
     archiveBytes += o.part?.bytes ?? 0;
     storedMembers += o.part?.storedMembers ?? 0;
   }
-  let metadata = await readMetadata(store, { metadataKey: keys.metadata } as Parameters<
-    typeof readMetadata
-  >[1]);
+  let metadata = await metadataAt(store, keys.metadata);
   if (!metadata) {
     const finishedAt = clock.now();
     metadata = {
@@ -915,9 +910,7 @@ async function committedResult(
   for (const type of ['full', 'incremental'] as const) {
     const keys = keysFor(type, backupId);
     if (!(await store.head(keys.manifest))) continue;
-    const metadata = await readMetadata(store, { metadataKey: keys.metadata } as Parameters<
-      typeof readMetadata
-    >[1]);
+    const metadata = await metadataAt(store, keys.metadata);
     if (!metadata?.parts || !metadata.sharding) return undefined;
     return resultOf(
       {
