@@ -15,6 +15,8 @@ import {
   ObjectExistsError,
   ObjectNotFoundError,
   type ObjectStore,
+  type RemoveLeftoversOptions,
+  removableLeftovers,
   StoreConfigError,
   type StoredObject,
   type UploadOptions,
@@ -188,17 +190,9 @@ export class FsObjectStore implements ObjectStore {
     return out.sort((a, b) => a.since.getTime() - b.since.getTime());
   }
 
-  async removeLeftovers(options: {
-    olderThanMs: number;
-    now?: Date;
-    keyPrefix?: string;
-  }): Promise<Leftover[]> {
-    const now = (options.now ?? new Date()).getTime();
+  async removeLeftovers(options: RemoveLeftoversOptions): Promise<Leftover[]> {
     const removed: Leftover[] = [];
-    for (const leftover of await this.listLeftovers()) {
-      // A partial file still being written has a fresh mtime: never touched.
-      if (now - leftover.since.getTime() <= options.olderThanMs) continue;
-      if (options.keyPrefix !== undefined && !leftover.key.startsWith(options.keyPrefix)) continue;
+    for (const leftover of removableLeftovers(await this.listLeftovers(), options)) {
       await rm(path.join(this.root, ...leftover.id.split('/')), { force: true });
       removed.push(leftover);
     }

@@ -31,6 +31,8 @@ import {
   ObjectNotFoundError,
   type ObjectStore,
   type PutOptions,
+  type RemoveLeftoversOptions,
+  removableLeftovers,
   type StorageTier,
   StoreConfigError,
   type StoredObject,
@@ -641,16 +643,9 @@ export class S3ObjectStore implements ObjectStore {
     return out.sort((a, b) => a.since.getTime() - b.since.getTime());
   }
 
-  async removeLeftovers(options: {
-    olderThanMs: number;
-    now?: Date;
-    keyPrefix?: string;
-  }): Promise<Leftover[]> {
-    const now = (options.now ?? new Date()).getTime();
+  async removeLeftovers(options: RemoveLeftoversOptions): Promise<Leftover[]> {
     const removed: Leftover[] = [];
-    for (const leftover of await this.listLeftovers()) {
-      if (now - leftover.since.getTime() <= options.olderThanMs) continue;
-      if (options.keyPrefix !== undefined && !leftover.key.startsWith(options.keyPrefix)) continue;
+    for (const leftover of removableLeftovers(await this.listLeftovers(), options)) {
       const objectKey = this.prefix + leftover.key;
       try {
         await this.client.send(

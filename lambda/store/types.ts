@@ -67,6 +67,30 @@ export interface Leftover {
   readonly id: string;
 }
 
+/** The options of {@link ObjectStore.removeLeftovers}. */
+export interface RemoveLeftoversOptions {
+  readonly olderThanMs: number;
+  readonly now?: Date;
+  /** Only leftovers whose key starts with this (one run's parts and work objects). */
+  readonly keyPrefix?: string;
+}
+
+/**
+ * The leftovers `removeLeftovers` may remove: last written more than `olderThanMs` ago (a write still
+ * in progress has a fresh time and is never touched) and, with `keyPrefix`, only that run's.
+ */
+export function removableLeftovers(
+  leftovers: readonly Leftover[],
+  options: RemoveLeftoversOptions,
+): Leftover[] {
+  const now = (options.now ?? new Date()).getTime();
+  return leftovers.filter(
+    (l) =>
+      now - l.since.getTime() > options.olderThanMs &&
+      (options.keyPrefix === undefined || l.key.startsWith(options.keyPrefix)),
+  );
+}
+
 /** A held lock; `release` is idempotent. */
 export interface LockHandle {
   release(): Promise<void>;
@@ -140,7 +164,7 @@ export interface ObjectStore {
    * Removes the leftovers last written more than `olderThanMs` before `now` (use at least the lock
    * TTL, so a run that is still writing is never touched) and returns what it removed.
    */
-  removeLeftovers?(options: { olderThanMs: number; now?: Date; keyPrefix?: string }): Promise<Leftover[]>;
+  removeLeftovers?(options: RemoveLeftoversOptions): Promise<Leftover[]>;
 }
 
 export class ObjectNotFoundError extends Error {

@@ -1,16 +1,4 @@
-import { createHash } from 'node:crypto';
-import {
-  chmod,
-  lstat,
-  lutimes,
-  mkdir,
-  readdir,
-  readFile,
-  readlink,
-  symlink,
-  utimes,
-  writeFile,
-} from 'node:fs/promises';
+import { chmod, lstat, lutimes, mkdir, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -28,6 +16,7 @@ import { flipOneByte } from '../fixtures/folder-world.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';
 import { type S3rverFixture, startS3rver } from '../fixtures/s3rver.js';
 import { writeShardedBackup } from '../fixtures/sharded-backup.js';
+import { besideTarget, fullSnapshot } from '../fixtures/tree-listing.js';
 
 const dirs = tempDirs();
 let s3: S3rverFixture;
@@ -65,38 +54,6 @@ async function seedTree(root: string, files: number): Promise<void> {
     await utimes(path.join(root, d), t, t).catch(() => undefined);
   }
   await chmod(path.join(root, 'zz-private'), 0o750);
-}
-
-/** Bytes, modes and mtimes of files, folders and links (links' own mtimes), keyed by relative path. */
-async function fullSnapshot(root: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  const walk = async (dir: string, rel: string) => {
-    for (const name of (await readdir(dir)).sort()) {
-      const abs = path.join(dir, name);
-      const r = rel ? `${rel}/${name}` : name;
-      const st = await lstat(abs);
-      const common = `mode=${(st.mode & 0o7777).toString(8)} mtime=${Math.floor(st.mtimeMs / 1000)}`;
-      if (st.isSymbolicLink())
-        out[r] = `link -> ${await readlink(abs)} mtime=${Math.floor(st.mtimeMs / 1000)}`;
-      else if (st.isDirectory()) {
-        out[r] = `dir ${common}`;
-        await walk(abs, r);
-      } else {
-        const sha = createHash('sha256')
-          .update(await readFile(abs))
-          .digest('hex');
-        out[r] = `file ${st.size} ${sha} ${common}`;
-      }
-    }
-  };
-  await walk(root, '');
-  return out;
-}
-
-/** Names beside `target` that a restore made (staging folders, locks, pre-restore copies). */
-async function besideTarget(target: string): Promise<string[]> {
-  const base = path.basename(target);
-  return (await readdir(path.dirname(target))).filter((n) => n.startsWith(`${base}.`)).sort();
 }
 
 /** `inner` with its own getStream replaced (every other method of the real store kept). */

@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { lstat, mkdir, readdir, readFile, readlink, symlink } from 'node:fs/promises';
+import { lstat, mkdir, readdir, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -21,39 +20,12 @@ import { tempDirs, tickingClock } from '../fixtures/engine.js';
 import { faultyStore } from '../fixtures/faulty-store.js';
 import { makeMediaTree } from '../fixtures/media-tree.js';
 import { type ShardedBackup, writeShardedBackup } from '../fixtures/sharded-backup.js';
+import { besideTarget, fullSnapshot } from '../fixtures/tree-listing.js';
 
 const dirs = tempDirs();
 afterEach(() => dirs.cleanup());
 
 /** Bytes, modes and mtimes of files, folders and links, keyed by relative path. */
-async function fullSnapshot(root: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  const walk = async (dir: string, rel: string) => {
-    for (const name of (await readdir(dir)).sort()) {
-      const abs = path.join(dir, name);
-      const r = rel ? `${rel}/${name}` : name;
-      const st = await lstat(abs);
-      const common = `mode=${(st.mode & 0o7777).toString(8)} mtime=${Math.floor(st.mtimeMs / 1000)}`;
-      if (st.isSymbolicLink()) out[r] = `link -> ${await readlink(abs)}`;
-      else if (st.isDirectory()) {
-        out[r] = `dir ${common}`;
-        await walk(abs, r);
-      } else {
-        const sha = createHash('sha256')
-          .update(await readFile(abs))
-          .digest('hex');
-        out[r] = `file ${st.size} ${sha} ${common}`;
-      }
-    }
-  };
-  await walk(root, '');
-  return out;
-}
-
-async function besideTarget(target: string): Promise<string[]> {
-  const base = path.basename(target);
-  return (await readdir(path.dirname(target))).filter((n) => n.startsWith(`${base}.`)).sort();
-}
 
 interface World {
   readonly source: string;
