@@ -111,6 +111,86 @@ export interface LockInfo {
 }
 
 /**
+ * An object pinned as the source of range copies and ranged reads: reads and copies with the pin
+ * fail with {@link SourceChangedError} when the object was replaced or changed since it was pinned,
+ * so an assembly never mixes bytes of two versions of a source.
+ */
+export interface SourcePin {
+  readonly key: string;
+  /** S3: the object's ETag; folder store: device, inode, size and modification time of the file. */
+  readonly etag?: string;
+  /** S3 on a versioned bucket: the version copied from. */
+  readonly versionId?: string;
+  readonly size: number;
+}
+
+/** The options of {@link ObjectStore.assemble}. */
+export interface AssembleOptions {
+  /** @default 'standard' */
+  readonly tier?: StorageTier;
+  /** Aborts the assembly: requests in flight are cancelled and nothing becomes visible. */
+  readonly signal?: AbortSignal;
+}
+
+/** What {@link Assembly.complete} expects the assembled object to be. */
+export interface AssemblyExpectation {
+  readonly bytes: number;
+  /** Full-object CRC64NVME, base64 of the 8 big-endian bytes (as S3's `x-amz-checksum-crc64nvme`). */
+  readonly crc64nvme: string;
+}
+
+/** What {@link Assembly.complete} wrote. */
+export interface AssemblyResult extends UploadResult {
+  /** sha256 (hex) of the object's bytes, when the store computed it (the folder store does). */
+  readonly sha256?: string;
+}
+
+/**
+ * An object being assembled from parts, each either bytes uploaded by the caller or a range copied
+ * inside the store from a pinned source (S3: a multipart upload with UploadPartCopy; folder store: a
+ * temporary file next to the target). Parts may be written in any order and concurrently; part
+ * numbers follow the parts' order in the object (1, 2, ...), and `offset` is where a part starts in
+ * it. Nothing is visible at the key before {@link complete} succeeds; after any failure, call
+ * {@link abort} (the assembly aborts itself on its own failures and on the abort signal too).
+ */
+export interface Assembly {
+  /** Smallest part except the last (S3: 5 MiB; folder store: 0). */
+  readonly minPartBytes: number;
+  /** Largest part (S3: 5 GiB). */
+  readonly maxPartBytes: number;
+  /** Most parts per object (S3: 10,000). */
+  readonly maxParts: number;
+  /**
+   * Ranges are copied only from sources larger than this (S3: 5,000,000 bytes, UploadPartCopy's
+   * rule for ranged copies); smaller sources must be read and uploaded. Folder store: 0.
+   */
+  readonly minCopySourceBytes: number;
+  uploadPart(partNumber: number, offset: number, body: Buffer): Promise<void>;
+  /**
+   * Copies `length` bytes at `sourceOffset` of the pinned `source` into the part. A source that is
+   * missing throws {@link ObjectNotFoundError} naming it; one that changed since it was pinned,
+   * {@link SourceChangedError}.
+   */
+  copyPart(
+    partNumber: number,
+    offset: number,
+    source: SourcePin,
+    sourceOffset: number,
+    length: number,
+  ): Promise<void>;
+  /**
+   * Makes the object visible at its key, as a create ({@link ObjectExistsError} when the key
+   * exists), after checking that the parts cover `expected.bytes` without gap and that the bytes
+   * have `expected.crc64nvme` (S3 checks it on CompleteMultipartUpload and reports it on a HEAD
+   * that is then compared; the folder store computes it over every byte it wrote or copied and
+   * refuses a mismatch before linking the file into place).
+   */
+  complete(expected: AssemblyExpectation): Promise<AssemblyResult>;
+  /** Removes what was written (idempotent; a no-op after a successful complete). */
+  abort(): Promise<void>;
+}
+
+/**
  * Where backups live. Keys are the same in every store (docs/ARCHITECTURE.md, Object layout), so a folder store
  * copied to S3 (or the reverse) stays valid.
  */
@@ -165,6 +245,16 @@ export interface ObjectStore {
    * TTL, so a run that is still writing is never touched) and returns what it removed.
    */
   removeLeftovers?(options: RemoveLeftoversOptions): Promise<Leftover[]>;
+  /**
+   * Reads exactly `length` bytes at `offset`. {@link ObjectNotFoundError} when the object is
+   * missing; {@link SourceChangedError} when `pin` is given and the object changed since; an error
+   * naming the key and range when the object has fewer bytes there.
+   */
+  getRange?(key: string, offset: number, length: number, pin?: SourcePin): Promise<Buffer>;
+  /** Size and identity (ETag, version) of an object, to pin copies from it; undefined when missing. */
+  pinSource?(key: string): Promise<SourcePin | undefined>;
+  /** Starts an object assembled from uploaded parts and in-store range copies ({@link Assembly}). */
+  assemble?(key: string, options?: AssembleOptions): Promise<Assembly>;
 }
 
 export class ObjectNotFoundError extends Error {
@@ -192,6 +282,28 @@ export class ObjectExistsError extends Error {
       `an object already exists at ${location}: refusing to overwrite backup history. ` +
         'Another run wrote a backup with the same id (check that only one deployment targets this store, ' +
         'and the system clock), or someone copied objects into the store; inspect the object, then run again.',
+      options,
+    );
+  }
+}
+
+/**
+ * A pinned source ({@link SourcePin}) is no longer the object that was pinned: it was replaced or
+ * rewritten after the pin was taken (S3: 412 on `x-amz-copy-source-if-match` / `If-Match`).
+ */
+export class SourceChangedError extends Error {
+  override readonly name = 'SourceChangedError';
+  constructor(
+    /** Full location of the source, e.g. `s3://bucket/media-backups/full/backup_20251227_020000.tar.gz`. */
+    readonly location: string,
+    readonly pin: SourcePin,
+    /** What differs, e.g. `S3 answered 412 PreconditionFailed`. */
+    readonly detail: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super(
+      `source ${location} changed since it was pinned (${detail}${pin.etag ? `; pinned ETag ${pin.etag}` : ''}, ${pin.size} bytes): ` +
+        'its bytes cannot be copied as recorded; read the tree again (a normal full backup)',
       options,
     );
   }
