@@ -349,6 +349,21 @@ const settings = {
   /** gzip level 0-9 of compressible data (`COMPRESSION_LEVEL`); media is stored either way. */
   compressionLevel: integer(0, 9).default(DEFAULT_LEVEL),
   /**
+   * Synthetic fulls (`SYNTHETIC_FULLS`): on the full day the backup builds the new full server-side
+   * from the unchanged entries' bytes already in the bucket (S3 UploadPartCopy of byte ranges of the
+   * chain's archives, pinned by version and ETag) plus the files changed since the last backup, read
+   * from EFS and compressed as today. The result is the same plain tar.gz; any check that fails falls
+   * back to a normal full. False: every full re-reads the whole tree.
+   */
+  syntheticFulls: flag.default(true),
+  /**
+   * Every this many fulls is a normal full that re-reads and re-hashes the whole tree
+   * (`NORMAL_FULL_EVERY`), so a byte damaged in the bucket is not copied forward into every later
+   * full. 1 means every full is normal (no synthetic fulls); 4 with weekly fulls: one normal full a
+   * month.
+   */
+  normalFullEvery: integer(1, 52).default(4),
+  /**
    * Shards of a sharded backup (and parts of a sharded restore or verify) processed at once: the
    * Distributed Map's MaxConcurrency. Every shard reads the media tree on EFS and writes to S3, so
    * the file system's throughput (bursting EFS: about 100 MiB/s per TiB stored) bounds what more

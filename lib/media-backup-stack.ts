@@ -133,6 +133,13 @@ export class MediaBackupStack extends Stack {
     this.backupFunction.addEnvironmentAndGrant('BUCKET_NAME', bucket.bucketName, (fn) =>
       this.backupBucket.grantBackupWrite(fn),
     );
+    // Synthetic fulls copy byte ranges of pinned archive versions (UploadPartCopy with
+    // `?versionId=`, ranged GetObject with VersionId): s3:GetObjectVersion on the archive and
+    // staging keys, only when they are on. The destination side is grantBackupWrite's.
+    this.backupFunction.addEnvironmentAndGrant('SYNTHETIC_FULLS', String(config.syntheticFulls), (fn) => {
+      if (config.syntheticFulls) this.backupBucket.grantSyntheticFullSources(fn);
+    });
+    this.backupFunction.addEnvironment('NORMAL_FULL_EVERY', String(config.normalFullEvery));
 
     const sharded = this.addShardedBackup(config, common, network, logRetention);
     this.shardFunction = sharded.shardFunction;

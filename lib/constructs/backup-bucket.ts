@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy, Token } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
 import { type IGrantable, PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import type { IKey } from 'aws-cdk-lib/aws-kms';
 import {
@@ -10,7 +10,7 @@ import {
   ObjectOwnership,
 } from 'aws-cdk-lib/aws-s3';
 import { S3_SERVER_ACCESS_LOGS_USE_BUCKET_POLICY } from 'aws-cdk-lib/cx-api';
-import { Construct } from 'constructs';
+import { Construct, type IConstruct } from 'constructs';
 
 /** Properties of a {@link BackupBucket}. */
 export interface BackupBucketProps {
@@ -339,7 +339,61 @@ export class BackupBucket extends Construct {
     );
     this.encryptionKey?.grantEncryptDecrypt(grantee);
   }
+
+  /**
+   * What a synthetic full needs on top of {@link grantBackupWrite}: `s3:GetObjectVersion` on the
+   * objects it assembles the new full from ({@link SYNTHETIC_FULL_SOURCE_PATTERNS}), and nothing else.
+   *
+   * Why exactly this, by how S3 authorizes the requests of a synthetic full:
+   * - UploadPartCopy with CopySource `<bucket>/<prefix>full/…?versionId=…` (pinned by version and
+   *   `CopySourceIfMatch`, so a replaced source fails instead of copying other bytes) is authorized as
+   *   `s3:PutObject` on the destination and a read of the source; naming a version makes that read
+   *   `s3:GetObjectVersion`, as for GetObject (the API reference of GetObject: "If you include a
+   *   versionId in your request header, you must have the s3:GetObjectVersion permission").
+   *   Ranged GETs of pieces too small to copy carry the same VersionId.
+   * - The destination needs nothing new: UploadPartCopy creates no object, and S3's "Enforce
+   *   conditional writes" page names it beside CreateMultipartUpload and UploadPart as the multipart
+   *   steps exempted with `s3:ObjectCreationOperation` = false (grantBackupWrite's
+   *   MultipartStepsThatCreateNoObject); the CompleteMultipartUpload that creates the full still needs
+   *   `s3:if-none-match` = `*`.
+   * - With SSE-KMS, S3 decrypts the source and encrypts the part with the bucket's key: `kms:Decrypt`
+   *   and `kms:GenerateDataKey`, which grantBackupWrite already gives on that key.
+   *
+   * The source's current version (HeadObject to pin it) stays `s3:GetObject`. Not `locks/*` or
+   * `status/*`: nothing is copied from there, and their old versions are no one's business.
+   */
+  public grantSyntheticFullSources(grantee: IGrantable): void {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new PolicyStatement({
+        sid: 'ReadPinnedVersionsOfSyntheticFullSources',
+        actions: ['s3:GetObjectVersion'],
+        resources: SYNTHETIC_FULL_SOURCE_PATTERNS.map((pattern) => this.objects(pattern)),
+      }),
+    );
+    if (isConstruct(grantee)) {
+      const bucketId = Stack.of(this).getLogicalId(this.bucket.node.defaultChild as never);
+      for (const pattern of SYNTHETIC_FULL_SOURCE_PATTERNS) {
+        Validations.of(grantee).acknowledge({
+          id: `AwsSolutions-IAM5[Resource::<${bucketId}.Arn>/${this.backupPrefix}${pattern}]`,
+          reason:
+            `Synthetic fulls copy byte ranges of pinned versions of archives and staged members under ${pattern} ` +
+            '(new keys every run: backup ids); read only (s3:GetObjectVersion), nothing outside the backup prefix',
+        });
+      }
+    }
+  }
 }
+
+function isConstruct(grantee: IGrantable): grantee is IGrantable & IConstruct {
+  return Construct.isConstruct(grantee);
+}
+
+/**
+ * Key patterns under the backup prefix a synthetic full assembles its new full from: the chain's
+ * archives (`full/`, `incremental/`, with their `.part-NNNN` objects) and this run's staged fresh
+ * members (`staging/backup_<id>/fresh.tar.gz`).
+ */
+export const SYNTHETIC_FULL_SOURCE_PATTERNS = ['full/*', 'incremental/*', 'staging/*'] as const;
 
 /** Options of {@link grantStoreRead}. */
 export interface StoreReadOptions {
