@@ -4,10 +4,13 @@ import { link, open, readdir, readFile, rename, rm, stat, unlink, writeFile } fr
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { FsAssembly, type FsSource, pinFile, readRange } from './fs-assembly.js';
 import { acquireFsLock, fsLeaseBackend } from './fs-lock.js';
 import { checkStoreRoot, makeDirs } from './fs-paths.js';
 import { releaseHandedOverLease } from './lease.js';
 import {
+  type AssembleOptions,
+  type Assembly,
   assertSafeKey,
   isReplaceableKey,
   type Leftover,
@@ -17,6 +20,7 @@ import {
   type ObjectStore,
   type RemoveLeftoversOptions,
   removableLeftovers,
+  type SourcePin,
   StoreConfigError,
   type StoredObject,
   type UploadOptions,
@@ -123,6 +127,38 @@ export class FsObjectStore implements ObjectStore {
       if (isNotFound(error)) throw new ObjectNotFoundError(this.url, key);
       throw error;
     }
+  }
+
+  /** Exactly `length` bytes at `offset`; with `pin`, only from the pinned file (else SourceChangedError). */
+  async getRange(key: string, offset: number, length: number, pin?: SourcePin): Promise<Buffer> {
+    return readRange(this.sourceOf(key), offset, length, pin);
+  }
+
+  /** Size and identity (device, inode, size, modification time) of a file, to pin reads and copies. */
+  async pinSource(key: string): Promise<SourcePin | undefined> {
+    return pinFile(this.pathOf(key), key);
+  }
+
+  /**
+   * Assembles `key` in a `*.partial-*` file next to it (a killed run's is a leftover like an
+   * upload's) with positional writes and range copies, then links it into place as a create.
+   */
+  async assemble(key: string, options: AssembleOptions = {}): Promise<Assembly> {
+    options.signal?.throwIfAborted();
+    const target = this.pathOf(key);
+    const temp = await this.tempPathFor(key);
+    return FsAssembly.start({
+      key,
+      temp,
+      location: `${this.url}/${key}`,
+      sourceOf: (sourceKey) => this.sourceOf(sourceKey),
+      commit: () => this.commit(key, temp, target),
+      signal: options.signal,
+    });
+  }
+
+  private sourceOf(key: string): FsSource {
+    return { file: this.pathOf(key), key, storeUrl: this.url };
   }
 
   async head(key: string): Promise<StoredObject | undefined> {

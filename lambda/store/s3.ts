@@ -3,8 +3,13 @@ import { PassThrough, Readable } from 'node:stream';
 import { Crc64Nvme } from '@aws-sdk/checksums/crc';
 import {
   AbortMultipartUploadCommand,
+  type CompletedPart,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   GetObjectCommand,
+  type GetObjectCommandOutput,
   HeadObjectCommand,
+  type HeadObjectCommandOutput,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
@@ -13,6 +18,8 @@ import {
   S3Client,
   type S3ClientConfig,
   type StorageClass,
+  UploadPartCommand,
+  UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import {
@@ -23,7 +30,13 @@ import {
   releaseHandedOverLease,
 } from './lease.js';
 import {
+  type AssembleOptions,
+  type Assembly,
+  type AssemblyExpectation,
+  type AssemblyResult,
   assertSafeKey,
+  checkByteRange,
+  checkPart,
   isReplaceableKey,
   type Leftover,
   type LockHandle,
@@ -31,8 +44,11 @@ import {
   ObjectNotFoundError,
   type ObjectStore,
   type PutOptions,
+  partsInOrder,
   type RemoveLeftoversOptions,
   removableLeftovers,
+  SourceChangedError,
+  type SourcePin,
   type StorageTier,
   StoreConfigError,
   type StoredObject,
@@ -51,6 +67,8 @@ export const S3_MAX_PART_SIZE = 5 * 1024 * MiB;
 export const S3_MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MiB;
 /** S3 allows 10,000 parts per multipart upload. */
 export const S3_MAX_PARTS = 10_000;
+/** UploadPartCopy copies a byte range only from a source larger than 5 MB (decimal). */
+export const S3_MIN_COPY_SOURCE_BYTES = 5_000_000;
 
 /**
  * Our smallest part: bigger than S3's 5 MiB minimum so a typical archive needs fewer requests, and
@@ -567,6 +585,140 @@ export class S3ObjectStore implements ObjectStore {
     return out;
   }
 
+  /**
+   * Exactly `length` bytes at `offset`, with one ranged GetObject. With `pin` the read is
+   * conditional on the pinned ETag (`If-Match`) and version, so a replaced source fails
+   * ({@link SourceChangedError}) instead of returning other bytes.
+   */
+  async getRange(key: string, offset: number, length: number, pin?: SourcePin): Promise<Buffer> {
+    const objectKey = this.objectKey(key);
+    checkByteRange(key, offset, length);
+    if (length === 0) return Buffer.alloc(0);
+    const range = `bytes=${offset}-${offset + length - 1}`;
+    let response: GetObjectCommandOutput;
+    try {
+      response = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: objectKey,
+          Range: range,
+          ...(pin?.etag ? { IfMatch: pin.etag } : {}),
+          ...(pin?.versionId ? { VersionId: pin.versionId } : {}),
+        }),
+      );
+    } catch (error) {
+      throw this.sourceError('GetObject', key, error, pin, `reading bytes ${offset}..${offset + length - 1}`);
+    }
+    const bytes = await this.call('GetObject', objectKey, async () => {
+      if (!response.Body) throw new Error('response has no body');
+      return response.Body.transformToByteArray();
+    });
+    if (bytes.byteLength !== length) {
+      throw this.requestError(
+        'GetObject',
+        objectKey,
+        new Error(`${range} returned ${bytes.byteLength} bytes, not ${length}`),
+        bytes.byteLength < length
+          ? 'the object is shorter than the range: it is not the object the range was recorded from'
+          : 'the server ignored the Range header',
+      );
+    }
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** Size, ETag and version of an object (one HeadObject), to pin copies and reads from it. */
+  async pinSource(key: string): Promise<SourcePin | undefined> {
+    const objectKey = this.objectKey(key);
+    let head: HeadObjectCommandOutput;
+    try {
+      head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: objectKey }));
+    } catch (error) {
+      if (isMissingObject(error)) return undefined;
+      throw this.requestError('HeadObject', objectKey, error);
+    }
+    if (head.ContentLength === undefined) {
+      throw this.requestError('HeadObject', objectKey, new Error('no Content-Length returned'));
+    }
+    return {
+      key,
+      size: head.ContentLength,
+      ...(head.ETag ? { etag: head.ETag } : {}),
+      ...(head.VersionId ? { versionId: head.VersionId } : {}),
+    };
+  }
+
+  /**
+   * A multipart upload whose parts are uploaded buffers (UploadPart, each with its CRC64NVME when
+   * checksums are on) and server-side range copies (UploadPartCopy pinned by `CopySourceIfMatch` and
+   * version). Completed with `If-None-Match: *` and the expected full-object CRC64NVME, which S3
+   * checks against the bytes it assembled; then a HEAD compares size and checksum. Aborted
+   * (AbortMultipartUpload) on any failure or on the abort signal.
+   */
+  async assemble(key: string, options: AssembleOptions = {}): Promise<Assembly> {
+    const objectKey = this.objectKey(key);
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const checksums = this.fullObjectChecksums;
+    const created = await this.call('CreateMultipartUpload', objectKey, () =>
+      this.client.send(
+        new CreateMultipartUploadCommand({
+          ...this.writeParams(objectKey, options.tier, options.contentType),
+          // A full-object (not composite) CRC64NVME: S3 checks the one Complete carries against the
+          // assembled bytes, copied parts included, and keeps it for verify.
+          ...(checksums
+            ? { ChecksumAlgorithm: 'CRC64NVME' as const, ChecksumType: 'FULL_OBJECT' as const }
+            : {}),
+        }),
+        { abortSignal: signal },
+      ),
+    );
+    if (!created.UploadId) {
+      throw this.requestError('CreateMultipartUpload', objectKey, new Error('no UploadId returned'));
+    }
+    return new S3Assembly({
+      client: this.client,
+      bucket: this.bucket,
+      key,
+      objectKey,
+      location: this.location(objectKey),
+      uploadId: created.UploadId,
+      checksums,
+      signal,
+      sourceObjectKey: (sourceKey) => this.objectKey(sourceKey),
+      requestError: (operation, errorKey, cause, note) => this.requestError(operation, errorKey, cause, note),
+      sourceError: (operation, sourceKey, cause, pin, what) =>
+        this.sourceError(operation, sourceKey, cause, pin, what),
+      headChecksum: () => this.headChecksum(key),
+    });
+  }
+
+  /**
+   * A failed read or copy of a source, as the caller can act on it: a pinned source that changed
+   * (412) is {@link SourceChangedError}, a missing one (or version) {@link ObjectNotFoundError},
+   * anything else a {@link StoreRequestError} naming the source and what was being done.
+   */
+  private sourceError(
+    operation: string,
+    sourceKey: string,
+    error: unknown,
+    pin: SourcePin | undefined,
+    what: string,
+  ): Error {
+    const sourceObjectKey = this.prefix + sourceKey;
+    if (pin && isPreconditionFailed(error)) {
+      return new SourceChangedError(
+        this.location(sourceObjectKey),
+        pin,
+        `${operation} ${what} answered 412 PreconditionFailed`,
+        { cause: error },
+      );
+    }
+    if (errorName(error) === 'NoSuchVersion' || isMissingObject(error)) {
+      return new ObjectNotFoundError(this.url, sourceKey);
+    }
+    return this.requestError(operation, sourceObjectKey, error, what);
+  }
+
   async head(key: string): Promise<StoredObject | undefined> {
     const objectKey = this.objectKey(key);
     try {
@@ -923,4 +1075,316 @@ function describeAwsError(error: unknown, timeouts: { connectMs: number; idleMs:
 function commandName(command: unknown): string {
   const name = (command as { constructor?: { name?: string } } | undefined)?.constructor?.name ?? '';
   return name.replace(/Command$/, '') || 'request';
+}
+
+/** What an {@link S3Assembly} needs from its store (closures over the store's private helpers). */
+interface S3AssemblyContext {
+  readonly client: S3Client;
+  readonly bucket: string;
+  readonly key: string;
+  readonly objectKey: string;
+  /** `s3://bucket/prefix/key` of the object being assembled. */
+  readonly location: string;
+  readonly uploadId: string;
+  readonly checksums: boolean;
+  readonly signal: AbortSignal | undefined;
+  sourceObjectKey(sourceKey: string): string;
+  requestError(operation: string, objectKey: string, cause: unknown, note?: string): StoreRequestError;
+  sourceError(operation: string, sourceKey: string, cause: unknown, pin: SourcePin, what: string): Error;
+  headChecksum(): Promise<{ size: number; crc64nvme?: string } | undefined>;
+}
+
+interface S3Part {
+  readonly offset: number;
+  readonly length: number;
+  readonly completed: CompletedPart;
+}
+
+/** One multipart upload being assembled ({@link S3ObjectStore.assemble}). */
+class S3Assembly implements Assembly {
+  readonly minPartBytes = S3_MIN_PART_SIZE;
+  readonly maxPartBytes = S3_MAX_PART_SIZE;
+  readonly maxParts = S3_MAX_PARTS;
+  readonly minCopySourceBytes = S3_MIN_COPY_SOURCE_BYTES;
+  private readonly parts = new Map<number, S3Part>();
+  private readonly claimed = new Set<number>();
+  private readonly inFlight = new Set<Promise<void>>();
+  /** The first failure: later calls fail with it, and the upload is aborted. */
+  private failure: { readonly error: unknown } | undefined;
+  private completing: Promise<AssemblyResult> | undefined;
+  private completed = false;
+  private aborting: Promise<void> | undefined;
+  private readonly onAbort = (): void => this.fail(this.ctx.signal?.reason);
+
+  constructor(private readonly ctx: S3AssemblyContext) {
+    ctx.signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  uploadPart(partNumber: number, offset: number, body: Buffer): Promise<void> {
+    return this.track(partNumber, offset, body.length, async () => {
+      const { ctx } = this;
+      // The part's own CRC64NVME: S3 checks it on arrival, and Complete lists it with the part.
+      const crc = ctx.checksums ? await crc64nvmeOfBuffer(body) : undefined;
+      try {
+        const response = await ctx.client.send(
+          new UploadPartCommand({
+            Bucket: ctx.bucket,
+            Key: ctx.objectKey,
+            UploadId: ctx.uploadId,
+            PartNumber: partNumber,
+            Body: body,
+            ContentLength: body.length,
+            ...(crc ? { ChecksumAlgorithm: 'CRC64NVME' as const, ChecksumCRC64NVME: crc } : {}),
+          }),
+          { abortSignal: ctx.signal },
+        );
+        if (!response.ETag) throw new Error('no ETag returned');
+        return { PartNumber: partNumber, ETag: response.ETag, ...(crc ? { ChecksumCRC64NVME: crc } : {}) };
+      } catch (error) {
+        throw ctx.requestError(
+          'UploadPart',
+          ctx.objectKey,
+          error,
+          `part ${partNumber} (${body.length} bytes at offset ${offset})`,
+        );
+      }
+    });
+  }
+
+  copyPart(
+    partNumber: number,
+    offset: number,
+    source: SourcePin,
+    sourceOffset: number,
+    length: number,
+  ): Promise<void> {
+    return this.track(partNumber, offset, length, async () => {
+      const { ctx } = this;
+      checkByteRange(source.key, sourceOffset, length);
+      if (length === 0 || sourceOffset + length > source.size) {
+        throw new StoreConfigError(
+          `cannot copy bytes ${sourceOffset}..${sourceOffset + length - 1} of ${source.key} into part ${partNumber} of ${ctx.location}: the pinned source has ${source.size} bytes`,
+        );
+      }
+      const first = sourceOffset;
+      const last = sourceOffset + length - 1;
+      try {
+        const response = await ctx.client.send(
+          new UploadPartCopyCommand({
+            Bucket: ctx.bucket,
+            Key: ctx.objectKey,
+            UploadId: ctx.uploadId,
+            PartNumber: partNumber,
+            CopySource: copySourceOf(ctx.bucket, ctx.sourceObjectKey(source.key), source.versionId),
+            CopySourceRange: `bytes=${first}-${last}`,
+            // Only the pinned bytes: a source replaced since the pin answers 412.
+            ...(source.etag ? { CopySourceIfMatch: source.etag } : {}),
+          }),
+          { abortSignal: ctx.signal },
+        );
+        const result = response.CopyPartResult;
+        if (!result?.ETag) throw new Error('no ETag in the CopyPartResult');
+        return {
+          PartNumber: partNumber,
+          ETag: result.ETag,
+          // S3 computes the copied part's CRC64NVME (the upload was created with the algorithm).
+          ...(ctx.checksums && result.ChecksumCRC64NVME
+            ? { ChecksumCRC64NVME: result.ChecksumCRC64NVME }
+            : {}),
+        };
+      } catch (error) {
+        const into = `into part ${partNumber} of ${ctx.location}`;
+        if (errorName(error) === 'NoSuchUpload') {
+          throw ctx.requestError('UploadPartCopy', ctx.objectKey, error, `copying ${source.key} ${into}`);
+        }
+        throw ctx.sourceError(
+          'UploadPartCopy',
+          source.key,
+          error,
+          source,
+          `copying bytes ${first}..${last} ${into}`,
+        );
+      }
+    });
+  }
+
+  complete(expected: AssemblyExpectation): Promise<AssemblyResult> {
+    if (this.completing) {
+      return Promise.reject(new StoreConfigError(`complete() of ${this.ctx.location} was already called`));
+    }
+    this.completing = this.completeOnce(expected);
+    return this.completing;
+  }
+
+  private async completeOnce(expected: AssemblyExpectation): Promise<AssemblyResult> {
+    const { ctx } = this;
+    try {
+      this.checkUsable();
+      if (this.inFlight.size > 0) {
+        throw new StoreConfigError(
+          `complete() of ${ctx.location} called while ${this.inFlight.size} part(s) are still being written: await every part first`,
+        );
+      }
+      const parts = partsInOrder(this.parts, expected.bytes, ctx.location).map((part) => part.completed);
+      try {
+        await ctx.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: ctx.bucket,
+            Key: ctx.objectKey,
+            UploadId: ctx.uploadId,
+            MultipartUpload: { Parts: parts },
+            // Backup history is created, never replaced: 412 when the key exists.
+            IfNoneMatch: '*',
+            ...(ctx.checksums
+              ? { ChecksumCRC64NVME: expected.crc64nvme, ChecksumType: 'FULL_OBJECT' as const }
+              : {}),
+          }),
+        );
+      } catch (error) {
+        // The answer may have been lost after S3 stored the object (a retry then meets our own
+        // object and gets 412): it is ours when it has exactly the expected size and CRC64NVME.
+        const stored = ctx.checksums ? await ctx.headChecksum().catch(() => undefined) : undefined;
+        const ours =
+          stored !== undefined && stored.size === expected.bytes && stored.crc64nvme === expected.crc64nvme;
+        if (!ours) {
+          if (isPreconditionFailed(error)) throw new ObjectExistsError(ctx.location, { cause: error });
+          throw ctx.requestError(
+            'CompleteMultipartUpload',
+            ctx.objectKey,
+            error,
+            errorName(error) === 'BadDigest'
+              ? `the assembled bytes do not have the expected CRC64NVME ${expected.crc64nvme}: nothing was stored under this key`
+              : 'not counted as written',
+          );
+        }
+      }
+      this.completed = true;
+      ctx.signal?.removeEventListener('abort', this.onAbort);
+      return await this.checkStored(expected);
+    } catch (error) {
+      this.fail(error);
+      throw error;
+    }
+  }
+
+  /** HEAD after Complete: the object at the key has the expected size and (when kept) CRC64NVME. */
+  private async checkStored(expected: AssemblyExpectation): Promise<AssemblyResult> {
+    const { ctx } = this;
+    const stored = await ctx.headChecksum();
+    const note = 'the object at this key is not the assembled one; do not record it as a backup';
+    if (!stored) {
+      throw ctx.requestError(
+        'HeadObject',
+        ctx.objectKey,
+        new Error('the object is missing right after it was completed'),
+        note,
+      );
+    }
+    if (stored.size !== expected.bytes) {
+      throw ctx.requestError(
+        'HeadObject',
+        ctx.objectKey,
+        new Error(`the stored object has ${stored.size} bytes; ${expected.bytes} were assembled`),
+        note,
+      );
+    }
+    if (ctx.checksums && stored.crc64nvme !== undefined && stored.crc64nvme !== expected.crc64nvme) {
+      throw ctx.requestError(
+        'HeadObject',
+        ctx.objectKey,
+        new Error(`the stored object's CRC64NVME is ${stored.crc64nvme}; ${expected.crc64nvme} was expected`),
+        note,
+      );
+    }
+    return { key: ctx.key, bytes: stored.size, ...(stored.crc64nvme ? { crc64nvme: stored.crc64nvme } : {}) };
+  }
+
+  abort(): Promise<void> {
+    this.aborting ??= this.abortOnce();
+    return this.aborting;
+  }
+
+  private async abortOnce(): Promise<void> {
+    const { ctx } = this;
+    ctx.signal?.removeEventListener('abort', this.onAbort);
+    this.failure ??= { error: new StoreConfigError(`the assembly of ${ctx.location} was aborted`) };
+    // Parts still in flight could land after AbortMultipartUpload and keep the upload billed.
+    await Promise.allSettled([...this.inFlight]);
+    if (this.completing) await this.completing.catch(() => undefined);
+    if (this.completed) return;
+    try {
+      await ctx.client.send(
+        new AbortMultipartUploadCommand({ Bucket: ctx.bucket, Key: ctx.objectKey, UploadId: ctx.uploadId }),
+      );
+    } catch (error) {
+      if (errorName(error) === 'NoSuchUpload' || httpStatus(error) === 404) return;
+      throw ctx.requestError(
+        'AbortMultipartUpload',
+        ctx.objectKey,
+        error,
+        "its parts stay billed until the next backup's leftover sweep or the bucket's lifecycle rule removes them",
+      );
+    }
+  }
+
+  /** Stops the assembly after its first failure (or the abort signal) and aborts the upload. */
+  private fail(error: unknown): void {
+    if (this.completed) return;
+    this.failure ??= { error };
+    this.abort().catch(() => undefined);
+  }
+
+  private checkUsable(): void {
+    if (this.ctx.signal?.aborted) throw this.ctx.signal.reason;
+    if (this.failure) throw this.failure.error;
+    if (this.completing || this.completed) {
+      throw new StoreConfigError(`the assembly of ${this.ctx.location} is already being completed`);
+    }
+  }
+
+  /** Runs one part's write: checks it, records it, and turns any failure into the assembly's. */
+  private track(
+    partNumber: number,
+    offset: number,
+    length: number,
+    write: () => Promise<CompletedPart>,
+  ): Promise<void> {
+    const task = (async () => {
+      try {
+        this.checkUsable();
+        checkPart(this.ctx.location, partNumber, offset, this.maxParts);
+        if (this.claimed.has(partNumber)) {
+          throw new StoreConfigError(`part ${partNumber} of ${this.ctx.location} was already written`);
+        }
+        this.claimed.add(partNumber);
+        const completed = await write();
+        this.parts.set(partNumber, { offset, length, completed });
+      } catch (error) {
+        const reason = this.ctx.signal?.aborted ? this.ctx.signal.reason : error;
+        this.fail(reason);
+        throw reason;
+      }
+    })();
+    this.inFlight.add(task);
+    const settled = (): void => {
+      this.inFlight.delete(task);
+    };
+    task.then(settled, settled);
+    return task;
+  }
+}
+
+/**
+ * `x-amz-copy-source`: the bucket and the URL-encoded key (each segment encoded, '/' kept, which
+ * S3 and S3-compatible servers both accept), and the version when pinned.
+ */
+function copySourceOf(bucket: string, objectKey: string, versionId: string | undefined): string {
+  const key = objectKey.split('/').map(encodeURIComponent).join('/');
+  return `${bucket}/${key}${versionId ? `?versionId=${encodeURIComponent(versionId)}` : ''}`;
+}
+
+async function crc64nvmeOfBuffer(body: Buffer): Promise<string> {
+  const crc = new Crc64Nvme();
+  crc.update(body);
+  return Buffer.from(await crc.digest()).toString('base64');
 }

@@ -128,6 +128,8 @@ export interface SourcePin {
 export interface AssembleOptions {
   /** @default 'standard' */
   readonly tier?: StorageTier;
+  /** e.g. `application/gzip` (S3 only). */
+  readonly contentType?: string;
   /** Aborts the assembly: requests in flight are cancelled and nothing becomes visible. */
   readonly signal?: AbortSignal;
 }
@@ -352,6 +354,63 @@ export class StoreRequestError extends Error {
 
 export class StoreConfigError extends Error {
   override readonly name = 'StoreConfigError';
+}
+
+/** Rejects a byte range that is not two safe non-negative integers (offset, length) within `key`. */
+export function checkByteRange(key: string, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+    throw new StoreConfigError(
+      `invalid byte range of ${key}: offset ${offset}, length ${length} (both must be non-negative integers)`,
+    );
+  }
+}
+
+/**
+ * The parts of an assembly in object order, after checking that they are numbered 1..n without gap,
+ * each starts where the one before ends (the first at 0) and together hold `expectedBytes`: a part
+ * plan that left a hole or an overlap is refused before anything becomes visible.
+ */
+export function partsInOrder<P extends { readonly offset: number; readonly length: number }>(
+  parts: ReadonlyMap<number, P>,
+  expectedBytes: number,
+  location: string,
+): P[] {
+  if (parts.size === 0) throw new StoreConfigError(`cannot complete ${location}: no part was written`);
+  const ordered: P[] = [];
+  let next = 0;
+  for (let number = 1; number <= parts.size; number += 1) {
+    const part = parts.get(number);
+    if (!part) {
+      throw new StoreConfigError(
+        `cannot complete ${location}: part ${number} is missing (${parts.size} parts written; they must be numbered 1..${parts.size})`,
+      );
+    }
+    if (part.offset !== next) {
+      throw new StoreConfigError(
+        `cannot complete ${location}: part ${number} starts at byte ${part.offset}, but the parts before it end at byte ${next}`,
+      );
+    }
+    next += part.length;
+    ordered.push(part);
+  }
+  if (next !== expectedBytes) {
+    throw new StoreConfigError(
+      `cannot complete ${location}: the parts hold ${next} bytes, ${expectedBytes} expected`,
+    );
+  }
+  return ordered;
+}
+
+/** Checks a part number (1..`maxParts`) and the part's offset in the object. */
+export function checkPart(location: string, partNumber: number, offset: number, maxParts: number): void {
+  if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > maxParts) {
+    throw new StoreConfigError(
+      `part number ${partNumber} of ${location} is not an integer in 1..${maxParts}`,
+    );
+  }
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new StoreConfigError(`part ${partNumber} of ${location} has an invalid offset ${offset}`);
+  }
 }
 
 /** Rejects keys that could escape the store root. */

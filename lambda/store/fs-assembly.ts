@@ -1,0 +1,428 @@
+import { createHash } from 'node:crypto';
+import type { BigIntStats } from 'node:fs';
+import { type FileHandle, open, rm, stat } from 'node:fs/promises';
+import { crc64nvme, crc64nvmeCombine, crc64nvmeToBase64 } from '../core/archiver/crc64nvme.js';
+import {
+  type Assembly,
+  type AssemblyExpectation,
+  type AssemblyResult,
+  checkByteRange,
+  checkPart,
+  ObjectNotFoundError,
+  partsInOrder,
+  SourceChangedError,
+  type SourcePin,
+  StoreConfigError,
+  StoreRequestError,
+} from './types.js';
+
+/**
+ * Range copies go through a user-space buffer of this size. Node has no binding for Linux's
+ * copy_file_range(2) with offsets (fs.copyFile copies whole files only), and going through user
+ * space is what lets the store compute the CRC64NVME and sha256 of every byte it copies anyway.
+ */
+export const COPY_CHUNK_BYTES = 8 * 1024 * 1024;
+
+/**
+ * A file's identity for a {@link SourcePin}: device, inode, size and modification time (ns). A file
+ * replaced by another (written beside it and renamed over, or deleted and created again) has another
+ * inode; one rewritten in place has another modification time.
+ */
+function fileIdentity(st: BigIntStats): string {
+  return `${st.dev.toString(16)}:${st.ino.toString(16)}:${st.size}:${st.mtimeNs}`;
+}
+
+/** The pin of the file at `file` (store key `key`); undefined when it does not exist. */
+export async function pinFile(file: string, key: string): Promise<SourcePin | undefined> {
+  try {
+    const st = await stat(file, { bigint: true });
+    if (!st.isFile()) return undefined;
+    return { key, size: Number(st.size), etag: fileIdentity(st) };
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
+}
+
+/** Where a store key lives and how errors name it. */
+export interface FsSource {
+  readonly file: string;
+  readonly key: string;
+  /** The store's URL, e.g. `file:///srv/backups`. */
+  readonly storeUrl: string;
+}
+
+/**
+ * Opens a source for reading; with `pin`, checks that the open file is the pinned one, so every byte
+ * read through the handle is the pinned file's (a later rename over the name does not affect it).
+ */
+async function openSource(source: FsSource, pin: SourcePin | undefined): Promise<FileHandle> {
+  let fh: FileHandle;
+  try {
+    fh = await open(source.file, 'r');
+  } catch (error) {
+    if (isNotFound(error)) throw new ObjectNotFoundError(source.storeUrl, source.key);
+    throw error;
+  }
+  try {
+    if (pin) await checkPinned(fh, source, pin);
+    return fh;
+  } catch (error) {
+    await fh.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+async function checkPinned(fh: FileHandle, source: FsSource, pin: SourcePin): Promise<void> {
+  const st = await fh.stat({ bigint: true });
+  const size = Number(st.size);
+  if ((pin.etag !== undefined && fileIdentity(st) !== pin.etag) || size !== pin.size) {
+    throw new SourceChangedError(
+      `${source.storeUrl}/${source.key}`,
+      pin,
+      `the file is now ${fileIdentity(st)} (device:inode:size:mtime), ${size} bytes`,
+    );
+  }
+}
+
+/** Reads up to `length` bytes at `position` into `buffer` (from 0); fewer only at the end of the file. */
+async function readFully(fh: FileHandle, buffer: Buffer, length: number, position: number): Promise<number> {
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(buffer, done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+async function writeFully(fh: FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const { bytesWritten } = await fh.write(buffer, done, length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+function shortRead(source: FsSource, offset: number, length: number, got: number): StoreRequestError {
+  return new StoreRequestError(
+    'read',
+    `${source.storeUrl}/${source.key}`,
+    `bytes ${offset}..${offset + length - 1} asked, the file ends after ${got} of them`,
+    { note: 'it is shorter than the range: not the object the range was recorded from' },
+  );
+}
+
+/** Exactly `length` bytes at `offset` of a store file ({@link ObjectStore.getRange}). */
+export async function readRange(
+  source: FsSource,
+  offset: number,
+  length: number,
+  pin?: SourcePin,
+): Promise<Buffer> {
+  checkByteRange(source.key, offset, length);
+  const fh = await openSource(source, pin);
+  try {
+    const buffer = Buffer.allocUnsafe(length);
+    const got = await readFully(fh, buffer, length, offset);
+    if (got < length) throw shortRead(source, offset, length, got);
+    // A file rewritten in place while it was read.
+    if (pin) await checkPinned(fh, source, pin);
+    return buffer;
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
+/**
+ * sha256 of the assembled file in byte order, although parts are written in any order: a chunk
+ * written where the hash has got to is hashed at once (from memory); the others are read back from
+ * the temporary file (page cache) once everything before them is hashed.
+ */
+class OrderedSha256 {
+  private readonly hash = createHash('sha256');
+  private cursor = 0;
+  /** Written chunks not hashed yet: start -> end. */
+  private readonly pending = new Map<number, number>();
+  private busy = false;
+  private running: Promise<void> = Promise.resolve();
+  private failure: { readonly error: unknown } | undefined;
+  /** Bytes hashed by reading them back (for the figures in tests and benchmarks). */
+  bytesReread = 0;
+
+  constructor(private readonly fh: FileHandle) {}
+
+  /** Called right after `length` bytes of `chunk` were written at `position`. */
+  written(position: number, chunk: Buffer, length: number): void {
+    if (!this.busy && position === this.cursor) {
+      this.hash.update(chunk.subarray(0, length));
+      this.cursor += length;
+    } else {
+      this.pending.set(position, position + length);
+    }
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.busy || this.failure || !this.pending.has(this.cursor)) return;
+    this.busy = true;
+    this.running = this.catchUp().catch((error: unknown) => {
+      this.failure ??= { error };
+      this.busy = false;
+    });
+  }
+
+  private async catchUp(): Promise<void> {
+    const buffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+    for (;;) {
+      const end = this.pending.get(this.cursor);
+      if (end === undefined) {
+        this.busy = false;
+        return;
+      }
+      this.pending.delete(this.cursor);
+      while (this.cursor < end) {
+        const length = Math.min(COPY_CHUNK_BYTES, end - this.cursor);
+        const got = await readFully(this.fh, buffer, length, this.cursor);
+        if (got !== length) {
+          throw new Error(`the temporary file ended at byte ${this.cursor + got} while hashing it`);
+        }
+        this.hash.update(buffer.subarray(0, length));
+        this.bytesReread += length;
+        this.cursor += length;
+      }
+    }
+  }
+
+  /** The hex digest, once every byte up to `bytes` was written and hashed. */
+  async digest(bytes: number): Promise<string> {
+    await this.running;
+    this.kick();
+    await this.running;
+    if (this.failure) throw this.failure.error;
+    if (this.cursor !== bytes) {
+      throw new Error(`sha256 reached byte ${this.cursor} of ${bytes}: a range was never written`);
+    }
+    return this.hash.digest('hex');
+  }
+}
+
+interface FsPart {
+  readonly offset: number;
+  readonly length: number;
+  /** CRC64NVME of the part's bytes, combined in part order at complete. */
+  readonly crc: bigint;
+}
+
+export interface FsAssemblyOptions {
+  readonly key: string;
+  /** The temporary `*.partial-*` file next to the target (found by the leftover sweep if we die). */
+  readonly temp: string;
+  /** `file:///root/key`, for messages. */
+  readonly location: string;
+  /** Where a source key lives, as {@link FsSource}. */
+  sourceOf(key: string): FsSource;
+  /** Moves the finished temp file into place (link: EEXIST -> ObjectExistsError). */
+  commit(): Promise<void>;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * An object assembled in a temporary file next to its key ({@link FsObjectStore.assemble}): parts are
+ * written with positional writes at their offsets, range copies go through a buffer (see
+ * {@link COPY_CHUNK_BYTES}) and every byte's CRC64NVME and sha256 are computed on the way, so complete
+ * can refuse a result that is not what the plan expected before linking it into place.
+ */
+export class FsAssembly implements Assembly {
+  readonly minPartBytes = 0;
+  readonly maxPartBytes = Number.MAX_SAFE_INTEGER;
+  readonly maxParts = Number.MAX_SAFE_INTEGER;
+  readonly minCopySourceBytes = 0;
+  private readonly parts = new Map<number, FsPart>();
+  private readonly claimed = new Set<number>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly sha256: OrderedSha256;
+  private failure: { readonly error: unknown } | undefined;
+  private completing: Promise<AssemblyResult> | undefined;
+  private completed = false;
+  private aborting: Promise<void> | undefined;
+  private readonly onAbort = (): void => this.fail(this.options.signal?.reason);
+
+  private constructor(
+    private readonly options: FsAssemblyOptions,
+    private readonly fh: FileHandle,
+  ) {
+    this.sha256 = new OrderedSha256(fh);
+    options.signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  static async start(options: FsAssemblyOptions): Promise<FsAssembly> {
+    options.signal?.throwIfAborted();
+    // Read and write: the sha256 of parts written out of order is computed by reading them back.
+    const fh = await open(options.temp, 'wx+');
+    return new FsAssembly(options, fh);
+  }
+
+  /** Bytes the sha256 had to read back from the temporary file (parts written ahead of the hash). */
+  get bytesReread(): number {
+    return this.sha256.bytesReread;
+  }
+
+  uploadPart(partNumber: number, offset: number, body: Buffer): Promise<void> {
+    return this.track(partNumber, offset, body.length, async () => {
+      await writeFully(this.fh, body, body.length, offset);
+      this.sha256.written(offset, body, body.length);
+      return crc64nvme(body);
+    });
+  }
+
+  copyPart(
+    partNumber: number,
+    offset: number,
+    source: SourcePin,
+    sourceOffset: number,
+    length: number,
+  ): Promise<void> {
+    return this.track(partNumber, offset, length, async () => {
+      checkByteRange(source.key, sourceOffset, length);
+      const from = this.options.sourceOf(source.key);
+      const input = await openSource(from, source);
+      try {
+        const buffer = Buffer.allocUnsafe(Math.min(COPY_CHUNK_BYTES, Math.max(length, 1)));
+        let crc = 0n;
+        for (let done = 0; done < length; ) {
+          this.options.signal?.throwIfAborted();
+          const n = Math.min(buffer.length, length - done);
+          const got = await readFully(input, buffer, n, sourceOffset + done);
+          if (got < n) throw shortRead(from, sourceOffset, length, done + got);
+          await writeFully(this.fh, buffer, n, offset + done);
+          crc = crc64nvme(buffer.subarray(0, n), crc);
+          this.sha256.written(offset + done, buffer, n);
+          done += n;
+        }
+        // Rewritten in place while it was copied: the copy may mix two versions.
+        await checkPinned(input, from, source);
+        return crc;
+      } finally {
+        await input.close().catch(() => undefined);
+      }
+    });
+  }
+
+  complete(expected: AssemblyExpectation): Promise<AssemblyResult> {
+    if (this.completing) {
+      return Promise.reject(
+        new StoreConfigError(`complete() of ${this.options.location} was already called`),
+      );
+    }
+    this.completing = this.completeOnce(expected);
+    return this.completing;
+  }
+
+  private async completeOnce(expected: AssemblyExpectation): Promise<AssemblyResult> {
+    const { location } = this.options;
+    try {
+      this.checkUsable();
+      if (this.inFlight.size > 0) {
+        throw new StoreConfigError(
+          `complete() of ${location} called while ${this.inFlight.size} part(s) are still being written: await every part first`,
+        );
+      }
+      const parts = partsInOrder(this.parts, expected.bytes, location);
+      let crc = 0n;
+      for (const part of parts) crc = crc64nvmeCombine(crc, part.crc, part.length);
+      const crc64nvme = crc64nvmeToBase64(crc);
+      if (crc64nvme !== expected.crc64nvme) {
+        throw new StoreRequestError(
+          'complete',
+          location,
+          `the assembled bytes have CRC64NVME ${crc64nvme}; ${expected.crc64nvme} was expected`,
+          { note: 'nothing was stored under this key' },
+        );
+      }
+      const sha256 = await this.sha256.digest(expected.bytes);
+      await this.fh.sync();
+      const size = (await this.fh.stat()).size;
+      if (size !== expected.bytes) {
+        throw new StoreRequestError(
+          'complete',
+          location,
+          `the temporary file has ${size} bytes; ${expected.bytes} were assembled`,
+          { note: 'nothing was stored under this key' },
+        );
+      }
+      await this.fh.close();
+      await this.options.commit();
+      this.completed = true;
+      this.options.signal?.removeEventListener('abort', this.onAbort);
+      return { key: this.options.key, bytes: size, crc64nvme, sha256 };
+    } catch (error) {
+      this.fail(error);
+      throw error;
+    }
+  }
+
+  abort(): Promise<void> {
+    this.aborting ??= this.abortOnce();
+    return this.aborting;
+  }
+
+  private async abortOnce(): Promise<void> {
+    this.options.signal?.removeEventListener('abort', this.onAbort);
+    this.failure ??= { error: new StoreConfigError(`the assembly of ${this.options.location} was aborted`) };
+    await Promise.allSettled([...this.inFlight]);
+    if (this.completing) await this.completing.catch(() => undefined);
+    if (this.completed) return;
+    await this.fh.close().catch(() => undefined);
+    await rm(this.options.temp, { force: true });
+  }
+
+  private fail(error: unknown): void {
+    if (this.completed) return;
+    this.failure ??= { error };
+    this.abort().catch(() => undefined);
+  }
+
+  private checkUsable(): void {
+    if (this.options.signal?.aborted) throw this.options.signal.reason;
+    if (this.failure) throw this.failure.error;
+    if (this.completing || this.completed) {
+      throw new StoreConfigError(`the assembly of ${this.options.location} is already being completed`);
+    }
+  }
+
+  private track(
+    partNumber: number,
+    offset: number,
+    length: number,
+    write: () => Promise<bigint>,
+  ): Promise<void> {
+    const task = (async () => {
+      try {
+        this.checkUsable();
+        checkPart(this.options.location, partNumber, offset, this.maxParts);
+        if (this.claimed.has(partNumber)) {
+          throw new StoreConfigError(`part ${partNumber} of ${this.options.location} was already written`);
+        }
+        this.claimed.add(partNumber);
+        const crc = await write();
+        this.parts.set(partNumber, { offset, length, crc });
+      } catch (error) {
+        const reason = this.options.signal?.aborted ? this.options.signal.reason : error;
+        this.fail(reason);
+        throw reason;
+      }
+    })();
+    this.inFlight.add(task);
+    const settled = (): void => {
+      this.inFlight.delete(task);
+    };
+    task.then(settled, settled);
+    return task;
+  }
+}
+
+function isNotFound(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
