@@ -6,7 +6,14 @@ import { PassThrough, type Readable, Transform, type TransformCallback } from 'n
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
 import { encodeFsName, fsPath, hasEscapedBytes } from '../fs-names.js';
-import { ParallelGzip, type ParallelGzipOptions, type ParallelGzipStats } from './parallel-gzip.js';
+import type { ByteRange } from '../repository/manifest.js';
+import { crc64nvmeCombine, crc64nvmeFromBase64, crc64nvmeToBase64 } from './crc64nvme.js';
+import {
+  type GzipMember,
+  ParallelGzip,
+  type ParallelGzipOptions,
+  type ParallelGzipStats,
+} from './parallel-gzip.js';
 import type { ScannedEntry, ScannedFile, SkippedPath } from './scan.js';
 import { describeFileType, describeFsError } from './scan.js';
 
@@ -19,13 +26,20 @@ const READ_CHUNK = 1024 * 1024;
 const SMALL_READ = 64 * 1024;
 const MAX_LENT_BUFFERS = 16;
 
+export type { ByteRange };
+
 export interface ArchivedFile {
   readonly path: string;
   readonly size: number;
   readonly mtimeMs: number;
   readonly mode: number;
   readonly sha256: string;
+  /** The gzip members that hold exactly this file's tar entry; they gunzip on their own. */
+  readonly range: ByteRange;
 }
+
+/** A file read into its tar entry, before its members are known. */
+type ReadFile = Omit<ArchivedFile, 'range'>;
 
 export interface ArchiveProgress {
   files: number;
@@ -40,7 +54,17 @@ export interface ArchiveResult {
   /** Archive (gzip) bytes and their sha256, as produced. */
   readonly bytes: number;
   readonly sha256: string;
+  /** CRC64NVME of the whole archive (combined from its members'), base64 as S3 writes it. */
+  readonly crc64nvme: string;
   readonly gzip: ParallelGzipStats;
+  /**
+   * Indexed like `options.entries`: the members of each entry written to the archive (folders,
+   * links, files, including files reported as skipped whose tar entry stayed); undefined for an
+   * entry that wrote nothing (it vanished or could not be opened).
+   */
+  readonly entryRanges: readonly (ByteRange | undefined)[];
+  /** The end-of-archive blocks (1024 zero bytes), a member of their own, always last. */
+  readonly endOfArchive: ByteRange;
 }
 
 export interface WriteArchiveOptions {
@@ -80,7 +104,30 @@ export const DEFAULT_READ_AHEAD_BYTES = 64 * 1024 * 1024;
 export async function writeArchive(options: WriteArchiveOptions): Promise<ArchiveResult> {
   const pack = tarStream.pack();
   const readBuffers = new ReadBuffers();
-  const gz = new ParallelGzip({ ...options.gzip, onConsumed: (chunk) => readBuffers.release(chunk) });
+  const ledger = new MemberLedger(options.entries.length);
+  const gz = new ParallelGzip({
+    ...options.gzip,
+    onConsumed: (chunk) => readBuffers.release(chunk),
+    onMember: (member) => ledger.member(member),
+  });
+  // Every entry starts a gzip member of its own, so a run of entries is a byte range of the archive
+  // that gunzips on its own (synthetic fulls copy such ranges). The entry's start is the tar offset
+  // of the first byte the pack pushes for it (a long-name record, a PAX header or its header):
+  // entries are packed one at a time, so the cut is known before gzip sees that byte.
+  let tarOffset = 0;
+  let startingEntry: number | undefined;
+  const push = pack.push.bind(pack);
+  pack.push = (data: Buffer | null) => {
+    if (data && data.length > 0) {
+      if (startingEntry !== undefined) {
+        ledger.entryStarts(startingEntry, tarOffset);
+        gz.cutAt(tarOffset);
+        startingEntry = undefined;
+      }
+      tarOffset += data.length;
+    }
+    return push(data);
+  };
   const archiveHash = createHash('sha256');
   let archiveBytes = 0;
   const tap = new Transform({
@@ -91,23 +138,34 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
     },
   });
   const body = new PassThrough();
-  const files: ArchivedFile[] = [];
+  const readFiles: { file: ReadFile; index: number }[] = [];
   const skipped: SkippedPath[] = [];
+  const result = (sha256: string): ArchiveResult => {
+    ledger.finish(archiveBytes);
+    return {
+      files: readFiles.map(({ file, index }) => ({ ...file, range: ledger.rangeOf(index, file.path) })),
+      skipped,
+      bytes: archiveBytes,
+      sha256,
+      crc64nvme: ledger.crc64nvme,
+      gzip: gz.stats,
+      entryRanges: ledger.ranges,
+      endOfArchive: ledger.endOfArchive,
+    };
+  };
   const gate = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
       cb(null, chunk);
     },
     flush(cb: TransformCallback) {
       if (!options.beforeEnd) return cb();
-      options
-        .beforeEnd({
-          files,
-          skipped,
-          bytes: archiveBytes,
-          sha256: archiveHash.copy().digest('hex'),
-          gzip: gz.stats,
-        })
-        .then(() => cb(), cb);
+      let archive: ArchiveResult;
+      try {
+        archive = result(archiveHash.copy().digest('hex'));
+      } catch (error) {
+        return cb(error as Error);
+      }
+      options.beforeEnd(archive).then(() => cb(), cb);
     },
   });
   const abort = new AbortController();
@@ -138,6 +196,7 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
   const producing = (async () => {
     for (const [index, entry] of options.entries.entries()) {
       if (abort.signal.aborted) throw abort.signal.reason;
+      startingEntry = index;
       if (entry.type === 'dir') {
         await addEntry(pack, {
           // A trailing slash marks a folder, as GNU tar writes and lists them.
@@ -159,12 +218,13 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
           ? await packReadAhead(pack, readBuffers, await readAhead.take(index), entry, abort.signal)
           : await packFile(pack, readBuffers, options.root, entry, abort.signal);
         if ('reason' in outcome) skipped.push(outcome);
-        else files.push(outcome);
+        else readFiles.push({ file: outcome, index });
         progress.files += 1;
         progress.bytes += 'reason' in outcome ? 0 : outcome.size;
         options.onProgress?.(progress);
       }
     }
+    startingEntry = END_OF_ARCHIVE;
     pack.finalize();
   })();
   producing.catch(fail);
@@ -182,7 +242,89 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Archiv
     options.signal?.removeEventListener('abort', onOuterAbort);
     await readAhead?.close();
   }
-  return { files, skipped, bytes: archiveBytes, sha256: archiveHash.digest('hex'), gzip: gz.stats };
+  return result(archiveHash.digest('hex'));
+}
+
+/** The entry index that stands for tar-stream's end-of-archive blocks in MemberLedger. */
+const END_OF_ARCHIVE = -1;
+
+/**
+ * Folds the gzip members, as they come out in order, into each entry's byte range and checksum
+ * (CRC64NVMEs combined, no second pass over the bytes), and checks the format rule on the way: a
+ * member never holds bytes of two entries.
+ */
+class MemberLedger {
+  readonly ranges: (ByteRange | undefined)[];
+  private readonly starts: { readonly index: number; readonly tarOffset: number }[] = [];
+  private startsHead = 0;
+  private open: { index: number; offset: number; length: number; crc: bigint } | undefined;
+  private archiveCrc = 0n;
+  private outputBytes = 0;
+  private end: ByteRange | undefined;
+
+  constructor(entries: number) {
+    this.ranges = new Array<ByteRange | undefined>(entries).fill(undefined);
+  }
+
+  /** Entry `index` (END_OF_ARCHIVE for the final blocks) starts at `tarOffset` of the tar stream. */
+  entryStarts(index: number, tarOffset: number): void {
+    this.starts.push({ index, tarOffset });
+  }
+
+  member(m: GzipMember): void {
+    const next = this.starts[this.startsHead];
+    if (next !== undefined && next.tarOffset === m.inputOffset) {
+      this.close();
+      this.startsHead += 1;
+      this.open = { index: next.index, offset: m.outputOffset, length: 0, crc: 0n };
+    }
+    const after = this.starts[this.startsHead];
+    if (this.open === undefined || (after !== undefined && after.tarOffset < m.inputOffset + m.inputBytes)) {
+      throw new Error(
+        `archive format error: gzip member at tar offset ${m.inputOffset} (${m.inputBytes} bytes) holds bytes of two entries or none; the archive was not committed`,
+      );
+    }
+    const crc = crc64nvmeFromBase64(m.crc64nvme);
+    this.open.crc = crc64nvmeCombine(this.open.crc, crc, m.outputBytes);
+    this.open.length += m.outputBytes;
+    this.archiveCrc = crc64nvmeCombine(this.archiveCrc, crc, m.outputBytes);
+    this.outputBytes += m.outputBytes;
+  }
+
+  /** Closes the last range once every member is in; `archiveBytes` is what the sink received. */
+  finish(archiveBytes: number): void {
+    this.close();
+    if (this.end === undefined || this.outputBytes !== archiveBytes) {
+      throw new Error(
+        `archive format error: the gzip members add up to ${this.outputBytes} bytes ${this.end ? '' : 'without an end-of-archive member '}but ${archiveBytes} bytes were written; the archive was not committed`,
+      );
+    }
+  }
+
+  get endOfArchive(): ByteRange {
+    return this.end as ByteRange;
+  }
+
+  get crc64nvme(): string {
+    return crc64nvmeToBase64(this.archiveCrc);
+  }
+
+  rangeOf(index: number, path: string): ByteRange {
+    const range = this.ranges[index];
+    if (range === undefined) {
+      throw new Error(`archive format error: no gzip members recorded for ${JSON.stringify(path)}`);
+    }
+    return range;
+  }
+
+  private close(): void {
+    const open = this.open;
+    if (open === undefined) return;
+    this.open = undefined;
+    const range = { offset: open.offset, length: open.length, crc64nvme: crc64nvmeToBase64(open.crc) };
+    if (open.index === END_OF_ARCHIVE) this.end = range;
+    else this.ranges[open.index] = range;
+  }
 }
 
 /**
@@ -320,7 +462,7 @@ async function packFile(
   root: string,
   scanned: ScannedFile,
   signal: AbortSignal,
-): Promise<ArchivedFile | SkippedPath> {
+): Promise<ReadFile | SkippedPath> {
   let fd: number;
   try {
     // O_NOFOLLOW: a file swapped for a symlink after the scan is never followed out of the tree.
@@ -358,7 +500,7 @@ async function streamOpenFile(
   before: Stats,
   scanned: ScannedFile,
   signal: AbortSignal,
-): Promise<ArchivedFile | SkippedPath> {
+): Promise<ReadFile | SkippedPath> {
   // The header is written from this fstat (not the scan), so a change between scan and open is fine.
   const size = before.size;
   const mode = before.mode & 0o7777;
@@ -554,7 +696,7 @@ async function packReadAhead(
   prefetched: Prefetched,
   scanned: ScannedFile,
   signal: AbortSignal,
-): Promise<ArchivedFile | SkippedPath> {
+): Promise<ReadFile | SkippedPath> {
   if (prefetched.kind === 'skipped') return prefetched.skipped;
   if (prefetched.kind === 'open') {
     const { handle, before } = prefetched;

@@ -1,3 +1,5 @@
+import { CRC64NVME_WORKER_SOURCE } from './crc64nvme.js';
+
 /**
  * Source of one gzip worker thread, run with `new Worker(source, { eval: true })`.
  *
@@ -6,11 +8,16 @@
  * Keep it plain CommonJS JavaScript with no imports beyond node: built-ins.
  *
  * Protocol. workerData: { input: SharedArrayBuffer, slotBytes, fault? }. Main writes a chunk of the
- * tar stream into slot `slot` of `input`, then posts { id, slot, length, level, adaptive }. The worker
- * replies { id, member, stored } with `member` one complete gzip member (its ArrayBuffer transferred,
- * not copied), or { id, error } when compression threw. The slot is free again once the reply is
- * received. `fault` exists only for tests: { after, kind: 'throw' | 'exit' } fails the job after
- * `after` successful ones, either by throwing inside the job or by ending the thread.
+ * tar stream into slot `slot` of `input`, then posts { id, slot, length, ends, level, adaptive }:
+ * `ends` are the ends of the members to cut from the chunk (offsets in the slot, ascending, the last
+ * one `length`), so a member never holds bytes of two tar entries while one message still carries up
+ * to a chunk of small entries. The worker replies { id, output, sizes, stored, crcs }: `output` is
+ * the members laid end to end (its ArrayBuffer transferred, not copied), `sizes[k]` member k's gzip
+ * bytes, `stored` how many were written as stored blocks, `crcs[k]` member k's CRC64NVME (base64,
+ * as S3 writes it), so every member's checksum is computed off the main thread. On failure it
+ * replies { id, error }. The slot is free again once the reply is received. `fault` exists only for
+ * tests: { after, kind: 'throw' | 'exit' } fails the job after `after` successful ones, either by
+ * throwing inside the job or by ending the thread.
  *
  * Adaptive storing: four 8 KiB samples are deflated at level 1; a chunk whose samples shrink by less
  * than 8% (JPEG, PNG, MP4, DOCX/XLSX, which are zip files) is written as a stored member, which costs
@@ -20,6 +27,7 @@
  */
 export const GZIP_WORKER_SOURCE = `
 'use strict';
+${CRC64NVME_WORKER_SOURCE}
 const { parentPort, workerData } = require('node:worker_threads');
 const zlib = require('node:zlib');
 
@@ -29,10 +37,12 @@ const MIN_GAIN = 0.08;
 // Deflate output never exceeds its input by more than ~0.03% + a few bytes (zlib's deflateBound).
 const DEFLATE_SLACK = 64 * 1024;
 
+/**
+ * Whether deflate is worth its CPU for this block. A block no larger than the samples (a small tar
+ * entry) is simply deflated at its level and kept when it shrank enough: sampling it first would
+ * deflate it twice.
+ */
 function worthCompressing(block) {
-  if (block.length <= SAMPLE_BYTES * SAMPLES) {
-    return zlib.deflateRawSync(block, { level: 1 }).length < block.length * (1 - MIN_GAIN);
-  }
   let sampled = 0;
   let compressed = 0;
   const stride = Math.floor((block.length - SAMPLE_BYTES) / (SAMPLES - 1));
@@ -82,25 +92,59 @@ function deflatedMember(block, level) {
   return zlib.gzipSync(block, { level, chunkSize: block.length + DEFLATE_SLACK });
 }
 
+/** One gzip member of the block: stored when deflate does not pay, else deflated at the level. */
+function member(block, level, adaptive) {
+  if (level === 0) return { bytes: storedMember(block), stored: true };
+  if (!adaptive) return { bytes: deflatedMember(block, level), stored: false };
+  if (block.length <= SAMPLE_BYTES * SAMPLES) {
+    const deflated = deflatedMember(block, level);
+    // Framing (header + trailer) is the same either way: compare the payloads.
+    const payload = deflated.length - HEADER.length - TRAILER_BYTES;
+    if (payload < block.length * (1 - MIN_GAIN)) return { bytes: deflated, stored: false };
+    return { bytes: storedMember(block), stored: true };
+  }
+  return worthCompressing(block)
+    ? { bytes: deflatedMember(block, level), stored: false }
+    : { bytes: storedMember(block), stored: true };
+}
+
 const { input, slotBytes, fault } = workerData;
 let done = 0;
 
 parentPort.on('message', (job) => {
-  let member;
-  let stored = false;
+  let output;
+  const sizes = [];
+  const crcs = [];
+  let stored = 0;
   try {
     if (fault && done >= fault.after) {
       if (fault.kind === 'exit') process.exit(70);
       throw new Error('injected gzip worker fault');
     }
-    const block = Buffer.from(input, job.slot * slotBytes, job.length);
-    stored = job.level === 0 || (job.adaptive && !worthCompressing(block));
-    member = stored ? storedMember(block) : deflatedMember(block, job.level);
+    const chunk = Buffer.from(input, job.slot * slotBytes, job.length);
+    const members = [];
+    let start = 0;
+    for (const end of job.ends) {
+      const m = member(chunk.subarray(start, end), job.level, job.adaptive);
+      members.push(m.bytes);
+      sizes.push(m.bytes.length);
+      crcs.push(crc64nvmeBase64(m.bytes));
+      if (m.stored) stored += 1;
+      start = end;
+    }
+    if (members.length === 1) {
+      output = members[0];
+    } else {
+      // One exact-size buffer to transfer: a deflated member's buffer is far larger than the member.
+      output = Buffer.allocUnsafeSlow(sizes.reduce((a, b) => a + b, 0));
+      let at = 0;
+      for (const m of members) at += m.copy(output, at);
+    }
   } catch (error) {
     parentPort.postMessage({ id: job.id, error: String((error && error.stack) || error) });
     return;
   }
   done += 1;
-  parentPort.postMessage({ id: job.id, member, stored }, [member.buffer]);
+  parentPort.postMessage({ id: job.id, output, sizes, stored, crcs }, [output.buffer]);
 });
 `;

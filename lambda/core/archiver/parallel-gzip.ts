@@ -27,8 +27,25 @@ export interface ParallelGzipOptions {
    * chunk's memory from then on (the archive writer recycles its 1 MiB read buffers this way).
    */
   readonly onConsumed?: (chunk: Buffer) => void;
+  /**
+   * Called with each member in output order, just before its bytes are pushed: where it starts in
+   * the input and the output, its sizes and its CRC64NVME (computed by the worker that built it).
+   */
+  readonly onMember?: (member: GzipMember) => void;
   /** Tests only: make each worker fail after `after` members of its own, by throwing or by ending its thread. */
   readonly fault?: { readonly after: number; readonly kind: 'throw' | 'exit' };
+}
+
+/** One gzip member of the output. */
+export interface GzipMember {
+  /** Offset of its first input byte. */
+  readonly inputOffset: number;
+  readonly inputBytes: number;
+  /** Offset of its first byte in the output (gzip) stream. */
+  readonly outputOffset: number;
+  readonly outputBytes: number;
+  /** CRC64NVME of its gzip bytes: base64 of the 8-byte big-endian value, as S3 writes it. */
+  readonly crc64nvme: string;
 }
 
 export interface ParallelGzipStats {
@@ -44,19 +61,31 @@ export class GzipWorkerError extends Error {
   override readonly name = 'GzipWorkerError';
 }
 
-interface MemberResult {
-  readonly member: Buffer;
-  readonly stored: boolean;
+/** What a worker made of one slot: its members laid end to end. */
+interface JobResult {
+  readonly output: Buffer;
+  readonly sizes: readonly number[];
+  readonly stored: number;
+  readonly crcs: readonly string[];
+}
+
+/** A job handed to the pool: where its input starts and the input size of each of its members. */
+interface Job {
+  readonly inputOffset: number;
+  readonly inputSizes: readonly number[];
+  readonly result: Promise<JobResult>;
 }
 
 interface Waiter {
   readonly worker: number;
   readonly slot: number;
-  resolve(result: MemberResult): void;
+  resolve(result: JobResult): void;
   reject(error: Error): void;
 }
 
-type WorkerReply = { id: number; member: Uint8Array; stored: boolean } | { id: number; error: string };
+type WorkerReply =
+  | { id: number; output: Uint8Array; sizes: number[]; stored: number; crcs: string[] }
+  | { id: number; error: string };
 
 /**
  * Worker threads that turn chunks of a SharedArrayBuffer into gzip members. Input is never copied
@@ -117,18 +146,27 @@ class GzipPool {
     }
   }
 
-  /** Compresses the first `length` bytes of `slot` into one member; the slot is released on reply. */
-  compress(slot: number, length: number, level: number, adaptive: boolean): Promise<MemberResult> {
+  /**
+   * Compresses the first `length` bytes of `slot` into members ending at `ends` (the last is
+   * `length`); the slot is released on reply.
+   */
+  compress(
+    slot: number,
+    length: number,
+    ends: readonly number[],
+    level: number,
+    adaptive: boolean,
+  ): Promise<JobResult> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     // The least busy worker; ties go to the lowest index.
     let worker = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i] < this.load[worker]) worker = i;
     this.load[worker] += 1;
-    const result = new Promise<MemberResult>((resolve, reject) => {
+    const result = new Promise<JobResult>((resolve, reject) => {
       this.waiters.set(id, { worker, slot, resolve, reject });
     });
-    this.workers[worker].postMessage({ id, slot, length, level, adaptive });
+    this.workers[worker].postMessage({ id, slot, length, ends, level, adaptive });
     return result;
   }
 
@@ -148,8 +186,13 @@ class GzipPool {
     if ('error' in reply) {
       waiter.reject(new GzipWorkerError(`gzip worker ${waiter.worker} failed: ${reply.error}`));
     } else {
-      const m = reply.member;
-      waiter.resolve({ member: Buffer.from(m.buffer, m.byteOffset, m.byteLength), stored: reply.stored });
+      const o = reply.output;
+      waiter.resolve({
+        output: Buffer.from(o.buffer, o.byteOffset, o.byteLength),
+        sizes: reply.sizes,
+        stored: reply.stored,
+        crcs: reply.crcs,
+      });
     }
   }
 
@@ -175,7 +218,9 @@ class GzipPool {
 
 /**
  * Compresses a byte stream as a series of independent gzip members on a pool of worker threads,
- * emitted strictly in input order. A concatenation of gzip members is one valid gzip file (RFC 1952
+ * emitted strictly in input order. A member ends every `chunkBytes` of input and at every offset
+ * given to `cutAt` (the archive writer cuts at each tar entry, so a range of members is a
+ * self-contained run of entries); members cut short by `cutAt` share a worker message. A concatenation of gzip members is one valid gzip file (RFC 1952
  * section 2.2): GNU gzip/tar, pigz, Python and Node read it as one stream.
  * Memory is bounded: 2 chunks per worker + 1 live in shared slots, and the readable side's
  * backpressure holds back input (Transform does not take more while its output buffer is full).
@@ -187,10 +232,20 @@ export class ParallelGzip extends Transform {
   private readonly chunkBytes: number;
   private readonly adaptive: boolean;
   private readonly onConsumed: ((chunk: Buffer) => void) | undefined;
+  private readonly onMember: ((member: GzipMember) => void) | undefined;
   private readonly pool: GzipPool;
-  private readonly inFlight: Promise<MemberResult>[] = [];
+  private readonly inFlight: Job[] = [];
   private slot: number | undefined;
   private filled = 0;
+  /** Input offset of the current slot's first byte. */
+  private slotStart = 0;
+  /** Ends (in the slot) of the members already closed in the current slot. */
+  private ends: number[] = [];
+  /** Input offsets where a member must start, ascending; `cutsHead` is the next one not yet reached. */
+  private readonly cuts: number[] = [];
+  private cutsHead = 0;
+  private consumed = 0;
+  private outputOffset = 0;
 
   constructor(options: ParallelGzipOptions = {}) {
     super();
@@ -198,6 +253,7 @@ export class ParallelGzip extends Transform {
     this.chunkBytes = options.chunkBytes ?? 1024 * 1024;
     this.adaptive = options.adaptive ?? true;
     this.onConsumed = options.onConsumed;
+    this.onMember = options.onMember;
     if (!Number.isInteger(this.level) || this.level < 0 || this.level > 9) {
       throw new RangeError(`compression level must be 0-9 (got ${options.level})`);
     }
@@ -224,6 +280,7 @@ export class ParallelGzip extends Transform {
       // An empty input still yields one (empty) member, so the output is always a valid gzip file.
       if (this.slot === undefined && this.stats.members + this.inFlight.length === 0) {
         this.slot = await this.pool.takeSlot();
+        this.slotStart = this.consumed;
       }
       if (this.slot !== undefined) this.submit();
       while (this.inFlight.length > 0) await this.pushOldest();
@@ -239,17 +296,35 @@ export class ParallelGzip extends Transform {
     );
   }
 
-  /** Copies `chunk` into slots, handing each full slot to the pool. */
+  /**
+   * Starts a new member at input offset `offset`. It must not lie before input already received:
+   * call it before writing the bytes that start there. Offsets must not decrease.
+   */
+  cutAt(offset: number): void {
+    const last = this.cuts.length > this.cutsHead ? this.cuts[this.cuts.length - 1] : this.consumed;
+    if (!Number.isSafeInteger(offset) || offset < last) {
+      throw new RangeError(
+        `gzip member cut at input offset ${offset} comes too late: input or cuts already reach offset ${last}`,
+      );
+    }
+    this.cuts.push(offset);
+  }
+
+  /** Copies `chunk` into slots, handing each full slot to the pool and closing members at cuts. */
   private async accept(chunk: Buffer): Promise<void> {
     let offset = 0;
     while (offset < chunk.length) {
       if (this.slot === undefined) {
         this.slot = await this.pool.takeSlot();
         this.filled = 0;
+        this.slotStart = this.consumed;
       }
-      const n = Math.min(chunk.length - offset, this.chunkBytes - this.filled);
+      this.closeMemberAtCut();
+      let n = Math.min(chunk.length - offset, this.chunkBytes - this.filled);
+      if (this.cutsHead < this.cuts.length) n = Math.min(n, this.cuts[this.cutsHead] - this.consumed);
       chunk.copy(this.pool.slots[this.slot], this.filled, offset, offset + n);
       this.filled += n;
+      this.consumed += n;
       offset += n;
       if (this.filled === this.chunkBytes) {
         this.submit();
@@ -260,20 +335,57 @@ export class ParallelGzip extends Transform {
     this.onConsumed?.(chunk);
   }
 
+  /** Closes the slot's open member when the input has reached the next cut. */
+  private closeMemberAtCut(): void {
+    while (this.cutsHead < this.cuts.length && this.cuts[this.cutsHead] <= this.consumed) {
+      this.cutsHead += 1;
+      const openBytes = this.filled - (this.ends.length > 0 ? this.ends[this.ends.length - 1] : 0);
+      if (openBytes > 0) this.ends.push(this.filled);
+    }
+    // The queue only grows between members; drop what was passed now and then.
+    if (this.cutsHead > 1024 && this.cutsHead * 2 > this.cuts.length) {
+      this.cuts.splice(0, this.cutsHead);
+      this.cutsHead = 0;
+    }
+  }
+
   private submit(): void {
-    const job = this.pool.compress(this.slot as number, this.filled, this.level, this.adaptive);
+    this.closeMemberAtCut();
+    const ends = this.ends;
+    if (ends.length === 0 || ends[ends.length - 1] !== this.filled) ends.push(this.filled);
+    const inputSizes = ends.map((end, i) => end - (i === 0 ? 0 : ends[i - 1]));
+    const result = this.pool.compress(this.slot as number, this.filled, ends, this.level, this.adaptive);
     // Rejections are observed when the job is awaited in order; avoid an unhandled rejection meanwhile.
-    job.catch(() => undefined);
-    this.inFlight.push(job);
+    result.catch(() => undefined);
+    this.inFlight.push({ inputOffset: this.slotStart, inputSizes, result });
     this.slot = undefined;
     this.filled = 0;
+    this.ends = [];
   }
 
   private async pushOldest(): Promise<void> {
-    const { member, stored } = await (this.inFlight.shift() as Promise<MemberResult>);
-    this.stats.members += 1;
-    if (stored) this.stats.storedMembers += 1;
-    this.stats.outputBytes += member.length;
-    this.push(member);
+    const job = this.inFlight.shift() as Job;
+    const { output, sizes, stored, crcs } = await job.result;
+    if (sizes.length !== job.inputSizes.length) {
+      throw new GzipWorkerError(
+        `gzip worker returned ${sizes.length} members for a job of ${job.inputSizes.length}`,
+      );
+    }
+    let inputOffset = job.inputOffset;
+    for (let k = 0; k < sizes.length; k++) {
+      this.onMember?.({
+        inputOffset,
+        inputBytes: job.inputSizes[k],
+        outputOffset: this.outputOffset,
+        outputBytes: sizes[k],
+        crc64nvme: crcs[k],
+      });
+      inputOffset += job.inputSizes[k];
+      this.outputOffset += sizes[k];
+    }
+    this.stats.members += sizes.length;
+    this.stats.storedMembers += stored;
+    this.stats.outputBytes += output.length;
+    this.push(output);
   }
 }

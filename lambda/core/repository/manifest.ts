@@ -10,6 +10,19 @@ export const MANIFEST_VERSION = 1;
 
 export type BackupType = 'full' | 'incremental';
 
+/**
+ * Where an entry's bytes lie in its archive object: the gzip members that hold exactly its tar
+ * record(s) (long-name records, PAX header, header, data, padding). Those bytes gunzip on their own.
+ */
+export interface ByteRange {
+  /** Offset of the first member in the archive object's (gzip) bytes. */
+  readonly offset: number;
+  /** Total bytes of the entry's members. */
+  readonly length: number;
+  /** CRC64NVME of exactly those bytes: base64 of the 8-byte big-endian value, as S3 writes it. */
+  readonly crc64nvme: string;
+}
+
 export interface FileEntry {
   readonly path: string;
   readonly type: 'file';
@@ -19,6 +32,8 @@ export interface FileEntry {
   readonly sha256: string;
   /** Store key of the archive that holds this file's bytes. */
   readonly archive: string;
+  /** The file's members in `archive`; absent in manifests written before ranges were recorded. */
+  readonly range?: ByteRange;
 }
 
 export interface SymlinkEntry {
@@ -204,6 +219,20 @@ const MAX_MODE = 0o7777;
 const MAX_TIME_MS = 8.64e15;
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+/** Base64 of 8 bytes: 12 characters, the 11th using only the 4 bits left, then one '='. */
+const CRC64NVME_BASE64 = /^[A-Za-z0-9+/]{10}[AEIMQUYcgkosw048]=$/;
+const isByteRange = (v: unknown): v is ByteRange => {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const r = v as Record<string, unknown>;
+  return (
+    isCount(r.offset) &&
+    isCount(r.length) &&
+    (r.length as number) > 0 &&
+    Number.isSafeInteger((r.offset as number) + (r.length as number)) &&
+    typeof r.crc64nvme === 'string' &&
+    CRC64NVME_BASE64.test(r.crc64nvme)
+  );
+};
 const isMode = (v: unknown): v is number => isCount(v) && v <= MAX_MODE;
 const isTime = (v: unknown): v is number =>
   typeof v === 'number' && Number.isFinite(v) && Math.abs(v) <= MAX_TIME_MS;
@@ -232,6 +261,12 @@ export function validateEntry(raw: Record<string, unknown>, where: string, backu
       check('mode', isMode, MODE);
       check('sha256', (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v), '64 lowercase hex digits');
       check('archive', (v) => typeof v === 'string', 'an archive key');
+      check(
+        'range',
+        isByteRange,
+        "{ offset, length, crc64nvme }: offset a non-negative integer, length a positive integer (offset + length a safe integer), crc64nvme the base64 of 8 bytes (12 characters ending in '=')",
+        true,
+      );
       if (!ARCHIVE_KEY.test(raw.archive as string)) {
         throw new UnsafePathError(
           `${where}: file entry ${JSON.stringify(raw.path)} names archive ${JSON.stringify(raw.archive)}, which is not a media-backup archive key`,

@@ -25,7 +25,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ObjectStore } from '../../store/types.js';
 import { LockHeldError, ObjectExistsError } from '../../store/types.js';
-import { writeArchive } from '../archiver/archive.js';
+import { type ArchivedFile, writeArchive } from '../archiver/archive.js';
 import {
   assertSourceAndStoreApart,
   type BackupDeps,
@@ -584,7 +584,8 @@ export async function runShard(
 }
 
 interface ArchiveSummary {
-  readonly files: readonly { path: string; size: number; mtimeMs: number; mode: number; sha256: string }[];
+  /** With each file's `range` in the part, which its manifest row keeps. */
+  readonly files: readonly ArchivedFile[];
   readonly skipped: readonly SkippedPath[];
   readonly bytes: number;
   readonly sha256: string;
