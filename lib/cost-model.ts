@@ -74,7 +74,9 @@ export const PRICES = {
   /** EventBridge Scheduler invocations, per million (after 14 million free). */
   schedulerInvocationsPerMillion: 1,
 
-  // https://aws.amazon.com/backup/pricing/ (Amazon EFS)
+  // https://aws.amazon.com/backup/pricing/ (Amazon EFS; billed by the GB-day). The stored copy of that
+  // page lists the price tables without their figures; $0.05/GB-month warm and $0.02/GB restored in
+  // us-east-1 as of June 2026 are from https://www.factualminds.com/blog/aws-backup-pricing-vaults-cross-region-restores/
   /** AWS Backup for EFS, warm storage, per GB-month (incremental: changed data only after the first). */
   awsBackupEfsWarmGBMonth: 0.05,
 } as const;
@@ -191,6 +193,33 @@ export interface CostInputs {
   readonly logKBPerInvocation: number;
   /** Log group retention, days. */
   readonly logRetentionDays: number;
+  /**
+   * The stack's `syntheticFulls`: a full is built server-side from the chain's unchanged bytes plus
+   * the files changed since the last backup (issue 15). See {@link planSyntheticFullModel}.
+   */
+  readonly syntheticFulls: boolean;
+  /** The stack's `normalFullEvery`: every this many fulls is a normal one (1: all normal). */
+  readonly normalFullEvery: number;
+  /**
+   * Changed or added files that sit next to each other in tree order (one import folder): 1 means
+   * every changed file stands alone, which breaks the copy runs of a synthetic full most often (the
+   * most parts; the bytes and so the dollars barely move, see the tests). Not measured.
+   */
+  readonly changedFilesPerRun: number;
+  /**
+   * Files per folder of the media tree. A synthetic full writes every folder entry fresh, so each
+   * folder also ends a copy run. Not measured (the bench tree has ~40-200).
+   */
+  readonly filesPerDirectory: number;
+  /**
+   * Wall time of one part request of a synthetic full (UploadPartCopy or UploadPart), s, with
+   * {@link SYNTHETIC_CONCURRENCY} in flight: the Lambda waits while S3 copies. Not measured on AWS.
+   */
+  readonly syntheticPartRequestSeconds: number;
+  /** Wall time of one ranged GET of a synthetic full before its bytes flow, s. Not measured on AWS. */
+  readonly rangedGetSeconds: number;
+  /** Rate a synthetic full moves fetched (not copied) bytes through the Lambda, MB/s. Not measured on AWS. */
+  readonly syntheticFetchMBPerSecond: number;
 }
 
 /** Custom metrics by publisher; each is billed for the hours in which it receives data. */
@@ -260,6 +289,13 @@ export const TODAY: CostInputs = {
   dashboard: true,
   logKBPerInvocation: 10,
   logRetentionDays: 90,
+  syntheticFulls: false,
+  normalFullEvery: 4,
+  changedFilesPerRun: 1,
+  filesPerDirectory: 100,
+  syntheticPartRequestSeconds: 0.3,
+  rangedGetSeconds: 0.05,
+  syntheticFetchMBPerSecond: 100,
 };
 
 /**
@@ -270,6 +306,16 @@ export const AFTER_ISSUE_12: CostInputs = {
   ...TODAY,
   noncurrentDays: 1,
   verify: { quick: 'checksum', deep: 'rotating' },
+};
+
+/**
+ * Issue 15, the stack's defaults: synthetic fulls on, every 4th full a normal one (with weekly fulls,
+ * one normal full a month). Everything else as {@link AFTER_ISSUE_12}.
+ */
+export const WITH_SYNTHETIC_FULLS: CostInputs = {
+  ...AFTER_ISSUE_12,
+  syntheticFulls: true,
+  normalFullEvery: 4,
 };
 
 /** One line of a monthly bill. */
@@ -289,6 +335,7 @@ export type CostItemId =
   | 's3-standard-storage'
   | 's3-requests'
   | 's3-ia-retrieval'
+  | 's3-ia-retrieval-copies'
   | 'efs-elastic-reads'
   | 'lambda'
   | 'cloudwatch-alarms'
@@ -353,6 +400,24 @@ function validate(i: CostInputs): void {
       throw new CostInputError(`\`${key}\` must be a number >= 0 (got ${value}): fix the cost model's input`);
     }
   }
+  const atLeastOne: (keyof CostInputs)[] = ['normalFullEvery', 'changedFilesPerRun', 'filesPerDirectory'];
+  for (const key of atLeastOne) {
+    const value = i[key] as number;
+    if (!(Number.isSafeInteger(value) && value >= 1)) {
+      throw new CostInputError(
+        `\`${key}\` must be a whole number >= 1 (got ${value}): fix the cost model's input`,
+      );
+    }
+  }
+  for (const key of [
+    'syntheticPartRequestSeconds',
+    'rangedGetSeconds',
+    'syntheticFetchMBPerSecond',
+  ] as const) {
+    if (!(Number.isFinite(i[key]) && i[key] > 0)) {
+      throw new CostInputError(`\`${key}\` must be a number > 0 (got ${i[key]}): fix the cost model's input`);
+    }
+  }
   if (i.dailyChurnPercent > 100) {
     throw new CostInputError(`\`dailyChurnPercent\` must be at most 100 (got ${i.dailyChurnPercent})`);
   }
@@ -387,6 +452,283 @@ export function archiveBilledDays(
 }
 
 const GIB = 2 ** 30;
+const MIB = 2 ** 20;
+
+// --- Synthetic fulls (issue 15) -------------------------------------------------------------------
+
+/** Part requests a synthetic full keeps in flight (lambda/core/synthetic/assemble.ts: 4). */
+export const SYNTHETIC_CONCURRENCY = 4;
+/** Bytes of a folder entry's gzip member (PAX header + tar header), written fresh. Not measured. */
+export const DIRECTORY_ENTRY_BYTES = 1024;
+/** Days a staged object of fresh members is kept (BackupBucket `stagingExpirationDays`) + lifecycle rounding. */
+export const STAGING_BILLED_DAYS = 7 + LIFECYCLE_ROUNDING_DAYS;
+/** Bytes the check after assembly gunzips from the new full: a few members of 3 random runs. */
+export const SYNTHETIC_CHECK_BYTES = 3 * MIB;
+
+/**
+ * S3's multipart limits and the planner's starting thresholds, as lambda/core/synthetic/part-plan.ts
+ * (`S3_PART_LIMITS`, `DEFAULT_TARGET_UPLOAD_PART_BYTES`); the unit test runs both on the same layout.
+ */
+export const SYNTHETIC_PART_LIMITS = {
+  minPartBytes: 5 * MIB,
+  maxPartBytes: 5 * GIB,
+  maxParts: 10_000,
+  minCopySourceBytes: 5_000_000,
+  targetUploadPartBytes: 8 * MIB,
+} as const;
+
+/**
+ * Where the bytes of one synthetic full come from, in archive order: `segments[k]` bytes of source
+ * `sources[k]` (0: the previous full; 1..D-1: the incremental of that day; D: this run's staged fresh
+ * members, in S3 Standard). Consecutive segments of one source are contiguous in it (both lie in tree
+ * order and nothing lies between two neighbours of the tree).
+ */
+export interface SyntheticFullLayout {
+  readonly segments: Float64Array;
+  readonly sources: Uint16Array;
+  /** Size of each source object, bytes (index = source). */
+  readonly sourceBytes: readonly number[];
+  /** The staging source's index (= fullIntervalDays). */
+  readonly staging: number;
+  /** Source bytes read from EFS and compressed: files changed since the last backup. */
+  readonly freshFileBytes: number;
+}
+
+/** 32-bit seeded PRNG (mulberry32): the same inputs give the same layout, so the tables are stable. */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * The layout of the synthetic full at the end of one full interval, simulated file by file: each day
+ * `dailyChurnPercent` of the files change, in groups of `changedFilesPerRun` neighbours at random places
+ * (a later change wins); the full's day's changes are fresh, earlier ones sit in that day's
+ * incremental, the rest in the previous full. Every folder entry and the end-of-archive are fresh.
+ */
+export function syntheticFullLayout(inputs: Partial<CostInputs> = {}, seed = 15): SyntheticFullLayout {
+  const i: CostInputs = { ...TODAY, ...inputs };
+  validate(i);
+  const files = Math.max(1, Math.round(i.treeGB * i.filesPerGB));
+  const fileBytes = (i.treeGB * GIB * i.compressionRatio) / files;
+  const days = i.fullIntervalDays;
+  const lastChange = days < 2 ** 16 ? new Uint16Array(files) : undefined;
+  if (!lastChange) throw new CostInputError(`\`fullIntervalDays\` must be below 65536 (got ${days})`);
+  const random = seededRandom(seed);
+  const run = Math.min(i.changedFilesPerRun, files);
+  const perDay = (files * i.dailyChurnPercent) / 100 / run;
+  for (let day = 1; day <= days; day += 1) {
+    // Whole groups, and the fraction of one with its probability: the expected churn at any size.
+    const groups = Math.floor(perDay) + (random() < perDay - Math.floor(perDay) ? 1 : 0);
+    for (let g = 0; g < groups; g += 1) {
+      const start = Math.floor(random() * (files - run + 1));
+      lastChange.fill(day, start, start + run);
+    }
+  }
+  const folders = Math.ceil(files / i.filesPerDirectory);
+  const segments = new Float64Array(files + folders + 1);
+  const sources = new Uint16Array(files + folders + 1);
+  const sourceBytes = new Array<number>(days + 1).fill(0);
+  let n = 0;
+  let freshFileBytes = 0;
+  const push = (source: number, bytes: number) => {
+    segments[n] = bytes;
+    sources[n] = source;
+    sourceBytes[source]! += bytes;
+    n += 1;
+  };
+  for (let f = 0; f < files; f += 1) {
+    if (f % i.filesPerDirectory === 0) push(days, DIRECTORY_ENTRY_BYTES);
+    const day = lastChange[f]!;
+    push(day, fileBytes);
+    if (day === days) freshFileBytes += fileBytes / i.compressionRatio;
+  }
+  push(days, 64); // the end-of-archive member (1,024 zero bytes, gzipped)
+  // The previous full held every file, the incrementals whatever changed on their day (later
+  // changes to the same file included): at least what this full takes from them.
+  sourceBytes[0] = i.treeGB * GIB * i.compressionRatio;
+  for (let day = 1; day < days; day += 1) {
+    sourceBytes[day] = Math.max(
+      sourceBytes[day]!,
+      (i.treeGB * GIB * i.compressionRatio * i.dailyChurnPercent) / 100,
+    );
+  }
+  return { segments, sources, sourceBytes, staging: days, freshFileBytes };
+}
+
+/** What the planner makes of a layout: parts, and bytes and ranged reads by storage class of the source. */
+export interface SyntheticPlanFigures {
+  readonly bytes: number;
+  readonly copyParts: number;
+  readonly uploadParts: number;
+  /** Bytes copied server-side out of Standard-IA archives / out of the staged object (Standard). */
+  readonly copiedIaBytes: number;
+  readonly copiedStagingBytes: number;
+  /** Bytes fetched with ranged GETs out of Standard-IA archives / out of the staged object. */
+  readonly fetchedIaBytes: number;
+  readonly fetchedStagingBytes: number;
+  /** Ranged GETs (one per contiguous piece of a source in an upload part). */
+  readonly iaRangedGets: number;
+  readonly stagingRangedGets: number;
+  /** The thresholds the plan ended with (raised from 5 MiB / 8 MiB while it needed > 10,000 parts). */
+  readonly minCopyRunBytes: number;
+  readonly targetUploadPartBytes: number;
+}
+
+/**
+ * The part plan of a synthetic full, by the rules of lambda/core/synthetic/part-plan.ts
+ * `planSyntheticParts` (same thresholds, the same borrowing of a copy run's head, the same doubling of
+ * both thresholds while the plan needs more than 10,000 parts); only the counts, no checksums.
+ *
+ * @returns undefined when no thresholds fit 10,000 parts: the backup then falls back to a normal full
+ */
+export function planSyntheticFullModel(layout: SyntheticFullLayout): SyntheticPlanFigures | undefined {
+  const L = SYNTHETIC_PART_LIMITS;
+  // Maximal runs of one source: [start, end) segment indices.
+  const starts: number[] = [];
+  for (let k = 0; k < layout.segments.length; k += 1) {
+    if (k === 0 || layout.sources[k] !== layout.sources[k - 1]) starts.push(k);
+  }
+  starts.push(layout.segments.length);
+  let bytes = 0;
+  for (const b of layout.segments) bytes += b;
+  const clamp = (t: number) => Math.min(L.maxPartBytes, Math.max(t, L.minPartBytes, 1));
+  let minCopyRun: number = L.minPartBytes;
+  let target = clamp(Math.max(L.targetUploadPartBytes, Math.ceil(bytes / L.maxParts)));
+  for (;;) {
+    const figures = buildModelParts(layout, starts, minCopyRun, target);
+    if (figures.copyParts + figures.uploadParts <= L.maxParts) return figures;
+    const nextMin = Math.max(minCopyRun, Math.min(L.maxPartBytes, minCopyRun * 2));
+    const nextTarget = clamp(target * 2);
+    if (nextMin === minCopyRun && nextTarget === target) return undefined;
+    minCopyRun = nextMin;
+    target = nextTarget;
+  }
+}
+
+function buildModelParts(
+  layout: SyntheticFullLayout,
+  starts: readonly number[],
+  minCopyRun: number,
+  target: number,
+): SyntheticPlanFigures {
+  const L = SYNTHETIC_PART_LIMITS;
+  const { segments, sources, sourceBytes, staging } = layout;
+  const f = {
+    copyParts: 0,
+    uploadParts: 0,
+    copiedIaBytes: 0,
+    copiedStagingBytes: 0,
+    fetchedIaBytes: 0,
+    fetchedStagingBytes: 0,
+    iaRangedGets: 0,
+    stagingRangedGets: 0,
+  };
+  let pending = 0;
+  // The run the last piece of the pending part came from, and whether the next byte continues it.
+  let pieceRun = -1;
+  let pieceEnd = -1;
+  const flush = () => {
+    if (pending > 0) f.uploadParts += 1;
+    pending = 0;
+    pieceRun = -1;
+  };
+  const addPiece = (run: number, at: number, length: number) => {
+    const fromStaging = sources[starts[run]!] === staging;
+    if (pieceRun !== run || pieceEnd !== at) {
+      if (fromStaging) f.stagingRangedGets += 1;
+      else f.iaRangedGets += 1;
+    }
+    if (fromStaging) f.fetchedStagingBytes += length;
+    else f.fetchedIaBytes += length;
+    pieceRun = run;
+    pieceEnd = at + length;
+    pending += length;
+  };
+  /** Fetches the run's bytes from segment `seg` (+`within`); see part-plan.ts PartBuilder.fetch. */
+  const fetch = (run: number, seg: number, within: number, untilMinimum: boolean): [number, number] => {
+    const end = starts[run + 1]!;
+    // Position of the segment in its run, for piece contiguity: bytes before it in the run.
+    let at = 0;
+    for (let k = starts[run]!; k < seg; k += 1) at += segments[k]!;
+    while (seg < end) {
+      if (untilMinimum && pending >= L.minPartBytes) break;
+      const length = segments[seg]!;
+      const remaining = length - within;
+      const room = untilMinimum ? L.minPartBytes - pending : target - pending;
+      if (remaining <= room) {
+        addPiece(run, at + within, remaining);
+        at += length;
+        seg += 1;
+        within = 0;
+      } else if (pending > 0 && pending >= L.minPartBytes) {
+        flush();
+      } else {
+        addPiece(run, at + within, room);
+        within += room;
+        if (!untilMinimum && pending >= target) flush();
+      }
+    }
+    return [seg, within];
+  };
+  for (let run = 0; run + 1 < starts.length; run += 1) {
+    const first = starts[run]!;
+    const end = starts[run + 1]!;
+    const source = sources[first]!;
+    let length = 0;
+    for (let k = first; k < end; k += 1) length += segments[k]!;
+    if (!(sourceBytes[source]! > L.minCopySourceBytes && length >= minCopyRun)) {
+      fetch(run, first, 0, false);
+      continue;
+    }
+    let fetched = 0;
+    if (pending > 0 && pending < L.minPartBytes) {
+      const before = f.fetchedIaBytes + f.fetchedStagingBytes;
+      const [seg, within] = fetch(run, first, 0, true);
+      fetched = f.fetchedIaBytes + f.fetchedStagingBytes - before;
+      if (length - fetched < minCopyRun) {
+        fetch(run, seg, within, false);
+        continue;
+      }
+    }
+    flush();
+    const copied = length - fetched;
+    const parts = Math.max(1, Math.ceil(copied / L.maxPartBytes));
+    f.copyParts += parts;
+    if (source === staging) f.copiedStagingBytes += copied;
+    else f.copiedIaBytes += copied;
+  }
+  flush();
+  let bytes = 0;
+  for (const b of segments) bytes += b;
+  return { bytes, ...f, minCopyRunBytes: minCopyRun, targetUploadPartBytes: target };
+}
+
+/** One synthetic full's figures: the plan, and what it costs to make. */
+export interface SyntheticFullFigures {
+  /** Undefined when the plan needs more than 10,000 parts whatever the thresholds (a normal full runs). */
+  readonly plan: SyntheticPlanFigures | undefined;
+  /** GB read from EFS (the files changed since the last backup). */
+  readonly efsReadGB: number;
+  /** GB of the staged object of fresh members (S3 Standard, kept {@link STAGING_BILLED_DAYS}). */
+  readonly stagedGB: number;
+}
+
+/** The figures of one synthetic full for `inputs` (see {@link syntheticFullLayout}). */
+export function syntheticFullFigures(inputs: Partial<CostInputs> = {}): SyntheticFullFigures {
+  const layout = syntheticFullLayout(inputs);
+  return {
+    plan: planSyntheticFullModel(layout),
+    efsReadGB: layout.freshFileBytes / GIB,
+    stagedGB: layout.sourceBytes[layout.staging]! / GIB,
+  };
+}
 
 /** Monthly cost of media-backup on AWS for `inputs` (missing fields from {@link TODAY}). */
 export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
@@ -399,6 +741,14 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
   const backupRuns = DAYS_PER_MONTH; // one scheduled backup a day
   const fullRuns = DAYS_PER_MONTH / i.fullIntervalDays;
   const incrementalRuns = backupRuns - fullRuns;
+  // Every `normalFullEvery`th full is normal; the others are synthetic when they are on. A synthetic
+  // full writes the same archive (same storage, same verify reads), made from other reads.
+  const syntheticAttempts = i.syntheticFulls ? fullRuns * (1 - 1 / i.normalFullEvery) : 0;
+  const synthetic = syntheticAttempts > 0 ? syntheticFullFigures(i) : undefined;
+  const plan = synthetic?.plan;
+  // No plan within 10,000 parts: the attempt falls back to a normal full (its staged object stays).
+  const syntheticRuns = plan ? syntheticAttempts : 0;
+  const normalFullRuns = fullRuns - syntheticRuns;
   const fullGB = i.treeGB * i.compressionRatio;
   const incrementalGB = i.treeGB * churn * i.compressionRatio;
   const writtenGB = fullRuns * fullGB + incrementalRuns * incrementalGB;
@@ -412,7 +762,10 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
   const files = i.treeGB * i.filesPerGB;
   const manifestGB = (files * i.manifestBytesPerFile) / GIB;
   const smallObjectGB = 4096 / GIB; // metadata JSON (~2-4 KB)
-  const standardGBMonth = (manifestGB + smallObjectGB) * billedDays; // one backup a day, same lifetime
+  const stagedGBMonth =
+    (syntheticAttempts * (synthetic?.stagedGB ?? 0) * STAGING_BILLED_DAYS) / DAYS_PER_MONTH;
+  // one backup a day, same lifetime; plus the staged fresh members of synthetic fulls until lifecycle
+  const standardGBMonth = (manifestGB + smallObjectGB) * billedDays + stagedGBMonth;
   // one a day; manifests expire with the archives (noncurrent versions are not listed)
   const committedBackups = i.retentionDays + i.fullIntervalDays;
 
@@ -426,8 +779,12 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
   const iaReadGB = deepReadGB * quickReads;
   const archivesVerified = i.verify.deep === 'latest-full-weekly' ? verifyRuns : fullRuns + incrementalRuns;
 
-  // --- EFS: a full reads the tree, an incremental the changed files
-  const efsReadGB = fullRuns * i.treeGB + incrementalRuns * i.treeGB * churn;
+  // --- EFS: a full reads the tree, an incremental the changed files, a synthetic full the files
+  // changed since the last backup
+  const efsReadGB =
+    normalFullRuns * i.treeGB +
+    syntheticRuns * (synthetic?.efsReadGB ?? 0) +
+    incrementalRuns * i.treeGB * churn;
   const efsUsd = i.efsThroughputMode === 'elastic' ? efsReadGB * p.efsElasticReadGB : 0;
 
   // --- Lambda
@@ -437,10 +794,22 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
     1000 / i.backupMaxMBPerSecond,
   );
   const scanSeconds = (files * i.scanMsPerFile) / 1000;
+  // A synthetic full compresses the fresh files, moves fetched bytes through, and waits for its part
+  // requests and ranged GETs; S3 copies the rest server-side.
+  const syntheticSeconds = plan
+    ? (synthetic?.efsReadGB ?? 0) * backupSecondsPerGB +
+      (((plan.fetchedIaBytes + plan.fetchedStagingBytes) / GIB) * 1000) / i.syntheticFetchMBPerSecond +
+      ((plan.copyParts + plan.uploadParts) * i.syntheticPartRequestSeconds +
+        (plan.iaRangedGets + plan.stagingRangedGets) * i.rangedGetSeconds) /
+        SYNTHETIC_CONCURRENCY +
+      scanSeconds
+    : 0;
   const backupSeconds =
-    (fullRuns * i.treeGB + incrementalRuns * i.treeGB * churn) * backupSecondsPerGB +
-    backupRuns * scanSeconds;
+    (normalFullRuns * i.treeGB + incrementalRuns * i.treeGB * churn) * backupSecondsPerGB +
+    (backupRuns - syntheticRuns) * scanSeconds +
+    syntheticRuns * syntheticSeconds;
   const fullRunMinutes = (i.treeGB * backupSecondsPerGB + scanSeconds) / 60;
+  const syntheticRunMinutes = syntheticSeconds / 60;
   // verify is one thread: below 1 vCPU it runs slower in proportion
   const verifySeconds =
     (iaReadGB * i.verifyCpuSecondsPerGB) / Math.min(1, vcpus(i.verifyMemoryMB)) + verifyRuns * 5;
@@ -453,8 +822,23 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
   const lambdaUsd = gbSeconds * p.lambdaArmGBSecond + (invocations / 1e6) * p.lambdaRequestsPerMillion;
 
   // --- S3 requests
+  // A synthetic full: create + one request per part (UploadPartCopy or UploadPart) + complete, all
+  // billed as Standard-IA PUTs (the destination's class); its staged object is a Standard upload.
+  const syntheticParts = plan ? plan.copyParts + plan.uploadParts : 0;
   const iaPuts =
-    fullRuns * uploadRequests(fullGB * GIB) + incrementalRuns * uploadRequests(incrementalGB * GIB);
+    normalFullRuns * uploadRequests(fullGB * GIB) +
+    syntheticRuns * (syntheticParts + 2) +
+    incrementalRuns * uploadRequests(incrementalGB * GIB);
+  const stagingPuts = syntheticAttempts * uploadRequests((synthetic?.stagedGB ?? 0) * GIB);
+  // Ranged GETs of fetched pieces; a HEAD to pin each source (the previous full and the interval's
+  // incrementals in Standard-IA, the staged object in Standard); HEAD and 3 ranged GETs to check.
+  const syntheticIaGets = plan ? plan.iaRangedGets + (i.fullIntervalDays - 1) + 1 + 4 : 0;
+  const syntheticStandardGets = plan ? plan.stagingRangedGets + 1 : 0;
+  // Standard-IA retrieval: every byte copied or fetched out of an archive, and the bytes checked.
+  const syntheticIaReadGB = plan
+    ? (plan.copiedIaBytes + plan.fetchedIaBytes + SYNTHETIC_CHECK_BYTES) / GIB
+    : 0;
+  const copyRetrievalGB = syntheticRuns * syntheticIaReadGB;
   // lock create + release, metadata, manifest, status (lambda/core/archiver/backup.ts), and a lock renewal
   // every ttl/3 of run time (DEFAULT_LOCK_TTL_MS: 10 min), counted below once run time is known
   const standardPutsPerBackup = 5;
@@ -468,10 +852,10 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
   const iaGets = archivesVerified * (quickReads + 1 + (i.verify.quick === 'checksum' ? 1 : 0));
   const requestsUsd =
     (iaPuts / 1000) * p.s3StandardIaPutPer1000 +
-    ((backupRuns * standardPutsPerBackup + lockRenewals + verifyStatusPuts + lists) / 1000) *
+    ((backupRuns * standardPutsPerBackup + lockRenewals + verifyStatusPuts + lists + stagingPuts) / 1000) *
       p.s3StandardPutPer1000 +
-    (standardGets / 1000) * p.s3StandardGetPer1000 +
-    (iaGets / 1000) * p.s3StandardIaGetPer1000;
+    ((standardGets + syntheticRuns * syntheticStandardGets) / 1000) * p.s3StandardGetPer1000 +
+    ((iaGets + syntheticRuns * syntheticIaGets) / 1000) * p.s3StandardIaGetPer1000;
 
   // --- CloudWatch
   const alarmsUsd = i.alarms * p.cloudWatchAlarmMonth + i.compositeAlarms * p.cloudWatchCompositeAlarmMonth;
@@ -503,9 +887,9 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
     },
     {
       id: 's3-standard-storage',
-      label: 'S3 Standard storage (manifests, metadata)',
+      label: 'S3 Standard storage (manifests, metadata, staged members)',
       usd: standardGBMonth * p.s3StandardGBMonth,
-      detail: `${fmt(manifestGB * 1024)} MB manifest a day x ${billedDays} days = ${fmt(standardGBMonth)} GB-month x $${p.s3StandardGBMonth}`,
+      detail: `${fmt(manifestGB * 1024)} MB manifest a day x ${billedDays} days + ${fmt(stagedGBMonth)} GB-month staged = ${fmt(standardGBMonth)} GB-month x $${p.s3StandardGBMonth}`,
     },
     {
       id: 's3-requests',
@@ -520,10 +904,16 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
       detail: `${fmt(iaReadGB)} GB read x $${p.s3StandardIaRetrievalGB}`,
     },
     {
+      id: 's3-ia-retrieval-copies',
+      label: 'S3 Standard-IA retrieval (synthetic full copies)',
+      usd: copyRetrievalGB * p.s3StandardIaRetrievalGB,
+      detail: `${fmt(syntheticRuns)} synthetic fulls x ${fmt(syntheticIaReadGB)} GB copied or fetched out of Standard-IA x $${p.s3StandardIaRetrievalGB}`,
+    },
+    {
       id: 'lambda',
       label: 'Lambda (arm64 GB-seconds, requests)',
       usd: lambdaUsd,
-      detail: `${fmt(gbSeconds)} GB-s x $${p.lambdaArmGBSecond} + ${fmt(invocations)} requests; a full takes ~${fmt(fullRunMinutes)} min at ${i.backupMemoryMB} MB`,
+      detail: `${fmt(gbSeconds)} GB-s x $${p.lambdaArmGBSecond} + ${fmt(invocations)} requests; a full takes ~${fmt(fullRunMinutes)} min at ${i.backupMemoryMB} MB${syntheticRuns > 0 ? `, a synthetic full ~${fmt(syntheticRunMinutes)} min` : ''}`,
     },
     {
       id: 'cloudwatch-alarms',
@@ -561,7 +951,7 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
       id: 'efs-elastic-reads',
       label: 'EFS reads (Elastic throughput only)',
       usd: efsUsd,
-      detail: `${fmt(efsReadGB)} GB read x $${p.efsElasticReadGB} (Bursting: $0)`,
+      detail: `${fmt(efsReadGB)} GB read x $${p.efsElasticReadGB} (Bursting: $0)${syntheticRuns > 0 ? `; a synthetic full reads ${fmt(synthetic?.efsReadGB ?? 0)} GB` : ''}`,
     },
   ];
   return {
@@ -580,6 +970,17 @@ export function monthlyCost(inputs: Partial<CostInputs> = {}): CostBreakdown {
       metricHours,
       iaPuts,
       fullRunMinutes,
+      normalFullRuns,
+      syntheticRuns,
+      syntheticAttempts,
+      syntheticParts,
+      syntheticCopyParts: plan?.copyParts ?? 0,
+      syntheticUploadParts: plan?.uploadParts ?? 0,
+      syntheticCopiedGB: plan ? (plan.copiedIaBytes + plan.copiedStagingBytes) / GIB : 0,
+      syntheticFetchedGB: plan ? (plan.fetchedIaBytes + plan.fetchedStagingBytes) / GIB : 0,
+      syntheticEfsReadGB: synthetic?.efsReadGB ?? 0,
+      syntheticRunMinutes,
+      copyRetrievalGB,
     },
   };
 }
@@ -604,7 +1005,185 @@ export function awsBackupMonthlyCost(inputs: Partial<CostInputs> = {}): CostBrea
 }
 
 function fmt(n: number): string {
+  if (n === 0) return '0';
   if (n >= 100) return Math.round(n).toLocaleString('en-US');
   if (n >= 10) return n.toFixed(1);
   return n.toPrecision(2);
+}
+
+// --- README: synthetic fulls next to normal fulls and AWS Backup ----------------------------------
+
+/** Markers around the synthetic-fulls table in README.md (the test compares the text between them). */
+export const SYNTHETIC_COST_TABLE_START = '<!-- synthetic-fulls-cost-table:start -->';
+export const SYNTHETIC_COST_TABLE_END = '<!-- synthetic-fulls-cost-table:end -->';
+/** Tree sizes of the synthetic-fulls table, GB. */
+export const SYNTHETIC_TABLE_SIZES_GB = [50, 500] as const;
+
+/** Dollars for a table cell: cents, `<$0.01` for a non-zero trifle (as scripts/cost-table.ts). */
+export function formatUsd(usd: number): string {
+  if (usd === 0) return '$0';
+  if (Math.abs(usd) < 0.005) return usd > 0 ? '<$0.01' : '>-$0.01';
+  return usd < 0 ? `-$${(-usd).toFixed(2)}` : `$${usd.toFixed(2)}`;
+}
+
+/**
+ * The README table of issue 15: at {@link SYNTHETIC_TABLE_SIZES_GB}, the stack before issue 15
+ * ({@link AFTER_ISSUE_12}: every full normal), with synthetic fulls ({@link WITH_SYNTHETIC_FULLS}) and
+ * AWS Backup for EFS; where the money goes, and the quantities behind it. Markdown, without markers.
+ */
+export function renderSyntheticFullsCostTable(): string {
+  const columns = SYNTHETIC_TABLE_SIZES_GB.map((treeGB) => ({
+    treeGB,
+    normal: monthlyCost({ ...AFTER_ISSUE_12, treeGB }),
+    synthetic: monthlyCost({ ...WITH_SYNTHETIC_FULLS, treeGB }),
+    awsBackup: awsBackupMonthlyCost({ ...AFTER_ISSUE_12, treeGB }),
+  }));
+  const usd = (bill: CostBreakdown, ...ids: CostItemId[]) =>
+    bill.items.filter((item) => ids.includes(item.id)).reduce((sum, item) => sum + item.usd, 0);
+  const FIXED: CostItemId[] = [
+    'cloudwatch-alarms',
+    'cloudwatch-metrics',
+    'cloudwatch-dashboard',
+    'cloudwatch-logs',
+    'messaging',
+  ];
+  const row = (
+    label: string,
+    cell: (c: (typeof columns)[number], which: 'normal' | 'synthetic') => string,
+    awsBackup: (c: (typeof columns)[number]) => string,
+  ) =>
+    `| ${label} | ${columns.map((c) => `${cell(c, 'normal')} | ${cell(c, 'synthetic')} | ${awsBackup(c)}`).join(' | ')} |`;
+  const money = (label: string, ...ids: CostItemId[]) =>
+    row(
+      label,
+      (c, which) => formatUsd(usd(c[which], ...ids)),
+      () => '-',
+    );
+  const quantity = (label: string, value: (bill: CostBreakdown) => string) =>
+    row(
+      label,
+      (c, which) => value(c[which]),
+      () => '-',
+    );
+  const q = (bill: CostBreakdown, key: string) => bill.quantities[key] ?? 0;
+  const s = WITH_SYNTHETIC_FULLS;
+  const fullsPerMonth = DAYS_PER_MONTH / s.fullIntervalDays;
+
+  const out = [
+    `Generated from \`lib/cost-model.ts\` (\`renderSyntheticFullsCostTable\`): ${PRICE_REGION} list prices as of ${PRICES_AS_OF}, per month. ` +
+      `${s.dailyChurnPercent}% of the tree changed a day, a backup a day, a full every ${s.fullIntervalDays} days, ` +
+      `\`retentionDays\` ${s.retentionDays}, checksum quick verify and rotating deep verify (the stack before issue 15). ` +
+      `Synthetic fulls: \`normalFullEvery\` ${s.normalFullEvery}, so ${fmt(fullsPerMonth / s.normalFullEvery)} of the ` +
+      `${fmt(fullsPerMonth)} fulls a month are normal.`,
+    '',
+    `| | ${columns.map((c) => `${c.treeGB} GB: normal fulls | ${c.treeGB} GB: synthetic fulls | ${c.treeGB} GB: AWS Backup`).join(' | ')} |`,
+    `|---|${columns.map(() => '---:|---:|---:').join('|')}|`,
+    money(
+      'S3 storage (Standard-IA archives; manifests and staged members in Standard)',
+      's3-ia-storage',
+      's3-standard-storage',
+    ),
+    money(`EFS reads, Elastic throughput (${formatUsd(PRICES.efsElasticReadGB)}/GB)`, 'efs-elastic-reads'),
+    money(
+      `S3 Standard-IA retrieval, verify (${formatUsd(PRICES.s3StandardIaRetrievalGB)}/GB)`,
+      's3-ia-retrieval',
+    ),
+    money('S3 Standard-IA retrieval, synthetic full copies', 's3-ia-retrieval-copies'),
+    money('S3 requests (PUT/parts/copies, GET, LIST)', 's3-requests'),
+    money('Lambda (arm64)', 'lambda'),
+    money('CloudWatch, SES, SNS, SQS, Scheduler (same in both)', ...FIXED),
+    row(
+      `AWS Backup warm storage (${formatUsd(PRICES.awsBackupEfsWarmGBMonth)}/GB-month)`,
+      () => '-',
+      (c) => formatUsd(c.awsBackup.total),
+    ),
+    row(
+      '**total, EFS Elastic throughput**',
+      (c, which) => `**${formatUsd(c[which].total)}**`,
+      (c) => `**${formatUsd(c.awsBackup.total)}** + EFS reads (not modeled)`,
+    ),
+    row(
+      '**total, EFS Bursting throughput**',
+      (c, which) => `**${formatUsd(c[which].total - usd(c[which], 'efs-elastic-reads'))}**`,
+      (c) => `**${formatUsd(c.awsBackup.total)}**`,
+    ),
+    quantity('EFS read a month, GB', (b) => fmt(q(b, 'efsReadGB'))),
+    quantity('Standard-IA read a month for synthetic fulls, GB', (b) => fmt(q(b, 'copyRetrievalGB'))),
+    quantity('parts of one synthetic full: copies + uploads', (b) =>
+      q(b, 'syntheticRuns') > 0
+        ? `${fmt(q(b, 'syntheticCopyParts'))} + ${fmt(q(b, 'syntheticUploadParts'))}`
+        : '-',
+    ),
+    quantity('one synthetic full: GB copied in S3 / fetched through Lambda / read from EFS', (b) =>
+      q(b, 'syntheticRuns') > 0
+        ? `${fmt(q(b, 'syntheticCopiedGB'))} / ${fmt(q(b, 'syntheticFetchedGB'))} / ${fmt(q(b, 'syntheticEfsReadGB'))}`
+        : '-',
+    ),
+    quantity('Lambda time of one full, min (normal / synthetic)', (b) =>
+      q(b, 'syntheticRuns') > 0
+        ? `${fmt(q(b, 'fullRunMinutes'))} / ${fmt(q(b, 'syntheticRunMinutes'))}`
+        : fmt(q(b, 'fullRunMinutes')),
+    ),
+  ];
+  const big = columns.at(-1)!;
+  const elastic = big.normal.total - big.synthetic.total;
+  const bursting =
+    big.synthetic.total -
+    usd(big.synthetic, 'efs-elastic-reads') -
+    (big.normal.total - usd(big.normal, 'efs-elastic-reads'));
+  const clustered = monthlyCost({ ...WITH_SYNTHETIC_FULLS, treeGB: big.treeGB, changedFilesPerRun: 25 });
+  const bigPlan = syntheticFullFigures({ ...WITH_SYNTHETIC_FULLS, treeGB: big.treeGB }).plan;
+  const fetchedOnlyUsd =
+    q(big.synthetic, 'syntheticRuns') *
+    (((bigPlan?.fetchedIaBytes ?? 0) + SYNTHETIC_CHECK_BYTES) / GIB) *
+    PRICES.s3StandardIaRetrievalGB;
+  out.push(
+    '',
+    `At ${big.treeGB} GB, synthetic fulls ${elastic >= 0 ? 'save' : 'cost'} **${formatUsd(Math.abs(elastic))} a month with Elastic ` +
+      `throughput** (EFS reads ${formatUsd(usd(big.normal, 'efs-elastic-reads'))} -> ${formatUsd(usd(big.synthetic, 'efs-elastic-reads'))}, ` +
+      `for ${formatUsd(usd(big.synthetic, 's3-ia-retrieval-copies'))} of Standard-IA retrieval on the copied bytes) and ` +
+      `${bursting >= 0 ? 'cost' : 'save'} **${formatUsd(Math.abs(bursting))} a month with Bursting or Provisioned throughput**, ` +
+      'which do not charge per byte read: there they buy time and burst credits, not dollars (`syntheticFulls=false` turns them off).',
+    '',
+    'Assumptions of the synthetic fulls (inputs of `monthlyCost`; the layout is simulated file by file with a fixed seed, ' +
+      'and the parts are planned by the rules of `lambda/core/synthetic/part-plan.ts`):',
+    '',
+    `- ${s.filesPerGB} files per GB; each day's changes are single files at random places (\`changedFilesPerRun\` ` +
+      `${s.changedFilesPerRun}: the most copy runs broken); every folder entry (one per ${s.filesPerDirectory} files) is ` +
+      'written fresh, so it ends a copy run too. A synthetic full reads from EFS the files changed since the last backup.',
+    '- Runs of at least 5 MiB from sources over 5 MB are copied (UploadPartCopy, parts up to 5 GiB), shorter ones fetched ' +
+      'with ranged GETs into upload parts of 8 MiB (at least the archive / 10,000); above 10,000 parts both thresholds double until the plan fits, so more ' +
+      `bytes are fetched: at ${big.treeGB} GB ${fmt(q(big.synthetic, 'syntheticFetchedGB'))} GB of ${big.treeGB} ` +
+      `(${fmt(q(clustered, 'syntheticFetchedGB'))} GB when changes come ${25} files at a time, ` +
+      `${formatUsd(clustered.total)} in all instead of ${formatUsd(big.synthetic.total)}).`,
+    '- Every byte copied or fetched out of a Standard-IA archive is billed as Standard-IA retrieval ' +
+      `(${formatUsd(PRICES.s3StandardIaRetrievalGB)}/GB): the S3 pricing page bills retrieval per GB read out of the ` +
+      'class, and this model counts server-side copies as reads (not confirmed on a bill; if they were free, the line ' +
+      `at ${big.treeGB} GB would be ${formatUsd(fetchedOnlyUsd)}). UploadPartCopy and UploadPart are Standard-IA PUTs; the staged ` +
+      `fresh members are S3 Standard for ${STAGING_BILLED_DAYS} days.`,
+    `- Lambda: the fresh files compressed as in a normal full, fetched bytes moved at ${s.syntheticFetchMBPerSecond} MB/s, ` +
+      `${s.syntheticPartRequestSeconds} s per part request and ${s.rangedGetSeconds} s per ranged GET, ${SYNTHETIC_CONCURRENCY} at a time; ` +
+      'S3 copies the rest server-side (not measured on AWS). A synthetic full writes the same tar.gz as a normal one: ' +
+      'the same storage and verify reads.',
+    `- AWS Backup for EFS: the first full plus each day's changes for ${s.retentionDays} days at ` +
+      `${formatUsd(PRICES.awsBackupEfsWarmGBMonth)}/GB-month warm storage; a restore costs ` +
+      `${formatUsd(RESTORE_PRICES.awsBackupEfsWarmRestoreGB)}/GB (not in the monthly figures); what it reads from ` +
+      'EFS is not modeled.',
+  );
+  return out.join('\n');
+}
+
+/** `readme` with the text between the synthetic-fulls markers replaced by the generated table. */
+export function replaceSyntheticFullsCostTable(
+  readme: string,
+  table = renderSyntheticFullsCostTable(),
+): string {
+  const start = readme.indexOf(SYNTHETIC_COST_TABLE_START);
+  const end = readme.indexOf(SYNTHETIC_COST_TABLE_END);
+  if (start < 0 || end < start) {
+    throw new Error(
+      `README.md has no "${SYNTHETIC_COST_TABLE_START}" ... "${SYNTHETIC_COST_TABLE_END}" pair: add both to the cost section`,
+    );
+  }
+  return `${readme.slice(0, start + SYNTHETIC_COST_TABLE_START.length)}\n${table}\n${readme.slice(end)}`;
 }

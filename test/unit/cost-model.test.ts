@@ -13,6 +13,7 @@ import {
   partSizeBytes,
   TODAY,
   uploadRequests,
+  WITH_SYNTHETIC_FULLS,
 } from '../../lib/cost-model.js';
 import { METRIC_NAMES } from '../../lib/metrics.js';
 import {
@@ -90,6 +91,8 @@ describe('monthlyCost shape', () => {
     ['today, elastic', { ...TODAY }],
     ['today, bursting', { ...TODAY, efsThroughputMode: 'bursting' }],
     ['after issue 12', { ...AFTER_ISSUE_12 }],
+    ['synthetic fulls (issue 15), elastic', { ...WITH_SYNTHETIC_FULLS }],
+    ['synthetic fulls (issue 15), bursting', { ...WITH_SYNTHETIC_FULLS, efsThroughputMode: 'bursting' }],
   ];
 
   it.each(policies)('%s: the total rises with the tree and no item falls', (_name, policy) => {
