@@ -246,6 +246,8 @@ export class FsAssembly implements Assembly {
   private completing: Promise<AssemblyResult> | undefined;
   private completed = false;
   private aborting: Promise<void> | undefined;
+  /** Set once the assembly failed or was aborted: copies stop at their next chunk. */
+  private stopped = false;
   private readonly onAbort = (): void => this.fail(this.options.signal?.reason);
 
   private constructor(
@@ -253,7 +255,8 @@ export class FsAssembly implements Assembly {
     private readonly fh: FileHandle,
   ) {
     this.sha256 = new OrderedSha256(fh);
-    options.signal?.addEventListener('abort', this.onAbort, { once: true });
+    if (options.signal?.aborted) this.fail(options.signal.reason);
+    else options.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
 
   static async start(options: FsAssemblyOptions): Promise<FsAssembly> {
@@ -291,7 +294,7 @@ export class FsAssembly implements Assembly {
         const buffer = Buffer.allocUnsafe(Math.min(COPY_CHUNK_BYTES, Math.max(length, 1)));
         let crc = 0n;
         for (let done = 0; done < length; ) {
-          this.options.signal?.throwIfAborted();
+          if (this.stopped) throw this.failure?.error;
           const n = Math.min(buffer.length, length - done);
           const got = await readFully(input, buffer, n, sourceOffset + done);
           if (got < n) throw shortRead(from, sourceOffset, length, done + got);
@@ -370,6 +373,7 @@ export class FsAssembly implements Assembly {
   private async abortOnce(): Promise<void> {
     this.options.signal?.removeEventListener('abort', this.onAbort);
     this.failure ??= { error: new StoreConfigError(`the assembly of ${this.options.location} was aborted`) };
+    this.stopped = true;
     await Promise.allSettled([...this.inFlight]);
     if (this.completing) await this.completing.catch(() => undefined);
     if (this.completed) return;
@@ -384,7 +388,6 @@ export class FsAssembly implements Assembly {
   }
 
   private checkUsable(): void {
-    if (this.options.signal?.aborted) throw this.options.signal.reason;
     if (this.failure) throw this.failure.error;
     if (this.completing || this.completed) {
       throw new StoreConfigError(`the assembly of ${this.options.location} is already being completed`);
@@ -408,9 +411,10 @@ export class FsAssembly implements Assembly {
         const crc = await write();
         this.parts.set(partNumber, { offset, length, crc });
       } catch (error) {
-        const reason = this.options.signal?.aborted ? this.options.signal.reason : error;
-        this.fail(reason);
-        throw reason;
+        // A part stopped because another failed (or the signal fired) reports that first failure.
+        if (this.failure) throw this.failure.error;
+        this.fail(error);
+        throw error;
       }
     })();
     this.inFlight.add(task);

@@ -1114,10 +1114,13 @@ class S3Assembly implements Assembly {
   private completing: Promise<AssemblyResult> | undefined;
   private completed = false;
   private aborting: Promise<void> | undefined;
+  /** Cancels the requests in flight once the assembly failed or was aborted. */
+  private readonly stopper = new AbortController();
   private readonly onAbort = (): void => this.fail(this.ctx.signal?.reason);
 
   constructor(private readonly ctx: S3AssemblyContext) {
-    ctx.signal?.addEventListener('abort', this.onAbort, { once: true });
+    if (ctx.signal?.aborted) this.fail(ctx.signal.reason);
+    else ctx.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
 
   uploadPart(partNumber: number, offset: number, body: Buffer): Promise<void> {
@@ -1136,7 +1139,7 @@ class S3Assembly implements Assembly {
             ContentLength: body.length,
             ...(crc ? { ChecksumAlgorithm: 'CRC64NVME' as const, ChecksumCRC64NVME: crc } : {}),
           }),
-          { abortSignal: ctx.signal },
+          { abortSignal: this.stopper.signal },
         );
         if (!response.ETag) throw new Error('no ETag returned');
         return { PartNumber: partNumber, ETag: response.ETag, ...(crc ? { ChecksumCRC64NVME: crc } : {}) };
@@ -1180,7 +1183,7 @@ class S3Assembly implements Assembly {
             // Only the pinned bytes: a source replaced since the pin answers 412.
             ...(source.etag ? { CopySourceIfMatch: source.etag } : {}),
           }),
-          { abortSignal: ctx.signal },
+          { abortSignal: this.stopper.signal },
         );
         const result = response.CopyPartResult;
         if (!result?.ETag) throw new Error('no ETag in the CopyPartResult');
@@ -1308,7 +1311,9 @@ class S3Assembly implements Assembly {
     const { ctx } = this;
     ctx.signal?.removeEventListener('abort', this.onAbort);
     this.failure ??= { error: new StoreConfigError(`the assembly of ${ctx.location} was aborted`) };
-    // Parts still in flight could land after AbortMultipartUpload and keep the upload billed.
+    // A copy of a 5 GiB part takes a while: cancel what is in flight, then wait for it to settle
+    // (a part landing after AbortMultipartUpload would keep the upload billed).
+    if (!this.completing) this.stopper.abort(this.failure.error);
     await Promise.allSettled([...this.inFlight]);
     if (this.completing) await this.completing.catch(() => undefined);
     if (this.completed) return;
@@ -1335,7 +1340,6 @@ class S3Assembly implements Assembly {
   }
 
   private checkUsable(): void {
-    if (this.ctx.signal?.aborted) throw this.ctx.signal.reason;
     if (this.failure) throw this.failure.error;
     if (this.completing || this.completed) {
       throw new StoreConfigError(`the assembly of ${this.ctx.location} is already being completed`);
@@ -1360,9 +1364,10 @@ class S3Assembly implements Assembly {
         const completed = await write();
         this.parts.set(partNumber, { offset, length, completed });
       } catch (error) {
-        const reason = this.ctx.signal?.aborted ? this.ctx.signal.reason : error;
-        this.fail(reason);
-        throw reason;
+        // A part cancelled because another failed (or the signal fired) reports that first failure.
+        if (this.failure) throw this.failure.error;
+        this.fail(error);
+        throw error;
       }
     })();
     this.inFlight.add(task);
