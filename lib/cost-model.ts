@@ -516,7 +516,8 @@ export function syntheticFullLayout(inputs: Partial<CostInputs> = {}, seed = 15)
   const i: CostInputs = { ...TODAY, ...inputs };
   validate(i);
   const files = Math.max(1, Math.round(i.treeGB * i.filesPerGB));
-  const fileBytes = (i.treeGB * GIB * i.compressionRatio) / files;
+  // Whole bytes, as the planner's ranges are.
+  const fileBytes = Math.max(1, Math.round((i.treeGB * GIB * i.compressionRatio) / files));
   const days = i.fullIntervalDays;
   const lastChange = days < 2 ** 16 ? new Uint16Array(files) : undefined;
   if (!lastChange) throw new CostInputError(`\`fullIntervalDays\` must be below 65536 (got ${days})`);
@@ -552,11 +553,12 @@ export function syntheticFullLayout(inputs: Partial<CostInputs> = {}, seed = 15)
   push(days, 64); // the end-of-archive member (1,024 zero bytes, gzipped)
   // The previous full held every file, the incrementals whatever changed on their day (later
   // changes to the same file included): at least what this full takes from them.
-  sourceBytes[0] = i.treeGB * GIB * i.compressionRatio;
+  // The previous full: the same tree, the same size (its folder entries and end-of-archive included).
+  sourceBytes[0] = segments.reduce((total, bytes) => total + bytes, 0);
   for (let day = 1; day < days; day += 1) {
     sourceBytes[day] = Math.max(
       sourceBytes[day]!,
-      (i.treeGB * GIB * i.compressionRatio * i.dailyChurnPercent) / 100,
+      Math.round((i.treeGB * GIB * i.compressionRatio * i.dailyChurnPercent) / 100),
     );
   }
   return { segments, sources, sourceBytes, staging: days, freshFileBytes };
@@ -583,8 +585,9 @@ export interface SyntheticPlanFigures {
 
 /**
  * The part plan of a synthetic full, by the rules of lambda/core/synthetic/part-plan.ts
- * `planSyntheticParts` (same thresholds, the same borrowing of a copy run's head, the same doubling of
- * both thresholds while the plan needs more than 10,000 parts); only the counts, no checksums.
+ * `planSyntheticParts` (same thresholds, the same borrowing of a copy run's head, the same search for
+ * larger upload parts and then a higher copy threshold while the plan needs more than 10,000 parts);
+ * only the counts, no checksums. test/unit/cost-model-planner.test.ts runs both on the same layouts.
  *
  * @returns undefined when no thresholds fit 10,000 parts: the backup then falls back to a normal full
  */
@@ -599,17 +602,63 @@ export function planSyntheticFullModel(layout: SyntheticFullLayout): SyntheticPl
   let bytes = 0;
   for (const b of layout.segments) bytes += b;
   const clamp = (t: number) => Math.min(L.maxPartBytes, Math.max(t, L.minPartBytes, 1));
+  // As part-plan.ts: first the smallest upload part size that fits 10,000 parts (from size / 10,000
+  // up, checked by building, 1.25x more when closing parts early overshoots), then, when the copies
+  // alone leave no room, a doubled copy threshold.
+  const baseTarget = clamp(Math.max(L.targetUploadPartBytes, Math.ceil(bytes / L.maxParts)));
   let minCopyRun: number = L.minPartBytes;
-  let target = clamp(Math.max(L.targetUploadPartBytes, Math.ceil(bytes / L.maxParts)));
   for (;;) {
-    const figures = buildModelParts(layout, starts, minCopyRun, target);
-    if (figures.copyParts + figures.uploadParts <= L.maxParts) return figures;
-    const nextMin = Math.max(minCopyRun, Math.min(L.maxPartBytes, minCopyRun * 2));
-    const nextTarget = clamp(target * 2);
-    if (nextMin === minCopyRun && nextTarget === target) return undefined;
-    minCopyRun = nextMin;
-    target = nextTarget;
+    let target = smallestFittingTarget(layout, starts, minCopyRun, baseTarget);
+    for (let attempt = 0; target !== undefined && attempt < 4; attempt += 1) {
+      const figures = buildModelParts(layout, starts, minCopyRun, target);
+      if (figures.copyParts + figures.uploadParts <= L.maxParts) return figures;
+      const next = clamp(Math.ceil(target * 1.25));
+      target = next === target ? undefined : next;
+    }
+    const next = Math.max(minCopyRun, Math.min(L.maxPartBytes, minCopyRun * 2));
+    if (next === minCopyRun) return undefined;
+    minCopyRun = next;
   }
+}
+
+/** part-plan.ts `smallestFittingTarget`: the smallest upload part size whose estimate fits 10,000 parts. */
+function smallestFittingTarget(
+  layout: SyntheticFullLayout,
+  starts: readonly number[],
+  minCopyRun: number,
+  from: number,
+): number | undefined {
+  const L = SYNTHETIC_PART_LIMITS;
+  const clamp = (t: number) => Math.min(L.maxPartBytes, Math.max(t, L.minPartBytes, 1));
+  let copyParts = 0;
+  const stretches: number[] = [];
+  let stretch = 0;
+  for (let run = 0; run + 1 < starts.length; run += 1) {
+    let length = 0;
+    for (let k = starts[run]!; k < starts[run + 1]!; k += 1) length += layout.segments[k]!;
+    if (layout.sourceBytes[layout.sources[starts[run]!]!]! > L.minCopySourceBytes && length >= minCopyRun) {
+      if (stretch > 0) stretches.push(stretch);
+      stretch = 0;
+      copyParts += Math.max(1, Math.ceil(length / L.maxPartBytes));
+    } else stretch += length;
+  }
+  if (stretch > 0) stretches.push(stretch);
+  const fits = (target: number) => {
+    let parts = copyParts;
+    for (const s of stretches) parts += Math.max(1, Math.ceil(s / target));
+    return parts <= L.maxParts;
+  };
+  const longest = stretches.reduce((a, b) => Math.max(a, b), 0);
+  let high = clamp(Math.min(L.maxPartBytes, Math.max(from, longest)));
+  if (!fits(high)) return undefined;
+  let low = from;
+  if (fits(low)) return low;
+  while (high - low > 1) {
+    const middle = Math.floor((low + high) / 2);
+    if (fits(middle)) high = middle;
+    else low = middle;
+  }
+  return high;
 }
 
 function buildModelParts(
@@ -1152,8 +1201,8 @@ export function renderSyntheticFullsCostTable(): string {
       `${s.changedFilesPerRun}: the most copy runs broken); every folder entry (one per ${s.filesPerDirectory} files) is ` +
       'written fresh, so it ends a copy run too. A synthetic full reads from EFS the files changed since the last backup.',
     '- Runs of at least 5 MiB from sources over 5 MB are copied (UploadPartCopy, parts up to 5 GiB), shorter ones fetched ' +
-      'with ranged GETs into upload parts of 8 MiB (at least the archive / 10,000); above 10,000 parts both thresholds double until the plan fits, so more ' +
-      `bytes are fetched: at ${big.treeGB} GB ${fmt(q(big.synthetic, 'syntheticFetchedGB'))} GB of ${big.treeGB} ` +
+      'with ranged GETs into upload parts of 8 MiB (at least the archive / 10,000); above 10,000 parts the upload parts grow, then the copy threshold doubles until the plan fits, ' +
+      `so more bytes are fetched: at ${big.treeGB} GB ${fmt(q(big.synthetic, 'syntheticFetchedGB'))} GB of ${big.treeGB} ` +
       `(${fmt(q(clustered, 'syntheticFetchedGB'))} GB when changes come ${25} files at a time, ` +
       `${formatUsd(clustered.total)} in all instead of ${formatUsd(big.synthetic.total)}).`,
     '- Every byte copied or fetched out of a Standard-IA archive is billed as Standard-IA retrieval ' +

@@ -46,8 +46,13 @@ describe('the layout of a synthetic full (simulated file by file)', () => {
   const days = i.fullIntervalDays;
 
   it('holds every file once, plus a fresh entry per folder and the end-of-archive', () => {
-    const folders = Math.ceil((i.treeGB * i.filesPerGB) / i.filesPerDirectory);
-    expect(sum(layout.segments)).toBeCloseTo(tree + folders * DIRECTORY_ENTRY_BYTES + 64, -3);
+    const files = i.treeGB * i.filesPerGB;
+    const folders = Math.ceil(files / i.filesPerDirectory);
+    // Files of whole bytes: the tree / files, rounded.
+    expect(sum(layout.segments)).toBe(
+      files * Math.round(tree / files) + folders * DIRECTORY_ENTRY_BYTES + 64,
+    );
+    expect(layout.sourceBytes[0]).toBe(sum(layout.segments));
     expect(layout.sources.at(-1)).toBe(layout.staging);
   });
 
