@@ -1031,6 +1031,11 @@ const HINTS: Record<string, string> = {
   SignatureDoesNotMatch: 'check the secret key and region',
   PreconditionFailed: 'another run changed the object at the same time (a conditional write lost)',
   NoSuchUpload: 'the multipart upload was aborted or completed by someone else (another run, or a cleanup)',
+  EntityTooSmall:
+    'a part other than the last is under 5 MiB, which S3 refuses: the part plan broke the minimum part size',
+  BadDigest: 'the bytes S3 received or assembled do not have the checksum sent with them',
+  InvalidPart: 'a part listed to complete the upload was never uploaded (or its ETag differs)',
+  InvalidPartOrder: 'the parts listed to complete the upload are not in ascending order',
 };
 
 const NETWORK_CODES = new Set([

@@ -143,6 +143,24 @@ describe.each([
     expect(await h.store.listLeftovers()).toEqual([]);
   });
 
+  it('an assembly in progress is a leftover for the sweep (a killed run), and abort removes it', async () => {
+    const h = make();
+    const src = await putSources(h);
+    const assembly = await h.store.assemble(TARGET);
+    await assembly.uploadPart(1, 0, src.a.subarray(0, 6 * MiB));
+
+    expect(await h.store.listLeftovers()).toEqual([
+      expect.objectContaining({
+        key: TARGET,
+        kind: h.name === 'folder' ? 'partial-file' : 'multipart-upload',
+        bytes: 6 * MiB,
+      }),
+    ]);
+    expect(await h.store.head(TARGET)).toBeUndefined();
+    await assembly.abort();
+    expect(await h.store.listLeftovers()).toEqual([]);
+  });
+
   it('a copy or read pinned to a source that was replaced since fails naming it; nothing is visible', async () => {
     const h = make();
     await putSources(h);
@@ -287,7 +305,7 @@ describe('the strict fake enforces what s3rver ignores', () => {
     await assembly.uploadPart(2, MiB, parts[1]);
 
     await expect(assembly.complete({ bytes: 2 * MiB, crc64nvme: await crcOf(...parts) })).rejects.toThrow(
-      /EntityTooSmall/,
+      /EntityTooSmall: .*the part plan broke the minimum part size/,
     );
     await assembly.abort();
     expect(server.refusals).toContainEqual(
