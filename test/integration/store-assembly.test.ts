@@ -139,6 +139,7 @@ describe.each([
     expect(result.crc64nvme).toBe(await crcOf(expected));
     const stored = await h.store.get(TARGET);
     expect(stored?.equals(expected)).toBe(true);
+    expect((await h.store.list('full/')).map((o) => o.key)).toContain(TARGET);
     if (h.name === 'folder') expect(result.sha256).toBe(createHash('sha256').update(expected).digest('hex'));
     expect(await h.store.listLeftovers()).toEqual([]);
   });
