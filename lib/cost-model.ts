@@ -4,6 +4,9 @@
  *
  * Pure and dependency-free: `scripts/cost-table.ts` turns it into the README's cost tables (`npm run
  * costs`), and `test/unit/cost-model.test.ts` checks its arithmetic and that the README matches.
+ * Synthetic fulls (issue 15) are simulated and planned here by the rules of
+ * lambda/core/synthetic/part-plan.ts (test/unit/cost-model-planner.test.ts keeps the two equal), and
+ * {@link renderSyntheticFullsCostTable} writes their README table (test/unit/cost-model-synthetic.test.ts).
  * Restores are one-off events and are kept out of every monthly figure (see {@link RESTORE_PRICES}).
  */
 

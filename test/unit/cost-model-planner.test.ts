@@ -1,8 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { planSyntheticParts, type SyntheticSegment } from '../../lambda/core/synthetic/part-plan.js';
+import {
+  DEFAULT_TARGET_UPLOAD_PART_BYTES,
+  planSyntheticParts,
+  S3_PART_LIMITS,
+  type SyntheticSegment,
+} from '../../lambda/core/synthetic/part-plan.js';
 import {
   type CostInputs,
   planSyntheticFullModel,
+  SYNTHETIC_PART_LIMITS,
   type SyntheticFullLayout,
   syntheticFullLayout,
   WITH_SYNTHETIC_FULLS,
@@ -49,18 +55,32 @@ describe('the cost model plans a synthetic full as lambda/core/synthetic/part-pl
     const model = planSyntheticFullModel(layout)!;
     const real = planSyntheticParts(segmentsOf(layout));
 
+    const pieces = real.parts.flatMap((part) => (part.kind === 'upload' ? part.pieces : []));
     expect({
+      rangedGets: model.iaRangedGets + model.stagingRangedGets,
+      fetchedFromStaging: Math.round(model.fetchedStagingBytes),
       copyParts: model.copyParts,
       uploadParts: model.uploadParts,
       bytesCopied: Math.round(model.copiedIaBytes + model.copiedStagingBytes),
       minCopyRunBytes: model.minCopyRunBytes,
       targetUploadPartBytes: model.targetUploadPartBytes,
     }).toEqual({
+      rangedGets: pieces.length,
+      fetchedFromStaging: pieces
+        .filter((p) => p.source === 'staging/fresh')
+        .reduce((n, p) => n + p.length, 0),
       copyParts: real.copyParts,
       uploadParts: real.uploadParts,
       bytesCopied: Math.round(real.bytesCopied),
       minCopyRunBytes: real.minCopyRunBytes,
       targetUploadPartBytes: real.targetUploadPartBytes,
+    });
+  });
+
+  it("uses the planner's limits: S3's part sizes and count, an 8 MiB upload part to start with", () => {
+    expect(SYNTHETIC_PART_LIMITS).toEqual({
+      ...S3_PART_LIMITS,
+      targetUploadPartBytes: DEFAULT_TARGET_UPLOAD_PART_BYTES,
     });
   });
 });
