@@ -296,6 +296,50 @@ describe.each([
   });
 });
 
+describe('folder store: hashes in byte order whatever the write order', () => {
+  it('60 parts of random sizes (copies and uploads) written 6 at a time in shuffled order: sha256 and CRC64NVME of the result', async () => {
+    const h = folderHarness();
+    const src = await putSources(h);
+    const a = await pin(h, 'full/src_a.tar.gz');
+    const parts: { offset: number; length: number; from?: number; bytes: Buffer }[] = [];
+    const random = (n: number) => randomBytes(4).readUInt32LE(0) % n;
+    let offset = 0;
+    for (let i = 0; i < 60; i += 1) {
+      // Up to 1.5 chunks of 8 MiB, so some copies span two chunks and most start mid-chunk.
+      const length = 1 + random(12 * MiB);
+      if (i % 3 === 0) {
+        parts.push({ offset, length, bytes: randomBytes(length) });
+      } else {
+        const from = random(src.a.length - length);
+        parts.push({ offset, length, from, bytes: src.a.subarray(from, from + length) });
+      }
+      offset += length;
+    }
+    const expected = Buffer.concat(parts.map((p) => p.bytes));
+    const order = parts.map((_, i) => i);
+    for (let i = order.length - 1; i > 0; i -= 1) {
+      const j = random(i + 1);
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    const assembly = await h.store.assemble(TARGET);
+    let next = 0;
+    const worker = async () => {
+      while (next < order.length) {
+        const i = order[next++];
+        const p = parts[i];
+        if (p.from !== undefined) await assembly.copyPart(i + 1, p.offset, a, p.from, p.length);
+        else await assembly.uploadPart(i + 1, p.offset, p.bytes);
+      }
+    };
+    await Promise.all(Array.from({ length: 6 }, worker));
+
+    const result = await assembly.complete({ bytes: expected.length, crc64nvme: await crcOf(expected) });
+
+    expect(result.sha256).toBe(createHash('sha256').update(expected).digest('hex'));
+    expect((await h.store.get(TARGET))?.equals(expected)).toBe(true);
+  });
+});
+
 describe('the strict fake enforces what s3rver ignores', () => {
   it('a part under 5 MiB that is not the last: EntityTooSmall from the fake; s3rver alone accepts it', async () => {
     const prefix = `case-${nextPrefix++}/`;
