@@ -1216,7 +1216,11 @@ export function renderSyntheticFullsCostTable(): string {
     `- Lambda: the fresh files compressed as in a normal full, fetched bytes moved at ${s.syntheticFetchMBPerSecond} MB/s, ` +
       `${s.syntheticPartRequestSeconds} s per part request and ${s.rangedGetSeconds} s per ranged GET, ${SYNTHETIC_CONCURRENCY} at a time; ` +
       'S3 copies the rest server-side (not measured on AWS). A synthetic full writes the same tar.gz as a normal one: ' +
-      'the same storage and verify reads.',
+      'the same storage and verify reads.' +
+      (q(big.synthetic, 'syntheticRunMinutes') > 15
+        ? ` At ${big.treeGB} GB a synthetic full takes ~${fmt(q(big.synthetic, 'syntheticRunMinutes'))} min of Lambda time (` +
+          `~${fmt(q(clustered, 'syntheticRunMinutes'))} with changes 25 files at a time): more than one 15-minute invocation.`
+        : ''),
     `- AWS Backup for EFS: the first full plus each day's changes for ${s.retentionDays} days at ` +
       `${formatUsd(PRICES.awsBackupEfsWarmGBMonth)}/GB-month warm storage; a restore costs ` +
       `${formatUsd(RESTORE_PRICES.awsBackupEfsWarmRestoreGB)}/GB (not in the monthly figures); what it reads from ` +
