@@ -12,3 +12,8 @@ export class SyntheticFallbackError extends Error {
     super(`synthetic full not possible, building a normal full instead: ${reason}`, options);
   }
 }
+
+/** `full/x.tar.gz bytes 100-199`: a byte range of an object as an HTTP Range names it (last byte included). */
+export function describeRange(source: string, offset: number, length: number): string {
+  return `${source} bytes ${offset}-${offset + length - 1}`;
+}

@@ -1,5 +1,5 @@
 import { combineBase64 } from '../archiver/crc64nvme.js';
-import { SyntheticFallbackError } from './errors.js';
+import { describeRange, SyntheticFallbackError } from './errors.js';
 
 /**
  * One byte range of the synthetic full, in archive order: the gzip members of one entry (or of the
@@ -296,7 +296,7 @@ function runsOf(segments: readonly SyntheticSegment[]): Run[] {
   const runs: Run[] = [];
   let last: Run | undefined;
   segments.forEach((s, i) => {
-    const where = `segment ${i} (${s.source} bytes ${s.offset}..${s.offset + s.length})`;
+    const where = `segment ${i} (${describeRange(s.source, s.offset, s.length)})`;
     if (typeof s.source !== 'string' || s.source.length === 0) {
       throw new SyntheticFallbackError(`segment ${i} names no source object`);
     }
