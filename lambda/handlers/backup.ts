@@ -181,6 +181,8 @@ async function backupInvocation(
         type: request.type,
         exclude: config.exclude,
         fullIntervalDays: config.fullIntervalDays,
+        synthetic: config.syntheticFulls ? 'auto' : false,
+        normalFullEvery: config.normalFullEvery,
         // Workers default to os.availableParallelism(): the function's vCPUs, set by its memory.
         gzip: { level: config.compressionLevel },
         signal: deadline.signal,

@@ -22,6 +22,10 @@ export interface HandlerConfig {
   readonly restoresPath: string;
   /** `FULL_INTERVAL_DAYS`: age of the latest full at which `auto` takes a new full. */
   readonly fullIntervalDays: number;
+  /** `SYNTHETIC_FULLS`: build the weekly full from the store's unchanged bytes plus the changed files. */
+  readonly syntheticFulls: boolean;
+  /** `NORMAL_FULL_EVERY`: every Nth full re-reads the whole tree (1 = never synthetic). */
+  readonly normalFullEvery: number;
   /** `COMPRESSION_LEVEL`: gzip level 0-9 of compressible data (media is stored either way). */
   readonly compressionLevel: number;
   /** `BACKUP_EXCLUDE`: comma-separated globs left out of backups. */
@@ -42,6 +46,8 @@ export const CONFIG_DEFAULTS = {
   mediaPath: 'media',
   restoresPath: 'restores',
   fullIntervalDays: 7,
+  syntheticFulls: true,
+  normalFullEvery: 4,
   compressionLevel: DEFAULT_LEVEL,
   deadlineMarginMs: 60_000,
 } as const;
@@ -87,6 +93,11 @@ export function readHandlerConfig(env: Env = process.env): HandlerConfig {
     mediaPath,
     restoresPath,
     fullIntervalDays: wholeNumber(env, 'FULL_INTERVAL_DAYS', CONFIG_DEFAULTS.fullIntervalDays, 1, 'days'),
+    syntheticFulls:
+      value(env, 'SYNTHETIC_FULLS') === undefined
+        ? CONFIG_DEFAULTS.syntheticFulls
+        : booleanValue(env, 'SYNTHETIC_FULLS'),
+    normalFullEvery: wholeNumber(env, 'NORMAL_FULL_EVERY', CONFIG_DEFAULTS.normalFullEvery, 1, 'fulls'),
     compressionLevel: compressionLevel(env),
     exclude: (value(env, 'BACKUP_EXCLUDE') ?? '')
       .split(',')

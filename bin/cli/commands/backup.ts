@@ -48,6 +48,19 @@ export function registerBackup(program: Command, ctx: CliContext): void {
         .default('7'),
     )
     .option('--rehash', 're-read and re-hash every file, even unchanged ones')
+    .option(
+      '--synthetic',
+      'with full: build it from the unchanged bytes already in the store plus the changed files (auto does this on the full day)',
+    )
+    .option('--no-synthetic', 'every full re-reads and recompresses the whole tree')
+    .addOption(
+      new Option(
+        '--normal-full-every <n>',
+        'every nth full is a normal full that re-reads everything (1 = never synthetic)',
+      )
+        .env('NORMAL_FULL_EVERY')
+        .default('4'),
+    )
     .addOption(
       new Option(
         '--level <0-9>',
@@ -89,6 +102,8 @@ export function registerBackup(program: Command, ctx: CliContext): void {
           exclude: string[];
           fullIntervalDays: string;
           rehash?: boolean;
+          synthetic?: boolean;
+          normalFullEvery: string;
           level: string;
           maxShrinkPercent: string;
           ioConcurrency?: string;
@@ -119,6 +134,15 @@ export function registerBackup(program: Command, ctx: CliContext): void {
           );
         }
         const level = Number(opts.level);
+        const normalFullEvery = wholeNumberOption('--normal-full-every', opts.normalFullEvery, 1000);
+        if (opts.synthetic === true && type === 'incremental') {
+          throw new UsageError('--synthetic builds a full: use `backup full --synthetic` or `backup auto`');
+        }
+        if (opts.synthetic === true && shards !== undefined) {
+          throw new UsageError(
+            '--synthetic and --shards do not combine: a synthetic full is one archive assembled from ranges of the existing ones',
+          );
+        }
         const maxShrinkPercent = percent('--max-shrink-percent', opts.maxShrinkPercent);
         const store = await openForBackup(opts.store);
         const progress = startProgress(io.stderr, 'backup');
@@ -131,6 +155,9 @@ export function registerBackup(program: Command, ctx: CliContext): void {
           exclude: opts.exclude,
           fullIntervalDays,
           rehashAll: opts.rehash,
+          // commander: --synthetic -> true, --no-synthetic -> false, neither -> undefined (both defined).
+          synthetic: opts.synthetic ?? 'auto',
+          normalFullEvery,
           gzip: { level },
           maxShrinkPercent,
           ioConcurrency:
@@ -193,6 +220,14 @@ function printBackupSummary(out: (line?: string) => void, store: ObjectStore, r:
   out(
     `  changed:  ${r.changedFiles} files, ${formatBytes(r.changedBytes)}; deleted: ${r.deletedFiles}; took ${(r.durationMs / 1000).toFixed(1)} s`,
   );
+  if (r.synthetic) {
+    const y = r.synthetic;
+    out(
+      `  synthetic: read ${formatBytes(y.bytesReadFromSource)} from the source; copied ${formatBytes(y.bytesCopied)} in the store (${y.copyParts} copies), fetched ${formatBytes(y.bytesFetched)} (${y.uploadParts} uploaded parts); ${y.filesCopied} files carried over from ${y.sources.length} archive(s)`,
+    );
+  } else if (r.syntheticSkipped && r.type === 'full') {
+    out(`  normal full: ${r.syntheticSkipped}`);
+  }
   if (r.skipped.length > 0) {
     out(`  SKIPPED ${r.skipped.length} path(s), not in this backup as they are now:`);
     for (const s of r.skipped.slice(0, 20)) out(`    ${s.path}: ${s.reason}`);

@@ -7,6 +7,7 @@ import type { Clock, Logger } from '../deps.js';
 import { ArchiveVerificationError, BackupStateError, errorMessage, UsageError } from '../errors.js';
 import { defaultIoConcurrency, parseIoConcurrency } from '../io-concurrency.js';
 import {
+  type ArchiveRecord,
   type BackupMetadata,
   type CatalogEntry,
   chainProblems,
@@ -28,9 +29,18 @@ import {
   totalsOf,
 } from '../repository/manifest.js';
 import type { PlanInputs, ShardedPlan } from '../sharding/sharded-backup.js';
+import { stagingPrefix } from '../sharding/sharded-backup.js';
+import { SyntheticFallbackError } from '../synthetic/errors.js';
+import {
+  buildSyntheticFull,
+  type SyntheticBuilt,
+  type SyntheticReport,
+  type SyntheticSettings,
+  syntheticBaseFor,
+} from '../synthetic/synthetic-full.js';
 import { TOOL_VERSION } from '../version.js';
 import { type ArchiveProgress, writeArchive } from './archive.js';
-import { DEFAULT_LEVEL, type ParallelGzipOptions } from './parallel-gzip.js';
+import { DEFAULT_LEVEL, type ParallelGzipOptions, type ParallelGzipStats } from './parallel-gzip.js';
 import {
   chooseBackupType,
   diffManifests,
@@ -103,6 +113,14 @@ export interface BackupOptions {
    * fails with InsufficientTimeError.
    */
   readonly handOff?: ShardHandOff;
+  /**
+   * Synthetic fulls (issue 15): a full built from the unchanged bytes already in the store plus the
+   * changed files, still one plain tar.gz. `'auto'` (default) for the fulls `auto` takes; `true` for
+   * a requested full too (`backup full --synthetic`); `false` never.
+   */
+  readonly synthetic?: SyntheticSettings['synthetic'];
+  /** Every Nth full is a normal full that re-reads everything. @default DEFAULT_NORMAL_FULL_EVERY (4) */
+  readonly normalFullEvery?: number;
 }
 
 /** How a run too long for this invocation continues elsewhere (the Lambda's Step Functions). */
@@ -172,7 +190,8 @@ export interface BackupSucceeded {
   readonly archiveKey: string;
   readonly manifestKey: string;
   readonly archiveBytes: number;
-  readonly archiveSha256: string;
+  /** Absent for a synthetic full assembled inside S3 (see its metadata's CRC64NVME). */
+  readonly archiveSha256?: string;
   /** Files and bytes in the backup (the whole tree, as restored). */
   readonly files: number;
   readonly bytes: number;
@@ -184,6 +203,10 @@ export interface BackupSucceeded {
   /** Empty normally; also recorded in the status object. */
   readonly warnings: readonly BackupWarning[];
   readonly durationMs: number;
+  /** Set when the full was synthetic: what was read, copied and fetched. */
+  readonly synthetic?: SyntheticReport;
+  /** Why a full was not synthetic (or why a synthetic attempt fell back to a normal full). */
+  readonly syntheticSkipped?: string;
 }
 
 export const DEFAULT_LOCK_TTL_MS = 10 * 60 * 1000;
@@ -323,8 +346,44 @@ async function backupLocked(
   const committed = await listCommittedBackups(store);
   const decision = await resolveChain(store, logger, options, committed, startedAt);
   const plan = diffManifests(scan.entries, decision.baseManifest, { rehashAll: options.rehashAll });
-  const backupId = await nextBackupId(store, clock, committed);
-  const keys = keysFor(decision.type, backupId);
+  let backupId = await nextBackupId(store, clock, committed);
+  let keys = keysFor(decision.type, backupId);
+  let syntheticSkipped: string | undefined;
+  if (decision.type === 'full') {
+    const attempt = await trySyntheticFull(deps, options, {
+      scan,
+      committed,
+      backupId,
+      archiveKey: keys.archive,
+      ioConcurrency,
+      scanElapsedMs,
+    });
+    if ('built' in attempt) {
+      const { built } = attempt;
+      return commitSingleArchive(deps, options, {
+        backupId,
+        decision: { ...decision, reason: `${decision.reason}; synthetic on ${built.report.baseBackupId}` },
+        baseBackupId: null,
+        startedAt,
+        committed,
+        scan,
+        entries: built.entries,
+        skipped: [...scan.skipped, ...built.skipped],
+        archive: built.archive,
+        changed: built.changed,
+        deleted: attempt.deleted,
+        gzip: built.gzip,
+        synthetic: built.report,
+      });
+    }
+    syntheticSkipped = attempt.reason;
+    // A failed attempt may have left objects under this id (its staging object, or an archive that
+    // failed the checks): the normal full takes a fresh id.
+    if (attempt.leftObjects) {
+      backupId = await nextBackupId(store, clock, committed);
+      keys = keysFor(decision.type, backupId);
+    }
+  }
   logger.info('backup started', {
     backupId,
     type: decision.type,
@@ -415,12 +474,14 @@ async function backupLocked(
   const fileEntries = new Map<string, FileEntry>(plan.unchanged);
   const baseFiles = new Map<string, FileEntry>();
   for (const e of decision.baseManifest?.entries ?? []) if (e.type === 'file') baseFiles.set(e.path, e);
+  const archiveSkipped: SkippedPath[] = [];
   for (const s of archive.skipped) {
     // Keep the last good version of a file that changed under us, so the restore point still has it.
     const previous = baseFiles.get(s.path);
     if (previous) fileEntries.set(s.path, previous);
-    skipped.push({ path: s.path, reason: previous ? `${s.reason}; previous version kept` : s.reason });
+    archiveSkipped.push({ path: s.path, reason: previous ? `${s.reason}; previous version kept` : s.reason });
   }
+  skipped.push(...archiveSkipped);
   for (const f of archive.files) fileEntries.set(f.path, { ...f, type: 'file', archive: keys.archive });
   const entries: ManifestEntry[] = [];
   for (const e of scan.entries) {
@@ -432,18 +493,69 @@ async function backupLocked(
       if (f) entries.push(f);
     }
   }
-  skipped.sort((a, b) => comparePaths(a.path, b.path));
+  return commitSingleArchive(deps, options, {
+    backupId,
+    decision,
+    baseBackupId: decision.base?.backupId ?? null,
+    startedAt,
+    committed,
+    scan,
+    entries,
+    skipped,
+    archive: {
+      key: keys.archive,
+      bytes: archive.bytes,
+      sha256: archive.sha256,
+      ...(uploaded?.crc64nvme ? { crc64nvme: uploaded.crc64nvme } : {}),
+    },
+    changed: { files: archive.files.length, bytes: archive.files.reduce((sum, f) => sum + f.size, 0) },
+    deleted: plan.deleted.length,
+    gzip: archive.gzip,
+    syntheticSkipped,
+  });
+}
+
+/** What {@link commitSingleArchive} writes: a backup of one archive (normal or synthetic). */
+interface SingleArchiveCommit {
+  readonly backupId: string;
+  readonly decision: TypeDecision;
+  readonly baseBackupId: string | null;
+  readonly startedAt: Date;
+  readonly committed: readonly CatalogEntry[];
+  readonly scan: Pick<ScanResult, 'root' | 'rootMeta'>;
+  /** Manifest entries in path order. */
+  readonly entries: ManifestEntry[];
+  readonly skipped: SkippedPath[];
+  readonly archive: ArchiveRecord;
+  readonly changed: { readonly files: number; readonly bytes: number };
+  readonly deleted: number;
+  readonly gzip: ParallelGzipStats;
+  readonly synthetic?: SyntheticReport;
+  readonly syntheticSkipped?: string;
+}
+
+/**
+ * The commit of a one-archive backup: metadata, then the manifest (from here on the backup exists).
+ * The archive is already stored and checked.
+ */
+async function commitSingleArchive(
+  deps: BackupDeps,
+  options: BackupOptions,
+  c: SingleArchiveCommit,
+): Promise<BackupSucceeded> {
+  const { store, clock, logger } = deps;
+  const { backupId, decision, entries, archive } = c;
+  const keys = keysFor(decision.type, backupId);
+  const skipped = [...c.skipped].sort((a, b) => comparePaths(a.path, b.path));
   const totals = totalsOf(entries);
   const warnings = await shrinkWarnings(
     store,
-    committed.at(-1),
+    c.committed.at(-1),
     totals,
     options.maxShrinkPercent ?? DEFAULT_MAX_SHRINK_PERCENT,
   );
   for (const w of warnings) logger.warn(w.message, { code: w.code });
-  const changedFiles = archive.files.length;
-  const changedBytes = archive.files.reduce((sum, f) => sum + f.size, 0);
-  const createdAt = startedAt.toISOString();
+  const createdAt = c.startedAt.toISOString();
   const manifest: Manifest = {
     header: {
       format: MANIFEST_FORMAT,
@@ -451,41 +563,38 @@ async function backupLocked(
       backupId,
       type: decision.type,
       createdAt,
-      baseBackupId: decision.base?.backupId ?? null,
-      source: { path: scan.root, host: hostname() },
-      root: scan.rootMeta,
+      baseBackupId: c.baseBackupId,
+      source: { path: c.scan.root, host: hostname() },
+      root: c.scan.rootMeta,
       totals,
     },
     entries,
   };
   const finishedAt = clock.now();
-  const durationMs = finishedAt.getTime() - startedAt.getTime();
-  const tarBytes = archive.gzip.inputBytes;
+  const durationMs = finishedAt.getTime() - c.startedAt.getTime();
+  const tarBytes = c.gzip.inputBytes;
   const gzipLevel = options.gzip?.level ?? DEFAULT_LEVEL;
   const metadata: BackupMetadata = {
     backupId,
     type: decision.type,
-    baseBackupId: decision.base?.backupId ?? null,
+    baseBackupId: c.baseBackupId,
     createdAt,
     finishedAt: finishedAt.toISOString(),
-    archive: {
-      key: keys.archive,
-      bytes: archive.bytes,
-      sha256: archive.sha256,
-      ...(uploaded?.crc64nvme ? { crc64nvme: uploaded.crc64nvme } : {}),
-    },
+    archive,
     totals,
-    changed: { files: changedFiles, bytes: changedBytes },
-    deleted: plan.deleted.length,
+    changed: c.changed,
+    deleted: c.deleted,
     skipped,
     compression: {
-      ratio: tarBytes > 0 ? Number((archive.bytes / tarBytes).toFixed(4)) : 1,
+      ratio: tarBytes > 0 ? Number((c.gzip.outputBytes / tarBytes).toFixed(4)) : 1,
       level: gzipLevel,
-      storedMembers: archive.gzip.storedMembers,
+      storedMembers: c.gzip.storedMembers,
     },
     durationMs,
-    source: { path: scan.root, host: hostname() },
+    source: { path: c.scan.root, host: hostname() },
     toolVersion: TOOL_VERSION,
+    ...(c.synthetic ? { synthetic: c.synthetic } : {}),
+    ...(c.syntheticSkipped ? { syntheticSkipped: c.syntheticSkipped } : {}),
   };
   options.signal?.throwIfAborted();
   await store.put(keys.metadata, `${JSON.stringify(metadata, null, 2)}\n`, {
@@ -495,37 +604,117 @@ async function backupLocked(
   await store.put(keys.manifest, await encodeManifest(manifest), { contentType: 'application/gzip' });
   logger.info('backup committed', {
     backupId,
-    archiveKey: keys.archive,
+    archiveKey: archive.key,
     archiveBytes: archive.bytes,
     files: totals.files,
-    changedFiles,
+    changedFiles: c.changed.files,
     skipped: skipped.length,
     durationMs,
     // On Lambda the worker count follows the memory setting's vCPUs: visible here per run.
-    gzipWorkers: archive.gzip.workers,
+    gzipWorkers: c.gzip.workers,
     gzipLevel,
-    storedMembers: archive.gzip.storedMembers,
-    members: archive.gzip.members,
+    storedMembers: c.gzip.storedMembers,
+    members: c.gzip.members,
+    ...(c.synthetic ? { synthetic: c.synthetic } : {}),
+    ...(c.syntheticSkipped ? { syntheticSkipped: c.syntheticSkipped } : {}),
   });
   return {
     status: 'SUCCEEDED',
     backupId,
     type: decision.type,
     reason: decision.reason,
-    baseBackupId: decision.base?.backupId ?? null,
-    archiveKey: keys.archive,
+    baseBackupId: c.baseBackupId,
+    archiveKey: archive.key,
     manifestKey: keys.manifest,
     archiveBytes: archive.bytes,
     archiveSha256: archive.sha256,
     files: totals.files,
     bytes: totals.bytes,
-    changedFiles,
-    changedBytes,
-    deletedFiles: plan.deleted.length,
+    changedFiles: c.changed.files,
+    changedBytes: c.changed.bytes,
+    deletedFiles: c.deleted,
     skipped,
     warnings,
     durationMs,
+    ...(c.synthetic ? { synthetic: c.synthetic } : {}),
+    ...(c.syntheticSkipped ? { syntheticSkipped: c.syntheticSkipped } : {}),
   };
+}
+
+/**
+ * Tries to build this full synthetically (synthetic/synthetic-full.ts). Never throws for a reason to
+ * fall back: returns it, and whether objects were left under the id (a normal full then takes a new
+ * id). An abort (deadline, Ctrl-C) is rethrown: nothing else should start then.
+ */
+async function trySyntheticFull(
+  deps: BackupDeps,
+  options: BackupOptions,
+  run: {
+    scan: ScanResult;
+    committed: readonly CatalogEntry[];
+    backupId: string;
+    archiveKey: string;
+    ioConcurrency: number;
+    scanElapsedMs: number;
+  },
+): Promise<{ built: SyntheticBuilt; deleted: number } | { reason: string; leftObjects: boolean }> {
+  const { store, logger } = deps;
+  const base = await syntheticBaseFor({
+    store,
+    committed: run.committed,
+    requestedType: options.type ?? 'auto',
+    settings: { synthetic: options.synthetic, normalFullEvery: options.normalFullEvery },
+    rehashAll: options.rehashAll,
+  });
+  if ('reason' in base) {
+    logger.info('normal full', { reason: base.reason });
+    return { reason: base.reason, leftObjects: false };
+  }
+  const present = new Set<string>();
+  for (const e of run.scan.entries) if (e.type === 'file') present.add(e.path);
+  let deleted = 0;
+  for (const e of base.baseManifest.entries) if (e.type === 'file' && !present.has(e.path)) deleted += 1;
+  const remainingMs = options.remainingMs?.();
+  if (remainingMs !== undefined) {
+    // Only the changed files are read and compressed; copies run inside the store.
+    const changed = diffManifests(run.scan.entries, base.baseManifest).toArchive;
+    const estimate = estimateBackup(
+      { files: changed.length, bytes: changed.reduce((sum, f) => sum + f.size, 0) },
+      { entries: run.scan.entries.length, elapsedMs: run.scanElapsedMs },
+      options.timeModel,
+    );
+    if (estimate.totalMs > remainingMs) {
+      const reason = `the changed files alone need ~${Math.round(estimate.totalMs / 1000)} s, ${Math.round(remainingMs / 1000)} s are left`;
+      logger.info('normal full', { reason });
+      return { reason, leftObjects: false };
+    }
+  }
+  try {
+    const built = await buildSyntheticFull({
+      store,
+      logger,
+      backupId: run.backupId,
+      archiveKey: run.archiveKey,
+      root: run.scan.root,
+      entries: run.scan.entries,
+      base,
+      gzip: options.gzip,
+      readAheadFiles: run.ioConcurrency,
+      signal: options.signal,
+      onProgress: options.onProgress
+        ? (p) => options.onProgress?.({ ...p, totalFiles: p.files, totalBytes: p.bytes })
+        : undefined,
+    });
+    await store.removePrefix?.(stagingPrefix(run.backupId)).catch(() => undefined);
+    return { built, deleted };
+  } catch (error) {
+    options.signal?.throwIfAborted();
+    const why = error instanceof SyntheticFallbackError ? error.reason : errorMessage(error);
+    const reason = `synthetic full on ${base.base.backupId} failed, took a normal full instead: ${why}`;
+    logger.warn(reason, { code: 'SYNTHETIC_FALLBACK' });
+    await store.removePrefix?.(stagingPrefix(run.backupId)).catch(() => undefined);
+    return { reason, leftObjects: true };
+  }
 }
 
 /** Scanned entries held at most before a run with a hand-off is planned as shards (~400 B each). */

@@ -70,9 +70,19 @@ export function entriesToPack(
 }
 
 /**
+ * A carried-over file whose mode changed: the new mode is recorded, and its byte range dropped, since
+ * the tar header in that range holds the old mode (a synthetic full must not copy it; it reads the
+ * file again instead).
+ */
+export function withNewMode(old: FileEntry, mode: number): FileEntry {
+  const { range: _stale, ...rest } = old;
+  return { ...rest, mode };
+}
+
+/**
  * Compares the scan with the base manifest. A file is unchanged when size and mtime match (the hash
  * comes from the earlier read, never a second one); a mode-only change is recorded without
- * re-archiving. A rename is a delete plus an add.
+ * re-archiving (withNewMode). A rename is a delete plus an add.
  */
 export function diffManifests(
   current: readonly ScannedEntry[],
@@ -89,7 +99,7 @@ export function diffManifests(
     present.add(entry.path);
     const old = previous.get(entry.path);
     if (!options.rehashAll && old && old.size === entry.size && old.mtimeMs === entry.mtimeMs) {
-      unchanged.set(entry.path, old.mode === entry.mode ? old : { ...old, mode: entry.mode });
+      unchanged.set(entry.path, old.mode === entry.mode ? old : withNewMode(old, entry.mode));
     } else {
       toArchive.push(entry);
     }

@@ -1,9 +1,11 @@
 import { createHash, type Hash } from 'node:crypto';
 import { type Readable, Transform } from 'node:stream';
 import type { ObjectStore } from '../../store/types.js';
+import { Crc64NvmeHasher, crc64nvmeToBase64 } from '../archiver/crc64nvme.js';
 import type { Clock, Logger } from '../deps.js';
 import { errorMessage, ManifestError } from '../errors.js';
 import {
+  type ArchiveRecord,
   archiveKeysOf,
   archiveRecordOf,
   archivesReferenced,
@@ -377,9 +379,8 @@ async function verifyOne(
         // No stored checksum (a folder store, an S3-compatible server, an older backup, or an object
         // replaced without one): download and hash.
         how = 'sha256';
-        const sha256 = await hashObject(store, key);
         checked = 1;
-        shaProblem(found, label, key, sha256, record.sha256);
+        digestProblem(found, label, key, await digestObject(store, key, record), record);
       }
     }
     return { key, found, how, checked };
@@ -452,9 +453,14 @@ async function verifyOne(
       // The drill's download of this archive, hashed on the way; hashed apart only when the drill
       // stopped before its end (or never opened it: a backup whose files are all elsewhere).
       const read = hashing.reads.get(key);
-      const sha256 = read?.complete ? read.sha256 : await hashObject(store, key);
       archivesChecked += 1;
-      shaProblem(problems, label, key, sha256, record.sha256);
+      digestProblem(
+        problems,
+        label,
+        key,
+        read?.complete && record.sha256 ? { sha256: read.sha256 } : await digestObject(store, key, record),
+        record,
+      );
     }
     if (problems.length === 0) {
       // Every archive the drill read whole and whose sha256 matches its metadata is deep-verified.
@@ -469,10 +475,35 @@ async function verifyOne(
   return done();
 }
 
-function shaProblem(problems: string[], label: string, key: string, sha256: string, recorded: string): void {
-  if (sha256 !== recorded) {
+/** What an archive download is compared with: its sha256, or its CRC64NVME when the record has no sha256. */
+interface ArchiveDigest {
+  readonly sha256?: string;
+  readonly crc64nvme?: string;
+}
+
+/**
+ * Compares a downloaded archive's digest with its record: the sha256, or for an archive recorded
+ * without one (a synthetic full assembled inside S3, whose bytes never passed through the writer)
+ * the full-object CRC64NVME.
+ */
+function digestProblem(
+  problems: string[],
+  label: string,
+  key: string,
+  got: ArchiveDigest,
+  record: ArchiveRecord,
+): void {
+  if (record.sha256 !== undefined) {
+    if (got.sha256 !== record.sha256) {
+      problems.push(
+        `${label}: archive ${key} has sha256 ${got.sha256}; the metadata recorded ${record.sha256} (the object changed or is corrupt)`,
+      );
+    }
+  } else if (record.crc64nvme === undefined) {
+    problems.push(`${label}: the metadata of archive ${key} records neither a sha256 nor a CRC64NVME`);
+  } else if (got.crc64nvme !== record.crc64nvme) {
     problems.push(
-      `${label}: archive ${key} has sha256 ${sha256}; the metadata recorded ${recorded} (the object changed or is corrupt)`,
+      `${label}: archive ${key} has CRC64NVME ${got.crc64nvme}; the metadata recorded ${record.crc64nvme} (the object changed or is corrupt)`,
     );
   }
 }
@@ -592,7 +623,10 @@ export interface ArchiveCheckResult {
   readonly problems: readonly string[];
   /** Bytes downloaded (the archive's size when read to its end). */
   readonly bytes: number;
-  /** sha256 of the bytes read; null when the archive could not be read to its end. */
+  /**
+   * sha256 of the bytes read (`crc64nvme:<base64>` for an archive recorded without a sha256: a
+   * synthetic full assembled in S3); null when the archive could not be read to its end.
+   */
   readonly sha256: string | null;
   /** Files read from the archive and matched against the manifest. */
   readonly files: number;
@@ -721,7 +755,7 @@ export async function checkArchiveItem(
         `${label}: the metadata of backup ${holder.backupId} records no archive ${item.archiveKey}`,
       );
     }
-    const archiveHash = createHash('sha256');
+    const archiveHash = archiveDigester(record);
     const tap = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         archiveHash.update(chunk);
@@ -771,13 +805,14 @@ export async function checkArchiveItem(
     } finally {
       source.destroy();
     }
-    sha256 = archiveHash.digest('hex');
+    const digest = archiveHash.digest();
+    sha256 = digest.sha256 ?? `crc64nvme:${digest.crc64nvme}`;
     if (record && bytes !== record.bytes) {
       problems.push(
         `${label}: archive ${item.archiveKey} is ${bytes} bytes; the metadata recorded ${record.bytes}`,
       );
     } else if (record) {
-      shaProblem(problems, label, item.archiveKey, sha256, record.sha256);
+      digestProblem(problems, label, item.archiveKey, digest, record);
     }
     for (const path of expected.keys()) {
       problems.push(`${label}: file ${JSON.stringify(path)} is missing from archive ${item.archiveKey}`);
@@ -977,8 +1012,22 @@ function isStoreFailure(error: unknown): boolean {
   return false;
 }
 
-async function hashObject(store: ObjectStore, key: string): Promise<string> {
+/** Downloads an archive and computes the digest its record is checked by ({@link digestProblem}). */
+async function digestObject(store: ObjectStore, key: string, record: ArchiveRecord): Promise<ArchiveDigest> {
+  const digest = archiveDigester(record);
+  for await (const chunk of await store.getStream(key)) digest.update(chunk as Buffer);
+  return digest.digest();
+}
+
+/** sha256 of the bytes, or CRC64NVME when the record has no sha256 (only one is computed). */
+function archiveDigester(record: ArchiveRecord | undefined): {
+  update(chunk: Buffer): void;
+  digest(): ArchiveDigest;
+} {
+  if (record && record.sha256 === undefined) {
+    const crc = new Crc64NvmeHasher();
+    return { update: (c) => crc.update(c), digest: () => ({ crc64nvme: crc64nvmeToBase64(crc.digest()) }) };
+  }
   const hash = createHash('sha256');
-  for await (const chunk of await store.getStream(key)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+  return { update: (c) => hash.update(c), digest: () => ({ sha256: hash.digest('hex') }) };
 }

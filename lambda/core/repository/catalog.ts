@@ -1,5 +1,6 @@
 import type { ObjectStore } from '../../store/types.js';
 import { ManifestError } from '../errors.js';
+import type { SyntheticReport } from '../synthetic/synthetic-full.js';
 import { keysFor, parseManifestKey, VERIFY_STATUS_KEY } from './layout.js';
 import { type BackupType, decodeManifest, type Manifest } from './manifest.js';
 
@@ -7,7 +8,11 @@ import { type BackupType, decodeManifest, type Manifest } from './manifest.js';
 export interface ArchiveRecord {
   readonly key: string;
   readonly bytes: number;
-  readonly sha256: string;
+  /**
+   * sha256 of the whole archive. Absent only for a synthetic full assembled inside S3 (its bytes never
+   * passed through the writer): its `crc64nvme` identifies it instead.
+   */
+  readonly sha256?: string;
   /** S3's full-object CRC64NVME of the archive (base64), when the store keeps one: quick verify compares it. */
   readonly crc64nvme?: string;
 }
@@ -47,6 +52,10 @@ export interface BackupMetadata {
   readonly durationMs: number;
   readonly source: { readonly path: string; readonly host?: string };
   readonly toolVersion: string;
+  /** A synthetic full (built from ranges of earlier archives plus the changed files): what it did. */
+  readonly synthetic?: SyntheticReport;
+  /** Why this full was not synthetic, or why a synthetic attempt fell back to a normal full. */
+  readonly syntheticSkipped?: string;
 }
 
 /**

@@ -39,7 +39,7 @@ import {
   shrinkWarnings,
   writeStatus,
 } from '../archiver/backup.js';
-import { chooseBackupType } from '../archiver/plan.js';
+import { chooseBackupType, withNewMode } from '../archiver/plan.js';
 import { resolveSourceRoot, type ScannedEntry, type SkippedPath } from '../archiver/scan.js';
 import { scanTreeStream } from '../archiver/scan-stream.js';
 import { DEFAULT_BYTES_PER_SECOND, perFileMsFromScan, type TimeModelRates } from '../archiver/time-model.js';
@@ -424,7 +424,7 @@ async function* joinRows(
       b = await nextFile();
     }
     if (!rehashAll && prev && prev.size === e.size && prev.mtimeMs === e.mtimeMs) {
-      yield { op: 'keep', e: prev.mode === e.mode ? prev : { ...prev, mode: e.mode } };
+      yield { op: 'keep', e: prev.mode === e.mode ? prev : withNewMode(prev, e.mode) };
     } else {
       yield prev ? { op: 'pack', e, prev } : { op: 'pack', e };
     }
