@@ -133,6 +133,8 @@ describe.each([
     expect(s3Actions(backup)).toEqual([
       's3:AbortMultipartUpload',
       's3:GetObject',
+      // Synthetic fulls copy pinned versions (test/infra/synthetic-fulls.test.ts).
+      's3:GetObjectVersion',
       's3:ListBucket',
       's3:ListBucketMultipartUploads',
       's3:ListMultipartUploadParts',

@@ -93,6 +93,8 @@ describe('MediaBackupStack functions', () => {
                   // The sharded backup it starts when a run does not fit (test/infra/state-machines.test.ts).
                   BACKUP_STATE_MACHINE_ARN: { Ref: id(stack.backupStateMachine.stateMachine) },
                   SHARDED_RUN_TIMEOUT_SECONDS: '86400',
+                  SYNTHETIC_FULLS: 'true',
+                  NORMAL_FULL_EVERY: '4',
                 }
               : {}),
             ...(key === 'verifyFunction'
