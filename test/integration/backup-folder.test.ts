@@ -141,6 +141,9 @@ describe('full backup to a folder store', () => {
       type: 'symlink',
       target: '/etc/hostname',
       mtimeMs: expect.any(Number),
+      // Where its tar entry sits (a synthetic full copies it from there).
+      archive: entry.archiveKey,
+      range: { offset: expect.any(Number), length: expect.any(Number), crc64nvme: expect.any(String) },
     });
     expect(manifest.entries.find((e) => e.path === longPath)).toMatchObject({ type: 'file', size: 4 });
   });

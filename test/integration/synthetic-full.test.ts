@@ -80,6 +80,18 @@ describe('synthetic fulls on a folder store', () => {
     await churn(source, files);
     const incremental = await backup();
     expect(incremental.type).toBe('incremental');
+    // Folders and links point at an identical tar entry: the full's while unchanged, else the incremental's.
+    const incManifest = await decodeManifest(
+      (await store.get(keysFor('incremental', incremental.backupId).manifest)) as Buffer,
+      'incremental',
+    );
+    const locationOf = (p: string) => {
+      const e = incManifest.entries.find((x) => x.path === p);
+      return e && e.type !== 'file' ? e.archive : undefined;
+    };
+    expect(locationOf('empty-folder')).toBe(keysFor('full', first.backupId).archive);
+    expect(locationOf('chat/avatars-link')).toBe(keysFor('full', first.backupId).archive);
+    expect(locationOf('reports/2026')).toBe(keysFor('incremental', incremental.backupId).archive);
     clock.jump(7 * DAY);
     await writeFile(path.join(source, files[20]), randomBytesFrom(seededRandom(7), 20_000));
 
@@ -109,7 +121,10 @@ describe('synthetic fulls on a folder store', () => {
       'synthetic',
     );
     const archiveKey = keysFor('full', synthetic.backupId).archive;
-    for (const e of manifest.entries) if (e.type === 'file') expect(e.archive).toBe(archiveKey);
+    for (const e of manifest.entries) {
+      expect(e.archive).toBe(archiveKey);
+      expect(e.type === 'file' || e.range !== undefined).toBe(true);
+    }
     // The staging object is gone once committed.
     expect(await store.list(`staging/${synthetic.backupId}/`)).toEqual([]);
 

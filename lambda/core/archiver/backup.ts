@@ -19,13 +19,16 @@ import {
 import { BACKUP_LOCK, backupIdFor, keysFor, STATUS_KEY } from '../repository/layout.js';
 import {
   type BackupType,
+  type ByteRange,
   comparePaths,
+  type DirEntry,
   encodeManifest,
   type FileEntry,
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
   type Manifest,
   type ManifestEntry,
+  type SymlinkEntry,
   totalsOf,
 } from '../repository/manifest.js';
 import type { PlanInputs, ShardedPlan } from '../sharding/sharded-backup.js';
@@ -45,6 +48,7 @@ import {
   chooseBackupType,
   diffManifests,
   entriesToPack,
+  locateFolderOrLink,
   type RequestedType,
   type TypeDecision,
 } from './plan.js';
@@ -483,12 +487,23 @@ async function backupLocked(
   }
   skipped.push(...archiveSkipped);
   for (const f of archive.files) fileEntries.set(f.path, { ...f, type: 'file', archive: keys.archive });
+  // Folders and links: where an identical tar entry sits (the base's when unchanged, else ours).
+  const baseOthers = new Map<string, ManifestEntry>();
+  for (const e of decision.baseManifest?.entries ?? []) if (e.type !== 'file') baseOthers.set(e.path, e);
+  const ownRanges = new Map<string, ByteRange | undefined>();
+  toPack.forEach((e, i) => {
+    if (e.type !== 'file') ownRanges.set(e.path, archive.entryRanges[i]);
+  });
+  const own = (p: string) => ({ archive: keys.archive, range: ownRanges.get(p) });
   const entries: ManifestEntry[] = [];
   for (const e of scan.entries) {
-    if (e.type === 'dir') entries.push({ path: e.path, type: 'dir', mode: e.mode, mtimeMs: e.mtimeMs });
-    else if (e.type === 'symlink')
-      entries.push({ path: e.path, type: 'symlink', target: e.target, mtimeMs: e.mtimeMs });
-    else {
+    if (e.type === 'dir') {
+      const dir: DirEntry = { path: e.path, type: 'dir', mode: e.mode, mtimeMs: e.mtimeMs };
+      entries.push(locateFolderOrLink(dir, baseOthers.get(e.path), own(e.path)));
+    } else if (e.type === 'symlink') {
+      const link: SymlinkEntry = { path: e.path, type: 'symlink', target: e.target, mtimeMs: e.mtimeMs };
+      entries.push(locateFolderOrLink(link, baseOthers.get(e.path), own(e.path)));
+    } else {
       const f = fileEntries.get(e.path);
       if (f) entries.push(f);
     }

@@ -1,6 +1,15 @@
 import type { CatalogEntry } from '../repository/catalog.js';
 import { backupIdTime } from '../repository/layout.js';
-import { type BackupType, comparePaths, type FileEntry, type Manifest } from '../repository/manifest.js';
+import {
+  type BackupType,
+  type ByteRange,
+  comparePaths,
+  type DirEntry,
+  type FileEntry,
+  type Manifest,
+  type ManifestEntry,
+  type SymlinkEntry,
+} from '../repository/manifest.js';
 import type { ScannedEntry, ScannedFile } from './scan.js';
 
 export type RequestedType = BackupType | 'auto';
@@ -106,4 +115,25 @@ export function diffManifests(
   }
   const deleted = [...previous.keys()].filter((p) => !present.has(p));
   return { toArchive, unchanged, deleted };
+}
+
+/**
+ * A folder or link entry of a manifest with its location: where an identical tar entry sits. Taken
+ * from the base backup's entry when that one is identical (same mode and mtime; same target and
+ * mtime), so it points into the same archive as its unchanged neighbours and a synthetic full can copy
+ * them as one run; otherwise this archive's own entry (`own`), when there is one.
+ */
+export function locateFolderOrLink<E extends DirEntry | SymlinkEntry>(
+  entry: E,
+  base: ManifestEntry | undefined,
+  own: { readonly archive: string; readonly range: ByteRange | undefined },
+): E {
+  if (base?.type === entry.type && base.archive !== undefined && base.range !== undefined) {
+    const same =
+      entry.type === 'dir'
+        ? (base as DirEntry).mode === entry.mode && base.mtimeMs === entry.mtimeMs
+        : (base as SymlinkEntry).target === entry.target && base.mtimeMs === entry.mtimeMs;
+    if (same) return { ...entry, archive: base.archive, range: base.range };
+  }
+  return own.range ? { ...entry, archive: own.archive, range: own.range } : entry;
 }

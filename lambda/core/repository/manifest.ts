@@ -40,6 +40,12 @@ export interface SymlinkEntry {
   readonly path: string;
   readonly type: 'symlink';
   readonly target: string;
+  /**
+   * Where an identical tar entry of this link (same target and mtime) sits: an archive of this
+   * backup's chain and its byte range. A synthetic full copies it; absent in older manifests.
+   */
+  readonly archive?: string;
+  readonly range?: ByteRange;
   /** The link's own mtime (lstat); absent in manifests written before it was recorded. */
   readonly mtimeMs?: number;
 }
@@ -49,6 +55,9 @@ export interface DirEntry {
   readonly type: 'dir';
   readonly mode: number;
   readonly mtimeMs?: number;
+  /** As for a link: where an identical tar entry of this folder (same mode and mtime) sits. */
+  readonly archive?: string;
+  readonly range?: ByteRange;
 }
 
 export type ManifestEntry = FileEntry | SymlinkEntry | DirEntry;
@@ -252,6 +261,27 @@ export function validateEntry(raw: Record<string, unknown>, where: string, backu
     if (optional && raw[field] === undefined) return;
     if (!ok(raw[field])) throw invalid(field, expected);
   };
+  /**
+   * `archive` (a key of this layout) and the optional `range`; a folder or link records both or
+   * neither (`optional`), a file always names its archive.
+   */
+  const checkLocation = (optional: boolean) => {
+    if (optional && raw.archive === undefined) {
+      if (raw.range !== undefined) throw invalid('archive', 'an archive key alongside `range`');
+      return;
+    }
+    check(
+      'range',
+      isByteRange,
+      "{ offset, length, crc64nvme }: offset a non-negative integer, length a positive integer (offset + length a safe integer), crc64nvme the base64 of 8 bytes (12 characters ending in '=')",
+      true,
+    );
+    if (typeof raw.archive !== 'string' || !ARCHIVE_KEY.test(raw.archive)) {
+      throw new UnsafePathError(
+        `${where}: ${raw.type === 'file' ? 'file' : String(raw.type)} entry ${JSON.stringify(raw.path)} names archive ${JSON.stringify(raw.archive)}, which is not a media-backup archive key`,
+      );
+    }
+  };
   const MODE = 'a permission mode from 0 to 0o7777 (4095)';
   const TIME = 'a time in milliseconds since 1970 (a finite number within ±8.64e15)';
   switch (raw.type) {
@@ -261,27 +291,19 @@ export function validateEntry(raw: Record<string, unknown>, where: string, backu
       check('mode', isMode, MODE);
       check('sha256', (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v), '64 lowercase hex digits');
       check('archive', (v) => typeof v === 'string', 'an archive key');
-      check(
-        'range',
-        isByteRange,
-        "{ offset, length, crc64nvme }: offset a non-negative integer, length a positive integer (offset + length a safe integer), crc64nvme the base64 of 8 bytes (12 characters ending in '=')",
-        true,
-      );
-      if (!ARCHIVE_KEY.test(raw.archive as string)) {
-        throw new UnsafePathError(
-          `${where}: file entry ${JSON.stringify(raw.path)} names archive ${JSON.stringify(raw.archive)}, which is not a media-backup archive key`,
-        );
-      }
+      checkLocation(false);
       return raw as unknown as FileEntry;
     case 'symlink':
       if (typeof raw.target !== 'string' || raw.target.length === 0 || raw.target.includes('\0')) {
         throw new ManifestError(`${where}: symlink ${JSON.stringify(raw.path)} has an invalid target`);
       }
       check('mtimeMs', isTime, TIME, true);
+      checkLocation(true);
       return raw as unknown as SymlinkEntry;
     case 'dir':
       check('mode', isMode, MODE);
       check('mtimeMs', isTime, TIME, true);
+      checkLocation(true);
       return raw as unknown as DirEntry;
     default:
       throw new ManifestError(`${where}: unknown entry type ${JSON.stringify(raw.type)}`);

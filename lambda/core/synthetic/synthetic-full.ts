@@ -30,6 +30,7 @@ import tarStream from 'tar-stream';
 import type { ObjectStore, SourcePin } from '../../store/types.js';
 import { type ArchiveProgress, type ArchiveResult, writeArchive } from '../archiver/archive.js';
 import type { ParallelGzipOptions } from '../archiver/parallel-gzip.js';
+import { locateFolderOrLink } from '../archiver/plan.js';
 import type { ScannedEntry, ScannedFile } from '../archiver/scan.js';
 import type { Logger } from '../deps.js';
 import { errorMessage } from '../errors.js';
@@ -41,7 +42,14 @@ import {
   readMetadata,
   readVerifiedDamage,
 } from '../repository/catalog.js';
-import type { ByteRange, FileEntry, Manifest, ManifestEntry } from '../repository/manifest.js';
+import type {
+  ByteRange,
+  DirEntry,
+  FileEntry,
+  Manifest,
+  ManifestEntry,
+  SymlinkEntry,
+} from '../repository/manifest.js';
 import { stagingPrefix } from '../sharding/sharded-backup.js';
 import { assembleSynthetic } from './assemble.js';
 import { SyntheticFallbackError } from './errors.js';
@@ -223,26 +231,8 @@ export async function buildSyntheticFull(input: BuildSyntheticInput): Promise<Sy
   if (!store.assemble || !store.getRange || !store.pinSource) {
     throw new SyntheticFallbackError(`store ${store.url} cannot copy byte ranges`);
   }
-  const baseFiles = new Map<string, FileEntry>();
-  for (const e of base.baseManifest.entries) if (e.type === 'file') baseFiles.set(e.path, e);
-
-  // What is carried over: same size, mtime and mode (the tar header holds the mode) and a range.
-  const carried = new Map<string, FileEntry>();
-  const fresh: ScannedEntry[] = [];
-  for (const e of entries) {
-    const old = e.type === 'file' ? baseFiles.get(e.path) : undefined;
-    if (
-      e.type === 'file' &&
-      old?.range &&
-      old.size === e.size &&
-      old.mtimeMs === e.mtimeMs &&
-      old.mode === e.mode
-    ) {
-      carried.set(e.path, old);
-    } else {
-      fresh.push(e);
-    }
-  }
+  const carried = carriedEntries(entries, base.baseManifest);
+  const fresh = entries.filter((e) => !carried.has(e.path));
 
   // Pin every source first: a missing or replaced archive falls back before any work is done.
   const pins = new Map<string, SourcePin>();
@@ -286,7 +276,7 @@ export async function buildSyntheticFull(input: BuildSyntheticInput): Promise<Sy
   let freshIndex = 0;
   for (const e of entries) {
     const old = carried.get(e.path);
-    if (old?.range) {
+    if (old) {
       segmentOf.set(e.path, segments.length);
       segments.push(segmentFrom(old.archive, old.range, pins));
       continue;
@@ -296,7 +286,7 @@ export async function buildSyntheticFull(input: BuildSyntheticInput): Promise<Sy
     // A file that changed while read has a torn entry in the staging object: leave it out.
     if (e.type === 'file' && skippedPaths.has(e.path)) continue;
     if (!range) throw new Error(`internal: staged entry ${JSON.stringify(e.path)} has no byte range`);
-    if (e.type === 'file') segmentOf.set(e.path, segments.length);
+    segmentOf.set(e.path, segments.length);
     segments.push(segmentFrom(stagingKey, range, pins));
   }
   segments.push(segmentFrom(stagingKey, staged.endOfArchive, pins));
@@ -330,17 +320,21 @@ export async function buildSyntheticFull(input: BuildSyntheticInput): Promise<Sy
 
   const out: ManifestEntry[] = [];
   const sources = new Set<string>();
+  let filesCopied = 0;
   for (const e of entries) {
-    if (e.type === 'dir') out.push({ path: e.path, type: 'dir', mode: e.mode, mtimeMs: e.mtimeMs });
+    const index = segmentOf.get(e.path);
+    if (index === undefined) continue; // skipped
+    const located = { archive: input.archiveKey, range: newRanges[index] };
+    const old = carried.get(e.path);
+    if (old) sources.add(old.archive);
+    if (e.type === 'dir')
+      out.push({ path: e.path, type: 'dir', mode: e.mode, mtimeMs: e.mtimeMs, ...located });
     else if (e.type === 'symlink')
-      out.push({ path: e.path, type: 'symlink', target: e.target, mtimeMs: e.mtimeMs });
+      out.push({ path: e.path, type: 'symlink', target: e.target, mtimeMs: e.mtimeMs, ...located });
     else {
-      const index = segmentOf.get(e.path);
-      if (index === undefined) continue; // skipped
-      const old = carried.get(e.path);
-      if (old) {
-        sources.add(old.archive);
-        out.push({ ...old, archive: input.archiveKey, range: newRanges[index] });
+      if (old?.file) {
+        filesCopied += 1;
+        out.push({ ...old.file, ...located });
       } else {
         const f = stagedFiles.get(e.path);
         if (!f) throw new Error(`internal: staged file ${JSON.stringify(e.path)} has no record`);
@@ -351,8 +345,7 @@ export async function buildSyntheticFull(input: BuildSyntheticInput): Promise<Sy
           mtimeMs: f.mtimeMs,
           mode: f.mode,
           sha256: f.sha256,
-          archive: input.archiveKey,
-          range: newRanges[index],
+          ...located,
         });
       }
     }
@@ -377,11 +370,57 @@ export async function buildSyntheticFull(input: BuildSyntheticInput): Promise<Sy
       bytesFetched: assembled.bytesFetched,
       copyParts: assembled.copyParts,
       uploadParts: assembled.uploadParts,
-      filesCopied: carried.size,
+      filesCopied,
       sources: [...sources].sort(),
       baseBackupId: base.base.backupId,
     },
   };
+}
+
+/** Where an entry's identical tar bytes already sit (an archive of the base's chain and a range). */
+interface CarriedEntry {
+  readonly archive: string;
+  readonly range: ByteRange;
+  /** The base's row, for a file (its sha256 and the rest carry over). */
+  readonly file?: FileEntry;
+}
+
+/**
+ * The entries whose tar bytes can be copied: files with the same size, mtime and mode (the tar header
+ * holds the mode) as in the base and a recorded range; folders and links whose base entry records an
+ * identical one (plan.ts locateFolderOrLink).
+ */
+export function carriedEntries(
+  entries: readonly ScannedEntry[],
+  baseManifest: Manifest,
+): Map<string, CarriedEntry> {
+  const baseEntries = new Map<string, ManifestEntry>();
+  for (const e of baseManifest.entries) baseEntries.set(e.path, e);
+  const carried = new Map<string, CarriedEntry>();
+  for (const e of entries) {
+    const old = baseEntries.get(e.path);
+    if (!old) continue;
+    if (e.type === 'file') {
+      if (
+        old.type === 'file' &&
+        old.range &&
+        old.size === e.size &&
+        old.mtimeMs === e.mtimeMs &&
+        old.mode === e.mode
+      ) {
+        carried.set(e.path, { archive: old.archive, range: old.range, file: old });
+      }
+      continue;
+    }
+    const entry: DirEntry | SymlinkEntry =
+      e.type === 'dir'
+        ? { path: e.path, type: 'dir', mode: e.mode, mtimeMs: e.mtimeMs }
+        : { path: e.path, type: 'symlink', target: e.target, mtimeMs: e.mtimeMs };
+    const located = locateFolderOrLink(entry, old, { archive: '', range: undefined });
+    if (located.archive && located.range)
+      carried.set(e.path, { archive: located.archive, range: located.range });
+  }
+  return carried;
 }
 
 function segmentFrom(
