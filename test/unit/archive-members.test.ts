@@ -225,6 +225,16 @@ describe('archive members: one entry per gzip member run (issue 15 format)', () 
     }
   });
 
+  it('stores an incompressible entry with its tar header still deflated', () => {
+    const i = entries.findIndex((e) => e.path === 'materials/big/exactly-one-chunk.bin');
+    const range = result.entryRanges[i] as ByteRange;
+    // Stored as is, the member would be its header + data + 5 bytes per 64 KiB block + 18 of framing.
+    const storedAsIs = MiB + Math.ceil(MiB / 65535) * 5 + 18;
+    expect(range.length).toBeLessThan(storedAsIs - 300);
+    expect(range.length).toBeGreaterThan(MiB - 512);
+    expect(result.gzip.storedMembers).toBeGreaterThan(0);
+  });
+
   it('records CRC64NVMEs equal to the SDK checksum of each range and of the whole archive', async () => {
     for (const r of result.entryRanges) if (r) expect(r.crc64nvme).toBe(await sdkCrc(cut(r)));
     expect(result.endOfArchive.crc64nvme).toBe(await sdkCrc(cut(result.endOfArchive)));

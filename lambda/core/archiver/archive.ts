@@ -257,7 +257,8 @@ class MemberLedger {
   readonly ranges: (ByteRange | undefined)[];
   private readonly starts: { readonly index: number; readonly tarOffset: number }[] = [];
   private startsHead = 0;
-  private open: { index: number; offset: number; length: number; crc: bigint } | undefined;
+  /** The entry whose members are coming in; `crc` stays base64 while it has one member (most do). */
+  private open: { index: number; offset: number; length: number; crc: string | bigint } | undefined;
   private archiveCrc = 0n;
   private outputBytes = 0;
   private end: ByteRange | undefined;
@@ -276,7 +277,7 @@ class MemberLedger {
     if (next !== undefined && next.tarOffset === m.inputOffset) {
       this.close();
       this.startsHead += 1;
-      this.open = { index: next.index, offset: m.outputOffset, length: 0, crc: 0n };
+      this.open = { index: next.index, offset: m.outputOffset, length: 0, crc: m.crc64nvme };
     }
     const after = this.starts[this.startsHead];
     if (this.open === undefined || (after !== undefined && after.tarOffset < m.inputOffset + m.inputBytes)) {
@@ -285,7 +286,14 @@ class MemberLedger {
       );
     }
     const crc = crc64nvmeFromBase64(m.crc64nvme);
-    this.open.crc = crc64nvmeCombine(this.open.crc, crc, m.outputBytes);
+    if (this.open.length > 0) {
+      const before = this.open.crc;
+      this.open.crc = crc64nvmeCombine(
+        typeof before === 'string' ? crc64nvmeFromBase64(before) : before,
+        crc,
+        m.outputBytes,
+      );
+    }
     this.open.length += m.outputBytes;
     this.archiveCrc = crc64nvmeCombine(this.archiveCrc, crc, m.outputBytes);
     this.outputBytes += m.outputBytes;
@@ -321,7 +329,8 @@ class MemberLedger {
     const open = this.open;
     if (open === undefined) return;
     this.open = undefined;
-    const range = { offset: open.offset, length: open.length, crc64nvme: crc64nvmeToBase64(open.crc) };
+    const crc64nvme = typeof open.crc === 'string' ? open.crc : crc64nvmeToBase64(open.crc);
+    const range = { offset: open.offset, length: open.length, crc64nvme };
     if (open.index === END_OF_ARCHIVE) this.end = range;
     else this.ranges[open.index] = range;
   }

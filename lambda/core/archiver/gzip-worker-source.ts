@@ -8,10 +8,11 @@ import { CRC64NVME_WORKER_SOURCE } from './crc64nvme.js';
  * Keep it plain CommonJS JavaScript with no imports beyond node: built-ins.
  *
  * Protocol. workerData: { input: SharedArrayBuffer, slotBytes, fault? }. Main writes a chunk of the
- * tar stream into slot `slot` of `input`, then posts { id, slot, length, ends, level, adaptive }:
- * `ends` are the ends of the members to cut from the chunk (offsets in the slot, ascending, the last
- * one `length`), so a member never holds bytes of two tar entries while one message still carries up
- * to a chunk of small entries. The worker replies { id, output, sizes, stored, crcs }: `output` is
+ * tar stream into slot `slot` of `input`, then posts { id, slot, length, ends, heads, level,
+ * adaptive }: `ends` are the ends of the members to cut from the chunk (offsets in the slot,
+ * ascending, the last one `length`), so a member never holds bytes of two tar entries while one
+ * message still carries up to a chunk of small entries; `heads[k]` is true when member k starts a
+ * tar entry (its first 512 bytes are a header). The worker replies { id, output, sizes, stored, crcs }: `output` is
  * the members laid end to end (its ArrayBuffer transferred, not copied), `sizes[k]` member k's gzip
  * bytes, `stored` how many were written as stored blocks, `crcs[k]` member k's CRC64NVME (base64,
  * as S3 writes it), so every member's checksum is computed off the main thread. On failure it
@@ -60,17 +61,43 @@ const HEADER = Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
 const TRAILER_BYTES = 8;
 const STORED_BLOCK = 65535;
 
+const EMPTY = Buffer.alloc(0);
+// A record's header (a tar header block, 512 bytes of mostly zeros and octal digits) shrinks ~10x
+// even when the file after it is incompressible.
+const HEAD_BYTES = 512;
+
 /**
- * One gzip member holding deflate "stored" blocks: built by hand into one exact-size buffer (so it
+ * The first HEAD_BYTES of a member that starts a record, deflated as a non-final part of the deflate
+ * stream (a sync flush leaves it byte-aligned, so stored blocks can follow), or no bytes when that
+ * does not shrink it.
+ */
+function deflatedHead(block, level) {
+  if (block.length <= HEAD_BYTES) return { bytes: 0, deflated: EMPTY };
+  const deflated = zlib.deflateRawSync(block.subarray(0, HEAD_BYTES), {
+    level,
+    windowBits: windowBitsFor(HEAD_BYTES),
+    chunkSize: 2 * HEAD_BYTES,
+    finishFlush: zlib.constants.Z_SYNC_FLUSH,
+  });
+  return deflated.length < HEAD_BYTES - 32 ? { bytes: HEAD_BYTES, deflated } : { bytes: 0, deflated: EMPTY };
+}
+
+/**
+ * One gzip member holding deflate "stored" blocks (after the deflated head, when given): built by hand into one exact-size buffer (so it
  * can be transferred as is), with no compressor state and no intermediate output chunks.
  */
-function storedMember(block) {
-  const blocks = Math.max(1, Math.ceil(block.length / STORED_BLOCK));
-  const out = Buffer.allocUnsafeSlow(HEADER.length + blocks * 5 + block.length + TRAILER_BYTES);
+function storedMember(block, head) {
+  const from = head ? head.bytes : 0;
+  const prefix = head ? head.deflated : EMPTY;
+  const blocks = Math.max(1, Math.ceil((block.length - from) / STORED_BLOCK));
+  const out = Buffer.allocUnsafeSlow(
+    HEADER.length + prefix.length + blocks * 5 + block.length - from + TRAILER_BYTES,
+  );
   HEADER.copy(out, 0);
   let at = HEADER.length;
+  at += prefix.copy(out, at);
   for (let i = 0; i < blocks; i++) {
-    const start = i * STORED_BLOCK;
+    const start = from + i * STORED_BLOCK;
     const len = Math.min(STORED_BLOCK, block.length - start);
     out[at] = i === blocks - 1 ? 1 : 0; // BFINAL on the last block; BTYPE 00 = stored
     out.writeUInt16LE(len, at + 1);
@@ -89,23 +116,41 @@ function storedMember(block) {
  * transferred whole: the worker keeps no garbage that would wait for its next GC.
  */
 function deflatedMember(block, level) {
-  return zlib.gzipSync(block, { level, chunkSize: block.length + DEFLATE_SLACK });
+  return zlib.gzipSync(block, {
+    level,
+    windowBits: windowBitsFor(block.length),
+    chunkSize: block.length + Math.min(DEFLATE_SLACK, 1024 + (block.length >>> 6)),
+  });
 }
 
-/** One gzip member of the block: stored when deflate does not pay, else deflated at the level. */
-function member(block, level, adaptive) {
+/**
+ * The smallest deflate window that still reaches back over the whole block, so it compresses as
+ * the full 32 KiB window does: with a member per tar entry most blocks are small, and zlib sets up
+ * its window for every member.
+ */
+function windowBitsFor(length) {
+  return Math.min(15, Math.max(9, Math.ceil(Math.log2(length + 262))));
+}
+
+/**
+ * One gzip member of the block: stored when deflate does not pay, else deflated at the level. A
+ * stored member that starts a record (\`headed\`) keeps its header deflated: with one member per
+ * tar entry, a small photo would otherwise store its 512-byte header as is (measured on the bench
+ * tree: 2.8 MB of 817 MB).
+ */
+function member(block, level, adaptive, headed) {
   if (level === 0) return { bytes: storedMember(block), stored: true };
   if (!adaptive) return { bytes: deflatedMember(block, level), stored: false };
+  const stored = () => storedMember(block, headed ? deflatedHead(block, level) : undefined);
   if (block.length <= SAMPLE_BYTES * SAMPLES) {
     const deflated = deflatedMember(block, level);
-    // Framing (header + trailer) is the same either way: compare the payloads.
-    const payload = deflated.length - HEADER.length - TRAILER_BYTES;
-    if (payload < block.length * (1 - MIN_GAIN)) return { bytes: deflated, stored: false };
-    return { bytes: storedMember(block), stored: true };
+    const kept = stored();
+    if (deflated.length < kept.length * (1 - MIN_GAIN)) return { bytes: deflated, stored: false };
+    return { bytes: kept, stored: true };
   }
   return worthCompressing(block)
     ? { bytes: deflatedMember(block, level), stored: false }
-    : { bytes: storedMember(block), stored: true };
+    : { bytes: stored(), stored: true };
 }
 
 const { input, slotBytes, fault } = workerData;
@@ -124,8 +169,8 @@ parentPort.on('message', (job) => {
     const chunk = Buffer.from(input, job.slot * slotBytes, job.length);
     const members = [];
     let start = 0;
-    for (const end of job.ends) {
-      const m = member(chunk.subarray(start, end), job.level, job.adaptive);
+    for (const [k, end] of job.ends.entries()) {
+      const m = member(chunk.subarray(start, end), job.level, job.adaptive, job.heads[k]);
       members.push(m.bytes);
       sizes.push(m.bytes.length);
       crcs.push(crc64nvmeBase64(m.bytes));

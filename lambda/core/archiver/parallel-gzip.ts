@@ -148,12 +148,13 @@ class GzipPool {
 
   /**
    * Compresses the first `length` bytes of `slot` into members ending at `ends` (the last is
-   * `length`); the slot is released on reply.
+   * `length`; `heads[k]`: member k starts a record); the slot is released on reply.
    */
   compress(
     slot: number,
     length: number,
     ends: readonly number[],
+    heads: readonly boolean[],
     level: number,
     adaptive: boolean,
   ): Promise<JobResult> {
@@ -166,7 +167,7 @@ class GzipPool {
     const result = new Promise<JobResult>((resolve, reject) => {
       this.waiters.set(id, { worker, slot, resolve, reject });
     });
-    this.workers[worker].postMessage({ id, slot, length, ends, level, adaptive });
+    this.workers[worker].postMessage({ id, slot, length, ends, heads, level, adaptive });
     return result;
   }
 
@@ -241,6 +242,9 @@ export class ParallelGzip extends Transform {
   private slotStart = 0;
   /** Ends (in the slot) of the members already closed in the current slot. */
   private ends: number[] = [];
+  /** Whether each closed member of the slot starts at a cut; `openHeaded` for the open one. */
+  private heads: boolean[] = [];
+  private openHeaded = false;
   /** Input offsets where a member must start, ascending; `cutsHead` is the next one not yet reached. */
   private readonly cuts: number[] = [];
   private cutsHead = 0;
@@ -297,8 +301,10 @@ export class ParallelGzip extends Transform {
   }
 
   /**
-   * Starts a new member at input offset `offset`. It must not lie before input already received:
-   * call it before writing the bytes that start there. Offsets must not decrease.
+   * Starts a new member at input offset `offset`, where a record (a tar entry) starts: its first
+   * 512 bytes (the tar header) are deflated even when the rest of the member is stored. It must not
+   * lie before input already received: call it before writing the bytes that start there. Offsets
+   * must not decrease.
    */
   cutAt(offset: number): void {
     const last = this.cuts.length > this.cutsHead ? this.cuts[this.cuts.length - 1] : this.consumed;
@@ -340,7 +346,11 @@ export class ParallelGzip extends Transform {
     while (this.cutsHead < this.cuts.length && this.cuts[this.cutsHead] <= this.consumed) {
       this.cutsHead += 1;
       const openBytes = this.filled - (this.ends.length > 0 ? this.ends[this.ends.length - 1] : 0);
-      if (openBytes > 0) this.ends.push(this.filled);
+      if (openBytes > 0) {
+        this.ends.push(this.filled);
+        this.heads.push(this.openHeaded);
+      }
+      this.openHeaded = true;
     }
     // The queue only grows between members; drop what was passed now and then.
     if (this.cutsHead > 1024 && this.cutsHead * 2 > this.cuts.length) {
@@ -352,15 +362,28 @@ export class ParallelGzip extends Transform {
   private submit(): void {
     this.closeMemberAtCut();
     const ends = this.ends;
-    if (ends.length === 0 || ends[ends.length - 1] !== this.filled) ends.push(this.filled);
+    if (ends.length === 0 || ends[ends.length - 1] !== this.filled) {
+      ends.push(this.filled);
+      this.heads.push(this.openHeaded);
+      // The entry goes on in the next slot: its next member does not start at a cut.
+      this.openHeaded = false;
+    }
     const inputSizes = ends.map((end, i) => end - (i === 0 ? 0 : ends[i - 1]));
-    const result = this.pool.compress(this.slot as number, this.filled, ends, this.level, this.adaptive);
+    const result = this.pool.compress(
+      this.slot as number,
+      this.filled,
+      ends,
+      this.heads,
+      this.level,
+      this.adaptive,
+    );
     // Rejections are observed when the job is awaited in order; avoid an unhandled rejection meanwhile.
     result.catch(() => undefined);
     this.inFlight.push({ inputOffset: this.slotStart, inputSizes, result });
     this.slot = undefined;
     this.filled = 0;
     this.ends = [];
+    this.heads = [];
   }
 
   private async pushOldest(): Promise<void> {
