@@ -36,6 +36,8 @@ import { stagingPrefix } from '../sharding/sharded-backup.js';
 import { SyntheticFallbackError } from '../synthetic/errors.js';
 import {
   buildSyntheticFull,
+  estimateSyntheticWork,
+  FETCH_BYTES_PER_SECOND,
   type SyntheticBuilt,
   type SyntheticReport,
   type SyntheticSettings,
@@ -691,15 +693,17 @@ async function trySyntheticFull(
   for (const e of base.baseManifest.entries) if (e.type === 'file' && !present.has(e.path)) deleted += 1;
   const remainingMs = options.remainingMs?.();
   if (remainingMs !== undefined) {
-    // Only the changed files are read and compressed; copies run inside the store.
-    const changed = diffManifests(run.scan.entries, base.baseManifest).toArchive;
+    // The files read and compressed as today, plus the short runs fetched through this function;
+    // long runs are copied inside S3 (not counted).
+    const work = estimateSyntheticWork(run.scan.entries, base.baseManifest);
     const estimate = estimateBackup(
-      { files: changed.length, bytes: changed.reduce((sum, f) => sum + f.size, 0) },
+      { files: work.files.length, bytes: work.bytesToRead },
       { entries: run.scan.entries.length, elapsedMs: run.scanElapsedMs },
       options.timeModel,
     );
-    if (estimate.totalMs > remainingMs) {
-      const reason = `the changed files alone need ~${Math.round(estimate.totalMs / 1000)} s, ${Math.round(remainingMs / 1000)} s are left`;
+    const fetchMs = (work.bytesToFetch / FETCH_BYTES_PER_SECOND) * 1000;
+    if (estimate.totalMs + fetchMs > remainingMs) {
+      const reason = `a synthetic full would need ~${Math.round((estimate.totalMs + fetchMs) / 1000)} s (${work.files.length} files to read, ${work.bytesToFetch} bytes in runs too short to copy to fetch), ${Math.round(remainingMs / 1000)} s are left`;
       logger.info('normal full', { reason });
       return { reason, leftObjects: false };
     }

@@ -53,7 +53,7 @@ import type {
 import { stagingPrefix } from '../sharding/sharded-backup.js';
 import { assembleSynthetic } from './assemble.js';
 import { SyntheticFallbackError } from './errors.js';
-import { planSyntheticParts, type SyntheticSegment } from './part-plan.js';
+import { planSyntheticParts, S3_PART_LIMITS, type SyntheticSegment } from './part-plan.js';
 
 const gunzip = promisify(gunzipCb);
 
@@ -421,6 +421,53 @@ export function carriedEntries(
       carried.set(e.path, { archive: located.archive, range: located.range });
   }
   return carried;
+}
+
+/** Bytes a function moves per second when it fetches ranges and uploads them (assumed, not measured on AWS). */
+export const FETCH_BYTES_PER_SECOND = 100e6;
+
+/**
+ * What a synthetic full would do, before it starts: the files to read, and the carried bytes that S3
+ * could copy (runs of >= 5 MiB of one archive) or would have to fetch through the function (shorter
+ * runs). Uses S3's limits: the time check only exists where the store is S3 (Lambda).
+ */
+export function estimateSyntheticWork(
+  entries: readonly ScannedEntry[],
+  baseManifest: Manifest,
+  minCopyRunBytes = S3_PART_LIMITS.minPartBytes,
+): { files: ScannedFile[]; bytesToRead: number; bytesToCopy: number; bytesToFetch: number } {
+  const carried = carriedEntries(entries, baseManifest);
+  const files: ScannedFile[] = [];
+  let bytesToRead = 0;
+  let bytesToCopy = 0;
+  let bytesToFetch = 0;
+  let run: { archive: string; end: number; length: number } | undefined;
+  const closeRun = () => {
+    if (!run) return;
+    if (run.length >= minCopyRunBytes) bytesToCopy += run.length;
+    else bytesToFetch += run.length;
+    run = undefined;
+  };
+  for (const e of entries) {
+    const c = carried.get(e.path);
+    if (!c) {
+      closeRun();
+      if (e.type === 'file') {
+        files.push(e);
+        bytesToRead += e.size;
+      }
+      continue;
+    }
+    if (run && run.archive === c.archive && run.end === c.range.offset) {
+      run.end += c.range.length;
+      run.length += c.range.length;
+    } else {
+      closeRun();
+      run = { archive: c.archive, end: c.range.offset + c.range.length, length: c.range.length };
+    }
+  }
+  closeRun();
+  return { files, bytesToRead, bytesToCopy, bytesToFetch };
 }
 
 function segmentFrom(
