@@ -118,6 +118,8 @@ export async function syntheticBaseFor(input: {
   const { store, committed, settings } = input;
   const mode = settings.synthetic ?? 'auto';
   if (mode === false) return { reason: 'synthetic fulls are turned off' };
+  const base = committed.at(-1);
+  if (!base) return { reason: 'no committed backup to build on' };
   if (mode === 'auto' && input.requestedType !== 'auto') {
     return { reason: 'a full was requested (add --synthetic to build it from the store)' };
   }
@@ -130,8 +132,6 @@ export async function syntheticBaseFor(input: {
     throw new RangeError(`normalFullEvery must be a whole number >= 1 (got ${every})`);
   }
   if (every === 1) return { reason: 'every full is normal (normalFullEvery = 1)' };
-  const base = committed.at(-1);
-  if (!base) return { reason: 'no committed backup to build on' };
   // Every Nth full re-reads everything: count the synthetic fulls since the latest normal one.
   let syntheticInARow = 0;
   for (const entry of [...committed].reverse()) {
