@@ -10,6 +10,7 @@ import { Crc64Nvme } from '@aws-sdk/checksums/crc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ArchiveResult, type ByteRange, writeArchive } from '../../lambda/core/archiver/archive.js';
 import { runBackup } from '../../lambda/core/archiver/backup.js';
+import { type GzipMember, ParallelGzip } from '../../lambda/core/archiver/parallel-gzip.js';
 import type { ScannedEntry } from '../../lambda/core/archiver/scan.js';
 import { scanTree } from '../../lambda/core/archiver/scan.js';
 import { silentLogger } from '../../lambda/core/deps.js';
@@ -322,6 +323,47 @@ describe("backups record each stored file's range in the manifest", () => {
     const files = await checkRanges(store, storeDir);
     expect(new Set(files.map((f) => f.archive))).toEqual(new Set(result.parts.map((p) => p.key)));
   }, 60_000);
+});
+
+describe('ParallelGzip member cuts', () => {
+  it('starts a member at every cut and every slot end, and reports each in order with its CRC64NVME', async () => {
+    const members: GzipMember[] = [];
+    const gz = new ParallelGzip({ chunkBytes: 64 * 1024, workers: 2, onMember: (m) => members.push(m) });
+    const input = documentBytes(seededRandom(3), 200 * 1024);
+    const cuts = [0, 100, 5000, 70_000, 70_001, 150_000];
+    for (const c of cuts) gz.cutAt(c);
+    const out: Buffer[] = [];
+    gz.on('data', (c: Buffer) => out.push(c));
+    const done = new Promise((resolve, reject) => gz.on('end', resolve).on('error', reject));
+    for (let i = 0; i < input.length; i += 7001) gz.write(input.subarray(i, i + 7001));
+    gz.end();
+    await done;
+    const output = Buffer.concat(out);
+    // Cuts and every 64 KiB slot end: members never straddle either.
+    const starts = members.map((m) => m.inputOffset);
+    expect(starts).toEqual([0, 100, 5000, 65536, 70_000, 70_001, 131_072, 150_000, 196_608]);
+    let at = 0;
+    for (const m of members) {
+      expect(m.outputOffset).toBe(at);
+      const bytes = output.subarray(m.outputOffset, m.outputOffset + m.outputBytes);
+      expect(gunzipSync(bytes).equals(input.subarray(m.inputOffset, m.inputOffset + m.inputBytes))).toBe(
+        true,
+      );
+      expect(m.crc64nvme).toBe(await sdkCrc(bytes));
+      at += m.outputBytes;
+    }
+    expect(at).toBe(output.length);
+    expect(gz.stats.members).toBe(members.length);
+  });
+
+  it('refuses a cut behind input it already has', async () => {
+    const gz = new ParallelGzip({ workers: 1 });
+    await new Promise<void>((resolve) => gz.write(Buffer.alloc(1000), () => resolve()));
+    expect(() => gz.cutAt(500)).toThrow(
+      /gzip member cut at input offset 500 comes too late: input or cuts already reach offset 1000/,
+    );
+    gz.destroy();
+  });
 });
 
 describe('manifest file ranges', () => {
