@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { type Readable, Transform } from 'node:stream';
 import type { ObjectStore } from '../../store/types.js';
 import { Crc64NvmeHasher, crc64nvmeToBase64 } from '../archiver/crc64nvme.js';
@@ -436,7 +436,11 @@ async function verifyOne(
   }
   if (deep && problems.length === 0) {
     method = 'drill';
-    const hashing = hashingReads(store);
+    // An archive recorded without a sha256 (a synthetic full assembled in S3) is checked by CRC64NVME.
+    const hashing = hashingReads(store, async (key) => {
+      const owner = await reads.metadataOfArchive(key);
+      return digestKindOf(owner ? archiveRecordOf(owner, key) : undefined);
+    });
     try {
       const drill = await runRestore(
         { ...deps, store: hashing.store },
@@ -458,7 +462,7 @@ async function verifyOne(
         problems,
         label,
         key,
-        read?.complete && record.sha256 ? { sha256: read.sha256 } : await digestObject(store, key, record),
+        read?.complete ? read.digest : await digestObject(store, key, record),
         record,
       );
     }
@@ -467,8 +471,13 @@ async function verifyOne(
       for (const [key, read] of hashing.reads) {
         if (!read.complete) continue;
         const ownerMetadata = await reads.metadataOfArchive(key);
-        if (ownerMetadata && archiveRecordOf(ownerMetadata, key)?.sha256 === read.sha256)
-          archivesDeepVerified.push(key);
+        const record = ownerMetadata ? archiveRecordOf(ownerMetadata, key) : undefined;
+        if (!record) continue;
+        const matches =
+          record.sha256 !== undefined
+            ? record.sha256 === read.digest.sha256
+            : record.crc64nvme !== undefined && record.crc64nvme === read.digest.crc64nvme;
+        if (matches) archivesDeepVerified.push(key);
       }
     }
   }
@@ -512,23 +521,26 @@ function digestProblem(
  * The store with every `getStream` hashed as it is read, so a restore drill verifies each archive's
  * sha256 in the same download. `complete` only when the reader consumed the stream to its end.
  */
-function hashingReads(store: ObjectStore): {
+function hashingReads(
+  store: ObjectStore,
+  kindOf: (key: string) => Promise<keyof ArchiveDigest>,
+): {
   store: ObjectStore;
-  reads: Map<string, { sha256: string; complete: boolean }>;
+  reads: Map<string, { digest: ArchiveDigest; complete: boolean }>;
 } {
-  const reads = new Map<string, { sha256: string; complete: boolean }>();
+  const reads = new Map<string, { digest: ArchiveDigest; complete: boolean }>();
   const wrapped: ObjectStore = Object.create(store);
   wrapped.getStream = async (key: string): Promise<Readable> => {
     const source = await store.getStream(key);
-    const hash: Hash = createHash('sha256');
-    reads.set(key, { sha256: '', complete: false });
+    const digest = archiveDigester(await kindOf(key));
+    reads.set(key, { digest: {}, complete: false });
     const tap = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
-        hash.update(chunk);
+        digest.update(chunk);
         callback(null, chunk);
       },
       flush(callback) {
-        reads.set(key, { sha256: hash.digest('hex'), complete: true });
+        reads.set(key, { digest: digest.digest(), complete: true });
         callback();
       },
     });
@@ -755,7 +767,7 @@ export async function checkArchiveItem(
         `${label}: the metadata of backup ${holder.backupId} records no archive ${item.archiveKey}`,
       );
     }
-    const archiveHash = archiveDigester(record);
+    const archiveHash = archiveDigester(digestKindOf(record));
     const tap = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         archiveHash.update(chunk);
@@ -1014,17 +1026,22 @@ function isStoreFailure(error: unknown): boolean {
 
 /** Downloads an archive and computes the digest its record is checked by ({@link digestProblem}). */
 async function digestObject(store: ObjectStore, key: string, record: ArchiveRecord): Promise<ArchiveDigest> {
-  const digest = archiveDigester(record);
+  const digest = archiveDigester(digestKindOf(record));
   for await (const chunk of await store.getStream(key)) digest.update(chunk as Buffer);
   return digest.digest();
 }
 
-/** sha256 of the bytes, or CRC64NVME when the record has no sha256 (only one is computed). */
-function archiveDigester(record: ArchiveRecord | undefined): {
+/** The digest an archive is checked by: its sha256, or CRC64NVME when its record has none. */
+function digestKindOf(record: ArchiveRecord | undefined): keyof ArchiveDigest {
+  return record && record.sha256 === undefined ? 'crc64nvme' : 'sha256';
+}
+
+/** Computes one digest of the bytes (sha256, or CRC64NVME: {@link digestKindOf}). */
+function archiveDigester(kind: keyof ArchiveDigest): {
   update(chunk: Buffer): void;
   digest(): ArchiveDigest;
 } {
-  if (record && record.sha256 === undefined) {
+  if (kind === 'crc64nvme') {
     const crc = new Crc64NvmeHasher();
     return { update: (c) => crc.update(c), digest: () => ({ crc64nvme: crc64nvmeToBase64(crc.digest()) }) };
   }
