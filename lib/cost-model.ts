@@ -210,10 +210,20 @@ export interface CostInputs {
    */
   readonly changedFilesPerRun: number;
   /**
-   * Files per folder of the media tree. A synthetic full writes every folder entry fresh, so each
-   * folder also ends a copy run. Not measured (the bench tree has ~40-200).
+   * Files per folder of the media tree (each folder's entry precedes its files in the archive). Not
+   * measured (the bench tree has ~40-200).
    */
   readonly filesPerDirectory: number;
+  /**
+   * Share (0..1) of the changed files that were added, deleted or renamed rather than rewritten in
+   * place. Each of those sets its folder's mtime, so that folder's entry is no longer the one in the
+   * previous full: a synthetic full takes it from the incremental of the day it last changed, or
+   * writes it fresh when that was today, and either way it splits the copy run around it (a folder
+   * whose mode and mtime are unchanged is copied with its neighbours, lambda/core/archiver/plan.ts
+   * `locateFolderOrLink`). A rewrite through a temporary file and a rename (rsync's default) also
+   * changes the folder's mtime: count it here. Not measured.
+   */
+  readonly addedOrRemovedShare: number;
   /**
    * Wall time of one part request of a synthetic full (UploadPartCopy or UploadPart), s, with
    * {@link SYNTHETIC_CONCURRENCY} in flight: the Lambda waits while S3 copies. Not measured on AWS.
@@ -296,6 +306,7 @@ export const TODAY: CostInputs = {
   normalFullEvery: 4,
   changedFilesPerRun: 1,
   filesPerDirectory: 100,
+  addedOrRemovedShare: 0.5,
   syntheticPartRequestSeconds: 0.3,
   rangedGetSeconds: 0.05,
   syntheticFetchMBPerSecond: 100,
@@ -421,6 +432,11 @@ function validate(i: CostInputs): void {
       throw new CostInputError(`\`${key}\` must be a number > 0 (got ${i[key]}): fix the cost model's input`);
     }
   }
+  if (!(Number.isFinite(i.addedOrRemovedShare) && i.addedOrRemovedShare >= 0 && i.addedOrRemovedShare <= 1)) {
+    throw new CostInputError(
+      `\`addedOrRemovedShare\` must be a number from 0 to 1 (got ${i.addedOrRemovedShare}): fix the cost model's input`,
+    );
+  }
   if (i.dailyChurnPercent > 100) {
     throw new CostInputError(`\`dailyChurnPercent\` must be at most 100 (got ${i.dailyChurnPercent})`);
   }
@@ -461,7 +477,7 @@ const MIB = 2 ** 20;
 
 /** Part requests a synthetic full keeps in flight (lambda/core/synthetic/assemble.ts: 4). */
 export const SYNTHETIC_CONCURRENCY = 4;
-/** Bytes of a folder entry's gzip member (PAX header + tar header), written fresh. Not measured. */
+/** Bytes of a folder entry's gzip member (PAX header + tar header). Not measured. */
 export const DIRECTORY_ENTRY_BYTES = 1024;
 /** Days a staged object of fresh members is kept (BackupBucket `stagingExpirationDays`) + lifecycle rounding. */
 export const STAGING_BILLED_DAYS = 7 + LIFECYCLE_ROUNDING_DAYS;
@@ -495,6 +511,8 @@ export interface SyntheticFullLayout {
   readonly staging: number;
   /** Source bytes read from EFS and compressed: files changed since the last backup. */
   readonly freshFileBytes: number;
+  /** Folders of the simulated tree, and those whose mtime changed since the previous full. */
+  readonly folders?: { readonly count: number; readonly changed: number };
 }
 
 /** 32-bit seeded PRNG (mulberry32): the same inputs give the same layout, so the tables are stable. */
@@ -513,7 +531,10 @@ function seededRandom(seed: number): () => number {
  * The layout of the synthetic full at the end of one full interval, simulated file by file: each day
  * `dailyChurnPercent` of the files change, in groups of `changedFilesPerRun` neighbours at random places
  * (a later change wins); the full's day's changes are fresh, earlier ones sit in that day's
- * incremental, the rest in the previous full. Every folder entry and the end-of-archive are fresh.
+ * incremental, the rest in the previous full. A group is an addition or deletion with probability
+ * `addedOrRemovedShare`: it changes the mtime of the folders its files lie in, and each folder entry
+ * comes from where the folder last changed, as a file's (every archive holds every folder entry,
+ * lambda/core/archiver/plan.ts `entriesToPack`). The end-of-archive is fresh.
  */
 export function syntheticFullLayout(inputs: Partial<CostInputs> = {}, seed = 15): SyntheticFullLayout {
   const i: CostInputs = { ...TODAY, ...inputs };
@@ -525,6 +546,9 @@ export function syntheticFullLayout(inputs: Partial<CostInputs> = {}, seed = 15)
   const lastChange = days < 2 ** 16 ? new Uint16Array(files) : undefined;
   if (!lastChange) throw new CostInputError(`\`fullIntervalDays\` must be below 65536 (got ${days})`);
   const random = seededRandom(seed);
+  const folders = Math.ceil(files / i.filesPerDirectory);
+  // The day each folder's mtime last changed (0: as in the previous full).
+  const folderChange = new Uint16Array(folders);
   const run = Math.min(i.changedFilesPerRun, files);
   const perDay = (files * i.dailyChurnPercent) / 100 / run;
   for (let day = 1; day <= days; day += 1) {
@@ -533,9 +557,13 @@ export function syntheticFullLayout(inputs: Partial<CostInputs> = {}, seed = 15)
     for (let g = 0; g < groups; g += 1) {
       const start = Math.floor(random() * (files - run + 1));
       lastChange.fill(day, start, start + run);
+      if (random() < i.addedOrRemovedShare) {
+        const first = Math.floor(start / i.filesPerDirectory);
+        const last = Math.floor((start + run - 1) / i.filesPerDirectory);
+        folderChange.fill(day, first, last + 1);
+      }
     }
   }
-  const folders = Math.ceil(files / i.filesPerDirectory);
   const segments = new Float64Array(files + folders + 1);
   const sources = new Uint16Array(files + folders + 1);
   const sourceBytes = new Array<number>(days + 1).fill(0);
@@ -548,23 +576,34 @@ export function syntheticFullLayout(inputs: Partial<CostInputs> = {}, seed = 15)
     n += 1;
   };
   for (let f = 0; f < files; f += 1) {
-    if (f % i.filesPerDirectory === 0) push(days, DIRECTORY_ENTRY_BYTES);
+    if (f % i.filesPerDirectory === 0) {
+      push(folderChange[f / i.filesPerDirectory]!, DIRECTORY_ENTRY_BYTES);
+    }
     const day = lastChange[f]!;
     push(day, fileBytes);
     if (day === days) freshFileBytes += fileBytes / i.compressionRatio;
   }
   push(days, 64); // the end-of-archive member (1,024 zero bytes, gzipped)
   // The previous full held every file, the incrementals whatever changed on their day (later
-  // changes to the same file included): at least what this full takes from them.
+  // changes to the same file included) and every folder entry: at least what this full takes from them.
   // The previous full: the same tree, the same size (its folder entries and end-of-archive included).
   sourceBytes[0] = segments.reduce((total, bytes) => total + bytes, 0);
   for (let day = 1; day < days; day += 1) {
     sourceBytes[day] = Math.max(
       sourceBytes[day]!,
-      Math.round((i.treeGB * GIB * i.compressionRatio * i.dailyChurnPercent) / 100),
+      Math.round((i.treeGB * GIB * i.compressionRatio * i.dailyChurnPercent) / 100) +
+        folders * DIRECTORY_ENTRY_BYTES,
     );
   }
-  return { segments, sources, sourceBytes, staging: days, freshFileBytes };
+  const changed = folderChange.reduce((n, day) => n + (day > 0 ? 1 : 0), 0);
+  return {
+    segments,
+    sources,
+    sourceBytes,
+    staging: days,
+    freshFileBytes,
+    folders: { count: folders, changed },
+  };
 }
 
 /** What the planner makes of a layout: parts, and bytes and ranged reads by storage class of the source. */
@@ -1071,7 +1110,7 @@ export const SYNTHETIC_COST_TABLE_END = '<!-- synthetic-fulls-cost-table:end -->
 /** Tree sizes of the synthetic-fulls table, GB. */
 export const SYNTHETIC_TABLE_SIZES_GB = [50, 500] as const;
 
-/** Dollars for a table cell: cents, `<$0.01` for a non-zero trifle (as scripts/cost-table.ts). */
+/** Dollars for a table cell: cents, `<$0.01` for a non-zero trifle (also the main tables of scripts/cost-table.ts). */
 export function formatUsd(usd: number): string {
   if (usd === 0) return '$0';
   if (Math.abs(usd) < 0.005) return usd > 0 ? '<$0.01' : '>-$0.01';
@@ -1184,6 +1223,18 @@ export function renderSyntheticFullsCostTable(): string {
     usd(big.synthetic, 'efs-elastic-reads') -
     (big.normal.total - usd(big.normal, 'efs-elastic-reads'));
   const clustered = monthlyCost({ ...WITH_SYNTHETIC_FULLS, treeGB: big.treeGB, changedFilesPerRun: 25 });
+  // How much the folder entries matter: every change a rewrite in place (no folder mtime changes), or
+  // every change an addition, deletion or rename.
+  const fetchedWithShare = (addedOrRemovedShare: number, changedFilesPerRun: number) =>
+    fmt(
+      q(
+        monthlyCost({ ...WITH_SYNTHETIC_FULLS, treeGB: big.treeGB, addedOrRemovedShare, changedFilesPerRun }),
+        'syntheticFetchedGB',
+      ),
+    );
+  const bigFolders = syntheticFullLayout({ ...WITH_SYNTHETIC_FULLS, treeGB: big.treeGB }).folders!;
+  const invocation = (minutes: number) =>
+    minutes > 15 ? 'more than one 15-minute invocation' : 'within one 15-minute invocation';
   const bigPlan = syntheticFullFigures({ ...WITH_SYNTHETIC_FULLS, treeGB: big.treeGB }).plan;
   const fetchedOnlyUsd =
     q(big.synthetic, 'syntheticRuns') *
@@ -1200,9 +1251,18 @@ export function renderSyntheticFullsCostTable(): string {
     'Assumptions of the synthetic fulls (inputs of `monthlyCost`; the layout is simulated file by file with a fixed seed, ' +
       'and the parts are planned by the rules of `lambda/core/synthetic/part-plan.ts`):',
     '',
-    `- ${s.filesPerGB} files per GB; each day's changes are single files at random places (\`changedFilesPerRun\` ` +
-      `${s.changedFilesPerRun}: the most copy runs broken); every folder entry (one per ${s.filesPerDirectory} files) is ` +
-      'written fresh, so it ends a copy run too. A synthetic full reads from EFS the files changed since the last backup.',
+    `- ${s.filesPerGB} files per GB, ${s.filesPerDirectory} per folder; each day's changes are single files at random places ` +
+      `(\`changedFilesPerRun\` ${s.changedFilesPerRun}: the most copy runs broken), ${Math.round(s.addedOrRemovedShare * 100)}% of them ` +
+      `(\`addedOrRemovedShare\` ${s.addedOrRemovedShare}) additions, deletions or renames, which change their folder's mtime ` +
+      '(so does a rewrite through a temporary file and a rename, as rsync does by default). A folder entry whose mode and mtime ' +
+      'are as in the previous full is copied with its neighbours; one that changed since is taken from the incremental of the ' +
+      'day it last changed (or written fresh when that is today) and splits the copy run around it. Scattered changes touch ' +
+      `${Math.round((100 * bigFolders.changed) / bigFolders.count)}% of the folders in a full interval at ${big.treeGB} GB, ` +
+      'so this barely matters there: a synthetic full fetches ' +
+      `${fetchedWithShare(0, s.changedFilesPerRun)} GB through the Lambda with \`addedOrRemovedShare\` 0 (every change a rewrite in place), ` +
+      `${fetchedWithShare(1, s.changedFilesPerRun)} GB with 1; with changes 25 files at a time it matters more ` +
+      `(${fetchedWithShare(0, 25)} GB with 0, ${fetchedWithShare(1, 25)} GB with 1). A synthetic full reads from EFS the files changed since ` +
+      'the last backup (and any whose mode changed, whose archived tar header holds the old mode: not modeled).',
     '- Runs of at least 5 MiB from sources over 5 MB are copied (UploadPartCopy, parts up to 5 GiB), shorter ones fetched ' +
       'with ranged GETs into upload parts of 8 MiB (at least the archive / 10,000); above 10,000 parts the upload parts grow, then the copy threshold doubles until the plan fits, ' +
       `so more bytes are fetched: at ${big.treeGB} GB ${fmt(q(big.synthetic, 'syntheticFetchedGB'))} GB of ${big.treeGB} ` +
@@ -1217,10 +1277,10 @@ export function renderSyntheticFullsCostTable(): string {
       `${s.syntheticPartRequestSeconds} s per part request and ${s.rangedGetSeconds} s per ranged GET, ${SYNTHETIC_CONCURRENCY} at a time; ` +
       'S3 copies the rest server-side (not measured on AWS). A synthetic full writes the same tar.gz as a normal one: ' +
       'the same storage and verify reads.' +
-      (q(big.synthetic, 'syntheticRunMinutes') > 15
-        ? ` At ${big.treeGB} GB a synthetic full takes ~${fmt(q(big.synthetic, 'syntheticRunMinutes'))} min of Lambda time (` +
-          `~${fmt(q(clustered, 'syntheticRunMinutes'))} with changes 25 files at a time): more than one 15-minute invocation.`
-        : ''),
+      ` At ${big.treeGB} GB a synthetic full takes ~${fmt(q(big.synthetic, 'syntheticRunMinutes'))} min of Lambda time ` +
+      `(${invocation(q(big.synthetic, 'syntheticRunMinutes'))}), ~${fmt(q(clustered, 'syntheticRunMinutes'))} min with changes ` +
+      `25 files at a time (${invocation(q(clustered, 'syntheticRunMinutes'))}). A synthetic full is one archive and cannot be ` +
+      'split over shards: where it does not fit, read the normal-fulls column.',
     `- AWS Backup for EFS: the first full plus each day's changes for ${s.retentionDays} days at ` +
       `${formatUsd(PRICES.awsBackupEfsWarmGBMonth)}/GB-month warm storage; a restore costs ` +
       `${formatUsd(RESTORE_PRICES.awsBackupEfsWarmRestoreGB)}/GB (not in the monthly figures); what it reads from ` +

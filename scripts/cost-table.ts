@@ -1,7 +1,8 @@
 /**
- * Prints the README's cost tables from lib/cost-model.ts (`npm run costs`); with `--write`, replaces
- * the text between the cost-table markers in README.md instead. test/unit/cost-model.test.ts fails
- * when the README and this output differ.
+ * Prints the README's cost tables from lib/cost-model.ts (`npm run costs`): the main tables, then the
+ * synthetic-fulls table. With `--write`, replaces the text between the cost-table markers and between
+ * the synthetic-fulls-cost-table markers in README.md instead. test/unit/cost-model.test.ts and
+ * test/unit/cost-model-synthetic.test.ts fail when the README and this output differ.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -12,11 +13,16 @@ import {
   type CostBreakdown,
   type CostInputs,
   type CostItemId,
+  formatUsd,
   monthlyCost,
   PRICE_REGION,
   PRICES,
   PRICES_AS_OF,
   RESTORE_PRICES,
+  renderSyntheticFullsCostTable,
+  replaceSyntheticFullsCostTable,
+  SYNTHETIC_COST_TABLE_END,
+  SYNTHETIC_COST_TABLE_START,
   TODAY,
 } from '../lib/cost-model.js';
 
@@ -26,13 +32,6 @@ export const README_PATH = fileURLToPath(new URL('../README.md', import.meta.url
 
 /** Tree sizes of the main table, GB. */
 export const TABLE_SIZES_GB = [5, 50, 500] as const;
-
-/** Dollars for a table cell: cents, `<$0.01` for a non-zero trifle. */
-export function formatUsd(usd: number): string {
-  if (usd === 0) return '$0';
-  if (usd < 0.005) return '<$0.01';
-  return `$${usd.toFixed(2)}`;
-}
 
 /** A unit price: at least two decimals ($0.10, $0.0125). */
 function price(usd: number): string {
@@ -172,12 +171,18 @@ export function replaceBetweenMarkers(text: string, tables: string): string {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const tables = renderCostTables();
+  const synthetic = renderSyntheticFullsCostTable();
   if (process.argv.includes('--write')) {
-    writeFileSync(README_PATH, replaceBetweenMarkers(readFileSync(README_PATH, 'utf8'), tables));
+    const readme = readFileSync(README_PATH, 'utf8');
+    writeFileSync(
+      README_PATH,
+      replaceSyntheticFullsCostTable(replaceBetweenMarkers(readme, tables), synthetic),
+    );
     process.stdout.write(
-      `README.md: cost tables updated between ${COST_TABLE_START} and ${COST_TABLE_END}\n`,
+      `README.md: cost tables updated between ${COST_TABLE_START} and ${COST_TABLE_END}, ` +
+        `and between ${SYNTHETIC_COST_TABLE_START} and ${SYNTHETIC_COST_TABLE_END}\n`,
     );
   } else {
-    process.stdout.write(`${tables}\n`);
+    process.stdout.write(`${tables}\n\n${synthetic}\n`);
   }
 }

@@ -50,6 +50,11 @@ describe('the cost model plans a synthetic full as lambda/core/synthetic/part-pl
     ['50 GB, 25 files per change', { treeGB: 50, changedFilesPerRun: 25 }],
     ['500 GB, scattered changes (thresholds raised)', { treeGB: 500 }],
     ['500 GB, 25 files per change', { treeGB: 500, changedFilesPerRun: 25 }],
+    ['50 GB, every change a rewrite in place (no folder changes)', { treeGB: 50, addedOrRemovedShare: 0 }],
+    [
+      '500 GB, 25 files per change, every change adds or removes files',
+      { treeGB: 500, changedFilesPerRun: 25, addedOrRemovedShare: 1 },
+    ],
   ] as [string, Partial<CostInputs>][])('%s: the same parts and bytes', (_case, inputs) => {
     const layout = syntheticFullLayout({ ...WITH_SYNTHETIC_FULLS, ...inputs });
     const model = planSyntheticFullModel(layout)!;

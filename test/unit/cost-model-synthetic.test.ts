@@ -45,7 +45,7 @@ describe('the layout of a synthetic full (simulated file by file)', () => {
   const c = i.dailyChurnPercent / 100;
   const days = i.fullIntervalDays;
 
-  it('holds every file once, plus a fresh entry per folder and the end-of-archive', () => {
+  it('holds every file once, plus an entry per folder and the end-of-archive', () => {
     const files = i.treeGB * i.filesPerGB;
     const folders = Math.ceil(files / i.filesPerDirectory);
     // Files of whole bytes: the tree / files, rounded.
@@ -72,6 +72,77 @@ describe('the layout of a synthetic full (simulated file by file)', () => {
   it('is the same for the same inputs (a fixed seed): the README table is stable', () => {
     const again = syntheticFullLayout(i);
     expect(Array.from(again.sources)).toEqual(Array.from(layout.sources));
+  });
+});
+
+describe('folder entries in the layout: copied while their mtime is as in the previous full', () => {
+  /** Sources of each folder entry and of the files in it (a folder's entry precedes its files). */
+  function folders(layout: SyntheticFullLayout, filesPerDirectory: number) {
+    const out: { folder: number; files: number[] }[] = [];
+    for (let k = 0; k + 1 < layout.segments.length; k += filesPerDirectory + 1) {
+      const files = Array.from(layout.sources.subarray(k + 1, k + 1 + filesPerDirectory));
+      out.push({ folder: layout.sources[k]!, files });
+    }
+    return out;
+  }
+  const base = { ...WITH_SYNTHETIC_FULLS, treeGB: 50 };
+
+  it.each([1, 25])(
+    'every change a rewrite in place (changedFilesPerRun %i): every folder entry comes from the previous full',
+    (changedFilesPerRun) => {
+      const i = { ...base, changedFilesPerRun, addedOrRemovedShare: 0 };
+      const layout = syntheticFullLayout(i);
+
+      expect(folders(layout, i.filesPerDirectory).every((f) => f.folder === 0)).toBe(true);
+      expect(layout.folders).toEqual({ count: (i.treeGB * i.filesPerGB) / i.filesPerDirectory, changed: 0 });
+      // The staged object holds today's changed files and the end-of-archive, nothing else.
+      expect(bytesBySource(layout)[layout.staging]).toBe(layout.freshFileBytes * i.compressionRatio + 64);
+    },
+  );
+
+  it.each([1, 25])(
+    'every change an addition or deletion (changedFilesPerRun %i): a folder comes from where its latest changed file is',
+    (changedFilesPerRun) => {
+      const i = { ...base, changedFilesPerRun, addedOrRemovedShare: 1 };
+      const layout = syntheticFullLayout(i);
+
+      for (const f of folders(layout, i.filesPerDirectory)) {
+        expect(f.folder).toBe(Math.max(...f.files));
+      }
+      expect(layout.folders!.changed).toBeGreaterThan(0);
+    },
+  );
+
+  it('half of them additions: a folder never comes from a later day than its latest changed file; the share of folders changed follows the churn', () => {
+    const i = { ...WITH_SYNTHETIC_FULLS, treeGB: 500 };
+    const layout = syntheticFullLayout(i);
+    const all = folders(layout, i.filesPerDirectory);
+
+    expect(all.every((f) => f.folder <= Math.max(...f.files))).toBe(true);
+    expect(all.filter((f) => f.folder !== 0).length).toBe(layout.folders!.changed);
+    // Each day churn x files single-file changes, each an addition with probability 1/2, each in a
+    // given folder with probability 1 / folders: a folder stays untouched for the interval with
+    // probability exp(-share x churn x filesPerDirectory x days).
+    const untouched = Math.exp(
+      -i.addedOrRemovedShare * (i.dailyChurnPercent / 100) * i.filesPerDirectory * i.fullIntervalDays,
+    );
+    expect(1 - layout.folders!.changed / layout.folders!.count).toBeCloseTo(untouched, 1);
+  });
+
+  it('with changes 25 files at a time, the more of them add or remove files, the more a synthetic full fetches', () => {
+    const fetched = [0, 0.5, 1].map(
+      (addedOrRemovedShare) =>
+        syntheticFullFigures({
+          ...WITH_SYNTHETIC_FULLS,
+          treeGB: 500,
+          changedFilesPerRun: 25,
+          addedOrRemovedShare,
+        }).plan!,
+    );
+
+    expect(fetched[0]!.fetchedIaBytes).toBeLessThan(fetched[1]!.fetchedIaBytes);
+    expect(fetched[1]!.fetchedIaBytes).toBeLessThan(fetched[2]!.fetchedIaBytes);
+    expect(fetched[0]!.uploadParts).toBeLessThan(fetched[2]!.uploadParts);
   });
 });
 
@@ -253,6 +324,8 @@ describe('monthlyCost with synthetic fulls', () => {
     [{ normalFullEvery: 0 }, /`normalFullEvery` must be a whole number >= 1 \(got 0\)/],
     [{ changedFilesPerRun: 1.5 }, /`changedFilesPerRun` must be a whole number >= 1 \(got 1.5\)/],
     [{ filesPerDirectory: 0 }, /`filesPerDirectory` must be a whole number >= 1/],
+    [{ addedOrRemovedShare: 1.5 }, /`addedOrRemovedShare` must be a number from 0 to 1 \(got 1.5\)/],
+    [{ addedOrRemovedShare: -0.1 }, /`addedOrRemovedShare` must be a number from 0 to 1 \(got -0.1\)/],
     [{ syntheticFetchMBPerSecond: 0 }, /`syntheticFetchMBPerSecond` must be a number > 0/],
   ])('refuses %o, naming the input', (inputs, message) => {
     expect(() => monthlyCost({ ...WITH_SYNTHETIC_FULLS, ...inputs })).toThrow(message);
