@@ -268,6 +268,39 @@ describe('archive members: one entry per gzip member run (issue 15 format)', () 
   });
 });
 
+describe('archive members on many entries', () => {
+  it('keeps every range right past thousands of entries', async () => {
+    const root = await dirs.make('many-');
+    for (let d = 0; d < 30; d++) {
+      mkdirSync(path.join(root, `room-${d}`));
+      for (let f = 0; f < 80; f++)
+        writeFileSync(path.join(root, `room-${d}`, `msg-${f}.txt`), `message ${d}/${f}\n`);
+    }
+    const { entries } = await scanTree(root);
+    const parts: Buffer[] = [];
+    const result = await writeArchive({
+      root,
+      entries,
+      gzip: { workers: 2 },
+      sink: async (body) => {
+        for await (const c of body) parts.push(c as Buffer);
+      },
+    });
+    const archive = Buffer.concat(parts);
+    expect(entries).toHaveLength(30 * 81);
+    let at = 0;
+    for (const [i, e] of entries.entries()) {
+      const r = result.entryRanges[i] as ByteRange;
+      expect(r.offset).toBe(at);
+      const headers = tarHeaders(gunzipSync(archive.subarray(r.offset, r.offset + r.length)));
+      expect(headers.map((h) => h.name)).toEqual([e.type === 'dir' ? `${e.path}/` : e.path]);
+      at += r.length;
+    }
+    expect(result.endOfArchive.offset).toBe(at);
+    expect(result.crc64nvme).toBe(await sdkCrc(archive));
+  }, 60_000);
+});
+
 describe("backups record each stored file's range in the manifest", () => {
   /** Every file row of the newest backup: its range, cut from its archive, holds exactly that file. */
   async function checkRanges(store: FsObjectStore, storeDir: string): Promise<FileEntry[]> {

@@ -277,6 +277,11 @@ class MemberLedger {
     if (next !== undefined && next.tarOffset === m.inputOffset) {
       this.close();
       this.startsHead += 1;
+      // Entries passed are done with: keep the queue short on archives of a million entries.
+      if (this.startsHead >= 1024 && this.startsHead * 2 >= this.starts.length) {
+        this.starts.splice(0, this.startsHead);
+        this.startsHead = 0;
+      }
       this.open = { index: next.index, offset: m.outputOffset, length: 0, crc: m.crc64nvme };
     }
     const after = this.starts[this.startsHead];
