@@ -695,7 +695,14 @@ async function trySyntheticFull(
   if (remainingMs !== undefined) {
     // The files read and compressed as today, plus the short runs fetched through this function;
     // long runs are copied inside S3 (not counted).
-    const work = estimateSyntheticWork(run.scan.entries, base.baseManifest);
+    let work: ReturnType<typeof estimateSyntheticWork>;
+    try {
+      work = estimateSyntheticWork(run.scan.entries, base.baseManifest);
+    } catch (error) {
+      const reason = error instanceof SyntheticFallbackError ? error.reason : errorMessage(error);
+      logger.info('normal full', { reason });
+      return { reason, leftObjects: false };
+    }
     const estimate = estimateBackup(
       { files: work.files.length, bytes: work.bytesToRead },
       { entries: run.scan.entries.length, elapsedMs: run.scanElapsedMs },
@@ -703,7 +710,7 @@ async function trySyntheticFull(
     );
     const fetchMs = (work.bytesToFetch / FETCH_BYTES_PER_SECOND) * 1000;
     if (estimate.totalMs + fetchMs > remainingMs) {
-      const reason = `a synthetic full would need ~${Math.round((estimate.totalMs + fetchMs) / 1000)} s (${work.files.length} files to read, ${work.bytesToFetch} bytes in runs too short to copy to fetch), ${Math.round(remainingMs / 1000)} s are left`;
+      const reason = `a synthetic full would need ~${Math.round((estimate.totalMs + fetchMs) / 1000)} s (${work.files.length} files to read; ${work.bytesToFetch} bytes to fetch and upload itself: runs too short for S3 to copy, and the fresh entries), ${Math.round(remainingMs / 1000)} s are left`;
       logger.info('normal full', { reason });
       return { reason, leftObjects: false };
     }

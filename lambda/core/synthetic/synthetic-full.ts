@@ -426,48 +426,57 @@ export function carriedEntries(
 /** Bytes a function moves per second when it fetches ranges and uploads them (assumed, not measured on AWS). */
 export const FETCH_BYTES_PER_SECOND = 100e6;
 
+/** A CRC that only fills the field: the estimate's plan never checks bytes. */
+const NO_CRC = 'AAAAAAAAAAA=';
+/** Per-entry tar overhead of a fresh file in the estimate (header + padding + PAX, upper bound). */
+const ESTIMATED_ENTRY_OVERHEAD = 3 * 512;
+
 /**
- * What a synthetic full would do, before it starts: the files to read, and the carried bytes that S3
- * could copy (runs of >= 5 MiB of one archive) or would have to fetch through the function (shorter
- * runs). Uses S3's limits: the time check only exists where the store is S3 (Lambda).
+ * What a synthetic full would do, before it starts: the files to read, and, from a part plan with
+ * S3's limits over the carried ranges and the fresh entries' estimated sizes (stored, not compressed:
+ * an upper bound), the bytes S3 would copy and those the function would fetch and upload itself
+ * (short runs, the staged fresh bytes, and whatever the 10,000-part limit pushes out of the copies).
+ * Used for the time check, which only exists where the store is S3 (Lambda).
  */
 export function estimateSyntheticWork(
   entries: readonly ScannedEntry[],
   baseManifest: Manifest,
-  minCopyRunBytes = S3_PART_LIMITS.minPartBytes,
-): { files: ScannedFile[]; bytesToRead: number; bytesToCopy: number; bytesToFetch: number } {
+): { files: ScannedFile[]; bytesToRead: number; bytesToCopy: number; bytesToFetch: number; parts: number } {
   const carried = carriedEntries(entries, baseManifest);
   const files: ScannedFile[] = [];
+  const staging = 'staging/estimate';
+  const layout: { source: string; offset: number; length: number }[] = [];
+  let staged = 0;
   let bytesToRead = 0;
-  let bytesToCopy = 0;
-  let bytesToFetch = 0;
-  let run: { archive: string; end: number; length: number } | undefined;
-  const closeRun = () => {
-    if (!run) return;
-    if (run.length >= minCopyRunBytes) bytesToCopy += run.length;
-    else bytesToFetch += run.length;
-    run = undefined;
-  };
   for (const e of entries) {
     const c = carried.get(e.path);
-    if (!c) {
-      closeRun();
-      if (e.type === 'file') {
-        files.push(e);
-        bytesToRead += e.size;
-      }
+    if (c) {
+      layout.push({ source: c.archive, offset: c.range.offset, length: c.range.length });
       continue;
     }
-    if (run && run.archive === c.archive && run.end === c.range.offset) {
-      run.end += c.range.length;
-      run.length += c.range.length;
-    } else {
-      closeRun();
-      run = { archive: c.archive, end: c.range.offset + c.range.length, length: c.range.length };
+    const length = (e.type === 'file' ? e.size : 0) + ESTIMATED_ENTRY_OVERHEAD;
+    if (e.type === 'file') {
+      files.push(e);
+      bytesToRead += e.size;
     }
+    layout.push({ source: staging, offset: staged, length });
+    staged += length;
   }
-  closeRun();
-  return { files, bytesToRead, bytesToCopy, bytesToFetch };
+  layout.push({ source: staging, offset: staged, length: 1024 });
+  // Source sizes are not known before pinning: the end of the last range read from each is a lower bound.
+  const ends = new Map<string, number>();
+  for (const l of layout) ends.set(l.source, Math.max(ends.get(l.source) ?? 0, l.offset + l.length));
+  const plan = planSyntheticParts(
+    layout.map((l) => ({ ...l, crc64nvme: NO_CRC, sourceBytes: ends.get(l.source) as number })),
+    S3_PART_LIMITS,
+  );
+  return {
+    files,
+    bytesToRead,
+    bytesToCopy: plan.bytesCopied,
+    bytesToFetch: plan.bytesFetched,
+    parts: plan.copyParts + plan.uploadParts,
+  };
 }
 
 function segmentFrom(
