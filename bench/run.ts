@@ -11,6 +11,7 @@
  *   BENCH_EFS=1 npm run bench              # adds the EFS-like section (bench/efs.ts, latency FUSE)
  *   BENCH_EFS=1 BENCH_ONLY_EFS=1 npm run bench   # only the EFS-like section
  *   BENCH_ONLY_SHARDS=1 npm run bench      # only the shard section (bench/shards.ts); BENCH_SHARDS=0 skips it
+ *   BENCH_ONLY_SYNTHETIC=1 npm run bench   # only the synthetic-full section (bench/synthetic.ts); BENCH_SYNTHETIC=0 skips it
  *
  * Environment: BENCH_DIR (work folder), BENCH_BYTES (tree size), BENCH_RUNS (repetitions, median
  * reported), BENCH_SEED (tree seed), BENCH_PEERS=0 (skip the pigz/restic/borg peers), BENCH_S3=0
@@ -56,6 +57,7 @@ import {
   type ToolStatus,
 } from './peers.js';
 import { runShardBench } from './shards.js';
+import { runSyntheticBench } from './synthetic.js';
 import {
   CLI,
   CLI_NODE_ARGS,
@@ -406,6 +408,23 @@ async function runShardSection(config: BenchConfig): Promise<void> {
   });
 }
 
+/** The synthetic-full section (bench/synthetic.ts, issue 15): the same generator, at two sizes. */
+async function runSyntheticSection(config: BenchConfig): Promise<void> {
+  const treeAt = (dir: string, treeBytes: number) => {
+    const c = { ...config, dir, treeBytes };
+    mkdirSync(dir, { recursive: true });
+    const files = planTree(c.seed, treeBytes);
+    ensureTree(c, files);
+    return { root: treeRoot(c), files: files.length, bytes: files.reduce((sum, f) => sum + f.size, 0) };
+  };
+  await runSyntheticBench({
+    dir: config.dir,
+    seed: config.seed,
+    tree: treeAt(config.dir, config.treeBytes),
+    treeOfBytes: (bytes) => treeAt(path.join(config.dir, `synthetic-tree-${bytes}`), bytes),
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -417,6 +436,10 @@ async function main(): Promise<void> {
   }
   if (process.env.BENCH_ONLY_SHARDS === '1') {
     await runShardSection(config);
+    return;
+  }
+  if (process.env.BENCH_ONLY_SYNTHETIC === '1') {
+    await runSyntheticSection(config);
     return;
   }
   const fileCount = process.env.BENCH_FILE_COUNT;
@@ -1051,6 +1074,7 @@ async function main(): Promise<void> {
   };
   console.log(`BENCH_JSON ${JSON.stringify(summary)}`);
   if (process.env.BENCH_SHARDS !== '0') await runShardSection(config);
+  if (process.env.BENCH_SYNTHETIC !== '0') await runSyntheticSection(config);
   if (process.env.BENCH_EFS === '1') await runEfsBench(config.dir);
 }
 
