@@ -222,6 +222,8 @@ async function expectFellBack(chain: Chain, result: BackupSucceeded, attemptKey:
     chain.incremental.backupId,
     result.backupId,
   ]);
+  // The attempt's multipart upload was aborted: nothing is left to bill or to clean up.
+  expect(await chain.store.listLeftovers()).toEqual([]);
   // The normal full read the whole tree and restores it byte-exact.
   expect(result.changedFiles).toBe(result.files);
   await expectRestores(chain.store, result.backupId, chain.source);
@@ -264,6 +266,9 @@ describe('a synthetic full on S3 (copy server + strict fake, checksums on)', () 
     expect(parts.filter((p) => p.kind === 'upload').length).toBe(report.uploadParts);
     const copied = parts.filter((p) => p.kind === 'copy').reduce((sum, p) => sum + p.length, 0);
     expect(copied).toBe(report.bytesCopied);
+    // Both archives of the chain are copied from (the incremental holds the rewritten lecture).
+    expect(new Set(parts.map((p) => p.source?.key).filter(Boolean))).toEqual(new Set(report.sources));
+    expect(await chain.store.listLeftovers()).toEqual([]);
     // Nothing was refused for this chain: no part too small, no failed precondition or checksum.
     expect(refusalsOf(chain.prefix)).toEqual([]);
   });
@@ -545,7 +550,9 @@ describe('a synthetic full on S3 that cannot be built falls back to a normal ful
       expect((await chain.store.head(attemptKey))?.size).toBeGreaterThan(0);
       expect(await committedIds(chain.store)).toEqual([chain.first.backupId, chain.incremental.backupId]);
 
-      const next = await chain.backup({ type: 'full', synthetic: true });
+      // `auto` on the full day (8 days after the full): synthetic by default.
+      const next = await chain.backup();
+      expect(next.type).toBe('full');
       expect(next.synthetic).toBeDefined();
       expect(keysFor('full', next.backupId).archive).not.toBe(attemptKey);
       expect(await committedIds(chain.store)).toEqual([
