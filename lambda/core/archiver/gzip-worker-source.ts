@@ -12,13 +12,13 @@ import { CRC64NVME_WORKER_SOURCE } from './crc64nvme.js';
  * adaptive }: `ends` are the ends of the members to cut from the chunk (offsets in the slot,
  * ascending, the last one `length`), so a member never holds bytes of two tar entries while one
  * message still carries up to a chunk of small entries; `heads[k]` is true when member k starts a
- * tar entry (its first 512 bytes are a header). The worker replies { id, output, sizes, stored, crcs }: `output` is
- * the members laid end to end (its ArrayBuffer transferred, not copied), `sizes[k]` member k's gzip
- * bytes, `stored` how many were written as stored blocks, `crcs[k]` member k's CRC64NVME (base64,
- * as S3 writes it), so every member's checksum is computed off the main thread. On failure it
- * replies { id, error }. The slot is free again once the reply is received. `fault` exists only for
- * tests: { after, kind: 'throw' | 'exit' } fails the job after `after` successful ones, either by
- * throwing inside the job or by ending the thread.
+ * tar entry (its first 512 bytes are a header). The worker replies { id, output, sizes, stored,
+ * crcs }: `output` is the members laid end to end (its ArrayBuffer transferred, not copied),
+ * `sizes[k]` member k's gzip bytes, `stored` how many were written as stored blocks, `crcs[k]`
+ * member k's CRC64NVME (base64, as S3 writes it), so every member's checksum is computed off the
+ * main thread. On failure it replies { id, error }. The slot is free again once the reply is
+ * received. `fault` exists only for tests: { after, kind: 'throw' | 'exit' } fails the job after
+ * `after` successful ones, either by throwing inside the job or by ending the thread.
  *
  * Adaptive storing: four 8 KiB samples are deflated at level 1; a chunk whose samples shrink by less
  * than 8% (JPEG, PNG, MP4, DOCX/XLSX, which are zip files) is written as a stored member, which costs
@@ -38,11 +38,7 @@ const MIN_GAIN = 0.08;
 // Deflate output never exceeds its input by more than ~0.03% + a few bytes (zlib's deflateBound).
 const DEFLATE_SLACK = 64 * 1024;
 
-/**
- * Whether deflate is worth its CPU for this block. A block no larger than the samples (a small tar
- * entry) is simply deflated at its level and kept when it shrank enough: sampling it first would
- * deflate it twice.
- */
+/** Whether deflate is worth its CPU for a block larger than the samples. */
 function worthCompressing(block) {
   let sampled = 0;
   let compressed = 0;
@@ -79,12 +75,14 @@ function deflatedHead(block, level) {
     chunkSize: 2 * HEAD_BYTES,
     finishFlush: zlib.constants.Z_SYNC_FLUSH,
   });
-  return deflated.length < HEAD_BYTES - 32 ? { bytes: HEAD_BYTES, deflated } : { bytes: 0, deflated: EMPTY };
+  if (deflated.length >= HEAD_BYTES - 32) return { bytes: 0, deflated: EMPTY };
+  return { bytes: HEAD_BYTES, deflated };
 }
 
 /**
- * One gzip member holding deflate "stored" blocks (after the deflated head, when given): built by hand into one exact-size buffer (so it
- * can be transferred as is), with no compressor state and no intermediate output chunks.
+ * One gzip member holding deflate "stored" blocks (after the deflated head, when given): built by
+ * hand into one exact-size buffer (so it can be transferred as is), with no compressor state and no
+ * intermediate output chunks.
  */
 function storedMember(block, head) {
   const from = head ? head.bytes : 0;
@@ -135,8 +133,9 @@ function windowBitsFor(length) {
 /**
  * One gzip member of the block: stored when deflate does not pay, else deflated at the level. A
  * stored member that starts a record (\`headed\`) keeps its header deflated: with one member per
- * tar entry, a small photo would otherwise store its 512-byte header as is (measured on the bench
- * tree: 2.8 MB of 817 MB).
+ * tar entry, a small photo would otherwise store its 512-byte header as is (bench tree: 1.8 MB of
+ * 815 MB). A block no larger than the samples (a small tar entry) is simply deflated at its level
+ * and kept when it shrank enough: sampling it first would deflate it twice.
  */
 function member(block, level, adaptive, headed) {
   if (level === 0) return { bytes: storedMember(block), stored: true };
@@ -144,6 +143,9 @@ function member(block, level, adaptive, headed) {
   const stored = () => storedMember(block, headed ? deflatedHead(block, level) : undefined);
   if (block.length <= SAMPLE_BYTES * SAMPLES) {
     const deflated = deflatedMember(block, level);
+    // Smaller than any stored form could be by the margin: no need to build one.
+    const storedAtLeast = HEADER.length + TRAILER_BYTES + block.length - HEAD_BYTES;
+    if (deflated.length < storedAtLeast * (1 - MIN_GAIN)) return { bytes: deflated, stored: false };
     const kept = stored();
     if (deflated.length < kept.length * (1 - MIN_GAIN)) return { bytes: deflated, stored: false };
     return { bytes: kept, stored: true };

@@ -221,8 +221,9 @@ class GzipPool {
  * Compresses a byte stream as a series of independent gzip members on a pool of worker threads,
  * emitted strictly in input order. A member ends every `chunkBytes` of input and at every offset
  * given to `cutAt` (the archive writer cuts at each tar entry, so a range of members is a
- * self-contained run of entries); members cut short by `cutAt` share a worker message. A concatenation of gzip members is one valid gzip file (RFC 1952
- * section 2.2): GNU gzip/tar, pigz, Python and Node read it as one stream.
+ * self-contained run of entries); the members of one slot share a worker message, so small entries
+ * cost no message each. A concatenation of gzip members is one valid gzip file (RFC 1952 section
+ * 2.2): GNU gzip/tar, pigz, Python and Node read it as one stream.
  * Memory is bounded: 2 chunks per worker + 1 live in shared slots, and the readable side's
  * backpressure holds back input (Transform does not take more while its output buffer is full).
  * A worker that throws or dies fails the stream with a GzipWorkerError.
@@ -352,7 +353,7 @@ export class ParallelGzip extends Transform {
       }
       this.openHeaded = true;
     }
-    // The queue only grows between members; drop what was passed now and then.
+    // Drop the cuts already passed now and then, so the queue stays short.
     if (this.cutsHead > 1024 && this.cutsHead * 2 > this.cuts.length) {
       this.cuts.splice(0, this.cutsHead);
       this.cutsHead = 0;
