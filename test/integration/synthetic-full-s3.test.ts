@@ -6,7 +6,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { Crc64Nvme } from '@aws-sdk/checksums/crc';
-import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BackupOptions, type BackupSucceeded, runBackup } from '../../lambda/core/archiver/backup.js';
 import { runVerify } from '../../lambda/core/checker/verify.js';
@@ -301,6 +301,18 @@ describe('a synthetic full on S3 (copy server + strict fake, checksums on)', () 
     expect(metadata.archive?.crc64nvme).toMatch(/^[A-Za-z0-9+/]{11}=$/);
     expect(metadata.archive?.bytes).toBe(synthetic.archiveBytes);
     expect((await chain.store.headChecksum(archiveKey))?.crc64nvme).toBe(metadata.archive?.crc64nvme);
+    // Stored like every archive (infrequent access), the staging object of fresh entries STANDARD.
+    const storageClassOf = async (key: string) =>
+      (
+        await chain.store.client.send(
+          new HeadObjectCommand({ Bucket: chain.store.bucket, Key: chain.prefix + key }),
+        )
+      ).StorageClass ?? 'STANDARD';
+    expect(await storageClassOf(archiveKey)).toBe(
+      await storageClassOf(keysFor('full', chain.first.backupId).archive),
+    );
+    expect(await storageClassOf(archiveKey)).toBe('STANDARD_IA');
+    expect(await storageClassOf(freshStagingKey(synthetic.backupId))).toBe('STANDARD');
     const manifest = await decodeManifest(
       (await chain.store.get(keysFor('full', synthetic.backupId).manifest)) as Buffer,
       'synthetic',
