@@ -254,10 +254,13 @@ export class MediaFileSystem extends Construct {
 
 /**
  * Object actions the functions call through the S3 endpoint: GetObject (and HeadObject),
- * PutObject (and the multipart upload steps), AbortMultipartUpload, ListParts.
+ * GetObjectVersion (a synthetic full's UploadPartCopy and ranged GETs of pinned versions: without it
+ * the endpoint would deny them in the demo VPC although the role allows them), PutObject (and the
+ * multipart upload steps), AbortMultipartUpload, ListParts.
  */
 export const S3_ENDPOINT_OBJECT_ACTIONS = [
   's3:GetObject',
+  's3:GetObjectVersion',
   's3:PutObject',
   's3:AbortMultipartUpload',
   's3:ListMultipartUploadParts',

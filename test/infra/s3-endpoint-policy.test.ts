@@ -42,7 +42,14 @@ describe('the demo VPC S3 gateway endpoint', () => {
           Sid: 'BackupStoreObjects',
           Effect: 'Allow',
           Principal: { AWS: '*' },
-          Action: ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts'],
+          Action: [
+            's3:GetObject',
+            // A synthetic full's copies and ranged reads of pinned versions.
+            's3:GetObjectVersion',
+            's3:PutObject',
+            's3:AbortMultipartUpload',
+            's3:ListMultipartUploadParts',
+          ],
           Resource: { 'Fn::Join': ['', [bucketArn, '/media-backups/*']] },
         },
         {
