@@ -39,6 +39,8 @@ const PARTIAL_MARK = '.partial-';
 export class FsObjectStore implements ObjectStore {
   readonly url: string;
   readonly localPath: string;
+  /** The folder assembly computes CRC64NVME of every byte it writes and refuses a mismatch. */
+  readonly checksAssembledCrc = true;
 
   constructor(readonly root: string) {
     this.root = checkStoreRoot(root);

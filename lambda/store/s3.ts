@@ -182,6 +182,11 @@ export class S3ObjectStore implements ObjectStore {
   private readonly kmsKeyId: string | undefined;
   /** Ask S3 for a full-object CRC64NVME on every archive and read it back (off for s3rver). */
   private readonly fullObjectChecksums: boolean;
+
+  /** S3 checks an assembled object's CRC64NVME on CompleteMultipartUpload only with checksums on. */
+  get checksAssembledCrc(): boolean {
+    return this.fullObjectChecksums;
+  }
   private readonly queueSize: number;
   /** Timeouts of each request attempt (they also go into error hints). */
   readonly timeouts: { readonly connectMs: number; readonly idleMs: number };

@@ -255,6 +255,12 @@ export interface ObjectStore {
   getRange?(key: string, offset: number, length: number, pin?: SourcePin): Promise<Buffer>;
   /** Size and identity (ETag, version) of an object, to pin copies from it; undefined when missing. */
   pinSource?(key: string): Promise<SourcePin | undefined>;
+  /**
+   * Whether an assembled object's full-object CRC64NVME is checked before it becomes visible (S3 with
+   * checksums on; the folder store computes it). A synthetic full is only built where it is: without
+   * the check a source damaged in a copied range would be committed unnoticed.
+   */
+  readonly checksAssembledCrc?: boolean;
   /** Starts an object assembled from uploaded parts and in-store range copies ({@link Assembly}). */
   assemble?(key: string, options?: AssembleOptions): Promise<Assembly>;
 }

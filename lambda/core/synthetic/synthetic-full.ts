@@ -127,6 +127,11 @@ export async function syntheticBaseFor(input: {
   if (!store.assemble || !store.getRange || !store.pinSource) {
     return { reason: `store ${store.url} cannot copy byte ranges` };
   }
+  if (!store.checksAssembledCrc) {
+    return {
+      reason: `store ${store.url} does not check an assembled object's CRC64NVME (S3 checksums are off): a byte damaged in a copied range would go unnoticed`,
+    };
+  }
   const every = settings.normalFullEvery ?? DEFAULT_NORMAL_FULL_EVERY;
   if (!Number.isInteger(every) || every < 1) {
     throw new RangeError(`normalFullEvery must be a whole number >= 1 (got ${every})`);
