@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import { type FileHandle, open, rm, stat } from 'node:fs/promises';
 import { crc64nvme, crc64nvmeCombine, crc64nvmeToBase64 } from '../core/archiver/crc64nvme.js';
+import { Crc64NvmeWorkers } from '../core/archiver/crc64nvme-workers.js';
 import {
   type Assembly,
   type AssemblyExpectation,
@@ -225,7 +226,12 @@ export interface FsAssemblyOptions {
   /** Moves the finished temp file into place (link: EEXIST -> ObjectExistsError). */
   commit(): Promise<void>;
   readonly signal?: AbortSignal;
+  /** Compute the sha256 of the assembled file too. @default true */
+  readonly sha256?: boolean;
 }
+
+/** Chunks of one range copy whose CRC64NVME may be computing in the workers at once (memory bound). */
+const CRC_CHUNKS_IN_FLIGHT = 4;
 
 /**
  * An object assembled in a temporary file next to its key ({@link FsObjectStore.assemble}): parts are
@@ -241,7 +247,9 @@ export class FsAssembly implements Assembly {
   private readonly parts = new Map<number, FsPart>();
   private readonly claimed = new Set<number>();
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly sha256: OrderedSha256;
+  private readonly sha256: OrderedSha256 | undefined;
+  /** The CRC64NVME of copied bytes runs on worker threads, beside this thread's reads and writes. */
+  private readonly crcWorkers = new Crc64NvmeWorkers();
   private failure: { readonly error: unknown } | undefined;
   private completing: Promise<AssemblyResult> | undefined;
   private completed = false;
@@ -254,7 +262,7 @@ export class FsAssembly implements Assembly {
     private readonly options: FsAssemblyOptions,
     private readonly fh: FileHandle,
   ) {
-    this.sha256 = new OrderedSha256(fh);
+    this.sha256 = options.sha256 === false ? undefined : new OrderedSha256(fh);
     if (options.signal?.aborted) this.fail(options.signal.reason);
     else options.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
@@ -268,13 +276,13 @@ export class FsAssembly implements Assembly {
 
   /** Bytes the sha256 had to read back from the temporary file (parts written ahead of the hash). */
   get bytesReread(): number {
-    return this.sha256.bytesReread;
+    return this.sha256?.bytesReread ?? 0;
   }
 
   uploadPart(partNumber: number, offset: number, body: Buffer): Promise<void> {
     return this.track(partNumber, offset, body.length, async () => {
       await writeFully(this.fh, body, body.length, offset);
-      this.sha256.written(offset, body, body.length);
+      this.sha256?.written(offset, body, body.length);
       return crc64nvme(body);
     });
   }
@@ -291,18 +299,30 @@ export class FsAssembly implements Assembly {
       const from = this.options.sourceOf(source.key);
       const input = await openSource(from, source);
       try {
-        const buffer = Buffer.allocUnsafe(Math.min(COPY_CHUNK_BYTES, Math.max(length, 1)));
+        // Each chunk's CRC64NVME is computed by a worker (its buffer transferred there) while this
+        // thread reads and writes the next ones; the chunks' CRCs are combined in order.
+        const jobs: { crc: Promise<bigint>; length: number }[] = [];
         let crc = 0n;
+        const settleOldest = async () => {
+          const job = jobs.shift() as (typeof jobs)[number];
+          crc = crc64nvmeCombine(crc, await job.crc, job.length);
+        };
         for (let done = 0; done < length; ) {
           if (this.stopped) throw this.failure?.error;
-          const n = Math.min(buffer.length, length - done);
+          const n = Math.min(COPY_CHUNK_BYTES, length - done);
+          const buffer = Buffer.allocUnsafeSlow(n);
           const got = await readFully(input, buffer, n, sourceOffset + done);
           if (got < n) throw shortRead(from, sourceOffset, length, done + got);
           await writeFully(this.fh, buffer, n, offset + done);
-          crc = crc64nvme(buffer.subarray(0, n), crc);
-          this.sha256.written(offset + done, buffer, n);
+          this.sha256?.written(offset + done, buffer, n);
+          const job = { crc: this.crcWorkers.crc(buffer, n), length: n };
+          // Observed in order below; a copy that fails first must not leave it unhandled.
+          job.crc.catch(() => undefined);
+          jobs.push(job);
+          if (jobs.length >= CRC_CHUNKS_IN_FLIGHT) await settleOldest();
           done += n;
         }
+        while (jobs.length > 0) await settleOldest();
         // Rewritten in place while it was copied: the copy may mix two versions.
         await checkPinned(input, from, source);
         return crc;
@@ -343,7 +363,8 @@ export class FsAssembly implements Assembly {
           { note: 'nothing was stored under this key' },
         );
       }
-      const sha256 = await this.sha256.digest(expected.bytes);
+      const sha256 = await this.sha256?.digest(expected.bytes);
+      await this.crcWorkers.close();
       await this.fh.sync();
       const size = (await this.fh.stat()).size;
       if (size !== expected.bytes) {
@@ -358,7 +379,7 @@ export class FsAssembly implements Assembly {
       await this.options.commit();
       this.completed = true;
       this.options.signal?.removeEventListener('abort', this.onAbort);
-      return { key: this.options.key, bytes: size, crc64nvme, sha256 };
+      return { key: this.options.key, bytes: size, crc64nvme, ...(sha256 ? { sha256 } : {}) };
     } catch (error) {
       this.fail(error);
       throw error;
@@ -376,6 +397,7 @@ export class FsAssembly implements Assembly {
     this.stopped = true;
     await Promise.allSettled([...this.inFlight]);
     if (this.completing) await this.completing.catch(() => undefined);
+    await this.crcWorkers.close();
     if (this.completed) return;
     await this.fh.close().catch(() => undefined);
     await rm(this.options.temp, { force: true });

@@ -156,6 +156,7 @@ export class FsObjectStore implements ObjectStore {
       sourceOf: (sourceKey) => this.sourceOf(sourceKey),
       commit: () => this.commit(key, temp, target),
       signal: options.signal,
+      sha256: options.sha256,
     });
   }
 

@@ -132,6 +132,11 @@ export interface AssembleOptions {
   readonly contentType?: string;
   /** Aborts the assembly: requests in flight are cancelled and nothing becomes visible. */
   readonly signal?: AbortSignal;
+  /**
+   * Also compute the object's sha256 where the store reads every byte anyway (the folder store).
+   * S3 never does (the bytes stay in S3). @default true
+   */
+  readonly sha256?: boolean;
 }
 
 /** What {@link Assembly.complete} expects the assembled object to be. */

@@ -296,7 +296,14 @@ export async function buildSyntheticFull(input: BuildSyntheticInput): Promise<Sy
   }
   segments.push(segmentFrom(stagingKey, staged.endOfArchive, pins));
 
-  const assembly = await store.assemble(input.archiveKey, { tier: 'archive', signal: input.signal });
+  // No sha256 even where the store could compute it (the folder store reads every byte): hashing
+  // twice made the assembly the synthetic full's largest cost; the CRC64NVME, checked before the
+  // commit, identifies the archive as it does on S3, and verify compares it.
+  const assembly = await store.assemble(input.archiveKey, {
+    tier: 'archive',
+    signal: input.signal,
+    sha256: false,
+  });
   let plan: ReturnType<typeof planSyntheticParts>;
   try {
     plan = planSyntheticParts(segments, assembly);
