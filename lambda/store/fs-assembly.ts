@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import { type FileHandle, open, rm, stat } from 'node:fs/promises';
 import { crc64nvme, crc64nvmeCombine, crc64nvmeToBase64 } from '../core/archiver/crc64nvme.js';
-import { Crc64NvmeWorkers } from '../core/archiver/crc64nvme-workers.js';
+import { Crc64NvmeWorkers, type CrcResult } from '../core/archiver/crc64nvme-workers.js';
 import {
   type Assembly,
   type AssemblyExpectation,
@@ -301,16 +301,20 @@ export class FsAssembly implements Assembly {
       try {
         // Each chunk's CRC64NVME is computed by a worker (its buffer transferred there) while this
         // thread reads and writes the next ones; the chunks' CRCs are combined in order.
-        const jobs: { crc: Promise<bigint>; length: number }[] = [];
+        const jobs: { crc: Promise<CrcResult>; length: number }[] = [];
+        const free: Buffer[] = [];
         let crc = 0n;
         const settleOldest = async () => {
           const job = jobs.shift() as (typeof jobs)[number];
-          crc = crc64nvmeCombine(crc, await job.crc, job.length);
+          const done = await job.crc;
+          crc = crc64nvmeCombine(crc, done.crc, job.length);
+          free.push(done.buffer);
         };
+        const chunkBytes = Math.min(COPY_CHUNK_BYTES, length);
         for (let done = 0; done < length; ) {
           if (this.stopped) throw this.failure?.error;
-          const n = Math.min(COPY_CHUNK_BYTES, length - done);
-          const buffer = Buffer.allocUnsafeSlow(n);
+          const n = Math.min(chunkBytes, length - done);
+          const buffer = free.pop() ?? Buffer.allocUnsafeSlow(chunkBytes);
           const got = await readFully(input, buffer, n, sourceOffset + done);
           if (got < n) throw shortRead(from, sourceOffset, length, done + got);
           await writeFully(this.fh, buffer, n, offset + done);

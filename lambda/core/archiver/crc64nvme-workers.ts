@@ -14,21 +14,29 @@ const { parentPort } = require('node:worker_threads');
 ${CRC64NVME_WORKER_SOURCE}
 parentPort.on('message', (job) => {
   try {
-    parentPort.postMessage({ id: job.id, crc: crc64nvmeBase64(Buffer.from(job.buffer, 0, job.length)) });
+    const crc = crc64nvmeBase64(Buffer.from(job.buffer, 0, job.length));
+    // The memory goes back to the caller, who reuses it: no buffer waits for this thread's GC.
+    parentPort.postMessage({ id: job.id, crc, buffer: job.buffer }, [job.buffer]);
   } catch (error) {
     parentPort.postMessage({ id: job.id, error: String((error && error.stack) || error) });
   }
 });
 `;
 
-type Reply = { id: number; crc: string } | { id: number; error: string };
+/** A chunk's CRC64NVME and its memory, handed back. */
+export interface CrcResult {
+  readonly crc: bigint;
+  readonly buffer: Buffer;
+}
+
+type Reply = { id: number; crc: string; buffer: ArrayBuffer } | { id: number; error: string };
 
 export class Crc64NvmeWorkers {
   private readonly workers: Worker[] = [];
   private readonly load: number[] = [];
   private readonly waiting = new Map<
     number,
-    { worker: number; resolve(crc: bigint): void; reject(error: Error): void }
+    { worker: number; resolve(result: CrcResult): void; reject(error: Error): void }
   >();
   private nextId = 0;
   private failure: Error | undefined;
@@ -51,10 +59,11 @@ export class Crc64NvmeWorkers {
   }
 
   /**
-   * CRC64NVME of `buffer[0, length)`. The buffer's memory is transferred to the worker: the caller
-   * must not use it afterwards, and it must own its whole ArrayBuffer (Buffer.allocUnsafeSlow).
+   * CRC64NVME of `buffer[0, length)`. The buffer's memory is transferred to the worker and comes back
+   * with the result (`buffer`, to reuse): the caller must not use the one it passed, and it must own
+   * its whole ArrayBuffer (Buffer.allocUnsafeSlow).
    */
-  crc(buffer: Buffer, length: number): Promise<bigint> {
+  crc(buffer: Buffer, length: number): Promise<CrcResult> {
     if (this.failure) return Promise.reject(this.failure);
     if (buffer.byteOffset !== 0 || buffer.buffer.byteLength !== buffer.length) {
       return Promise.reject(new RangeError('Crc64NvmeWorkers.crc needs a buffer that owns its memory'));
@@ -65,7 +74,7 @@ export class Crc64NvmeWorkers {
     // A worker with work keeps the process alive (the caller awaits its answer); idle, it does not.
     this.workers[worker].ref();
     const id = this.nextId++;
-    const result = new Promise<bigint>((resolve, reject) =>
+    const result = new Promise<CrcResult>((resolve, reject) =>
       this.waiting.set(id, { worker, resolve, reject }),
     );
     const memory = buffer.buffer as ArrayBuffer;
@@ -87,7 +96,7 @@ export class Crc64NvmeWorkers {
     this.load[waiter.worker] -= 1;
     if (this.load[waiter.worker] === 0) this.workers[waiter.worker].unref();
     if ('error' in reply) waiter.reject(new Error(`CRC64NVME worker failed: ${reply.error}`));
-    else waiter.resolve(crc64nvmeFromBase64(reply.crc));
+    else waiter.resolve({ crc: crc64nvmeFromBase64(reply.crc), buffer: Buffer.from(reply.buffer) });
   }
 
   private fail(error: Error): void {

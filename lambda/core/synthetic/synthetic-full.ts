@@ -123,7 +123,7 @@ export async function syntheticBaseFor(input: {
   if (mode === 'auto' && input.requestedType !== 'auto') {
     return { reason: 'a full was requested (add --synthetic to build it from the store)' };
   }
-  if (input.rehashAll) return { reason: 'every file is re-read and re-hashed (--rehash-all)' };
+  if (input.rehashAll) return { reason: 'every file is re-read and re-hashed (--rehash)' };
   if (!store.assemble || !store.getRange || !store.pinSource) {
     return { reason: `store ${store.url} cannot copy byte ranges` };
   }
@@ -311,6 +311,15 @@ export async function buildSyntheticFull(input: BuildSyntheticInput): Promise<Sy
     await assembly.abort().catch(() => undefined);
     throw error;
   }
+  input.logger.info('synthetic full planned', {
+    backupId: input.backupId,
+    bytes: plan.bytes,
+    copyParts: plan.copyParts,
+    uploadParts: plan.uploadParts,
+    bytesCopied: plan.bytesCopied,
+    bytesFetched: plan.bytesFetched,
+    sources: pins.size,
+  });
   const assembled = await assembleSynthetic({
     store,
     assembly,
