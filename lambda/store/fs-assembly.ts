@@ -3,14 +3,13 @@ import type { BigIntStats } from 'node:fs';
 import { type FileHandle, open, rm, stat } from 'node:fs/promises';
 import { crc64nvme, crc64nvmeCombine, crc64nvmeToBase64 } from '../core/archiver/crc64nvme.js';
 import { Crc64NvmeWorkers, type CrcResult } from '../core/archiver/crc64nvme-workers.js';
+import { PartTrackedAssembly, type TrackedPart } from './assembly-parts.js';
 import {
   type Assembly,
   type AssemblyExpectation,
   type AssemblyResult,
   checkByteRange,
-  checkPart,
   ObjectNotFoundError,
-  partsInOrder,
   SourceChangedError,
   type SourcePin,
   StoreConfigError,
@@ -208,13 +207,6 @@ class OrderedSha256 {
   }
 }
 
-interface FsPart {
-  readonly offset: number;
-  readonly length: number;
-  /** CRC64NVME of the part's bytes, combined in part order at complete. */
-  readonly crc: bigint;
-}
-
 export interface FsAssemblyOptions {
   readonly key: string;
   /** The temporary `*.partial-*` file next to the target (found by the leftover sweep if we die). */
@@ -239,14 +231,12 @@ const CRC_CHUNKS_IN_FLIGHT = 4;
  * {@link COPY_CHUNK_BYTES}) and every byte's CRC64NVME and sha256 are computed on the way, so complete
  * can refuse a result that is not what the plan expected before linking it into place.
  */
-export class FsAssembly implements Assembly {
+export class FsAssembly extends PartTrackedAssembly<bigint> implements Assembly {
   readonly minPartBytes = 0;
   readonly maxPartBytes = Number.MAX_SAFE_INTEGER;
   readonly maxParts = Number.MAX_SAFE_INTEGER;
   readonly minCopySourceBytes = 0;
-  private readonly parts = new Map<number, FsPart>();
-  private readonly claimed = new Set<number>();
-  private readonly inFlight = new Set<Promise<void>>();
+  protected readonly location: string;
   private readonly sha256: OrderedSha256 | undefined;
   /** The CRC64NVME of copied bytes runs on worker threads, beside this thread's reads and writes. */
   private readonly crcWorkers = new Crc64NvmeWorkers();
@@ -256,21 +246,18 @@ export class FsAssembly implements Assembly {
    * fresh 8 MiB allocation almost every time. At most parts in flight x CRC_CHUNKS_IN_FLIGHT exist.
    */
   private readonly copyBuffers: Buffer[] = [];
-  private failure: { readonly error: unknown } | undefined;
-  private completing: Promise<AssemblyResult> | undefined;
-  private completed = false;
   private aborting: Promise<void> | undefined;
   /** Set once the assembly failed or was aborted: copies stop at their next chunk. */
   private stopped = false;
-  private readonly onAbort = (): void => this.fail(this.options.signal?.reason);
 
   private constructor(
     private readonly options: FsAssemblyOptions,
     private readonly fh: FileHandle,
   ) {
+    super();
+    this.location = options.location;
     this.sha256 = options.sha256 === false ? undefined : new OrderedSha256(fh);
-    if (options.signal?.aborted) this.fail(options.signal.reason);
-    else options.signal?.addEventListener('abort', this.onAbort, { once: true });
+    this.watch(options.signal);
   }
 
   static async start(options: FsAssemblyOptions): Promise<FsAssembly> {
@@ -341,58 +328,37 @@ export class FsAssembly implements Assembly {
     });
   }
 
-  complete(expected: AssemblyExpectation): Promise<AssemblyResult> {
-    if (this.completing) {
-      return Promise.reject(
-        new StoreConfigError(`complete() of ${this.options.location} was already called`),
+  protected async completeParts(
+    expected: AssemblyExpectation,
+    parts: readonly TrackedPart<bigint>[],
+  ): Promise<AssemblyResult> {
+    const { location } = this;
+    let crc = 0n;
+    for (const part of parts) crc = crc64nvmeCombine(crc, part.value, part.length);
+    const crc64nvme = crc64nvmeToBase64(crc);
+    if (crc64nvme !== expected.crc64nvme) {
+      throw new StoreRequestError(
+        'complete',
+        location,
+        `the assembled bytes have CRC64NVME ${crc64nvme}; ${expected.crc64nvme} was expected`,
+        { note: 'nothing was stored under this key' },
       );
     }
-    this.completing = this.completeOnce(expected);
-    return this.completing;
-  }
-
-  private async completeOnce(expected: AssemblyExpectation): Promise<AssemblyResult> {
-    const { location } = this.options;
-    try {
-      this.checkUsable();
-      if (this.inFlight.size > 0) {
-        throw new StoreConfigError(
-          `complete() of ${location} called while ${this.inFlight.size} part(s) are still being written: await every part first`,
-        );
-      }
-      const parts = partsInOrder(this.parts, expected.bytes, location);
-      let crc = 0n;
-      for (const part of parts) crc = crc64nvmeCombine(crc, part.crc, part.length);
-      const crc64nvme = crc64nvmeToBase64(crc);
-      if (crc64nvme !== expected.crc64nvme) {
-        throw new StoreRequestError(
-          'complete',
-          location,
-          `the assembled bytes have CRC64NVME ${crc64nvme}; ${expected.crc64nvme} was expected`,
-          { note: 'nothing was stored under this key' },
-        );
-      }
-      const sha256 = await this.sha256?.digest(expected.bytes);
-      await this.crcWorkers.close();
-      await this.fh.sync();
-      const size = (await this.fh.stat()).size;
-      if (size !== expected.bytes) {
-        throw new StoreRequestError(
-          'complete',
-          location,
-          `the temporary file has ${size} bytes; ${expected.bytes} were assembled`,
-          { note: 'nothing was stored under this key' },
-        );
-      }
-      await this.fh.close();
-      await this.options.commit();
-      this.completed = true;
-      this.options.signal?.removeEventListener('abort', this.onAbort);
-      return { key: this.options.key, bytes: size, crc64nvme, ...(sha256 ? { sha256 } : {}) };
-    } catch (error) {
-      this.fail(error);
-      throw error;
+    const sha256 = await this.sha256?.digest(expected.bytes);
+    await this.crcWorkers.close();
+    await this.fh.sync();
+    const size = (await this.fh.stat()).size;
+    if (size !== expected.bytes) {
+      throw new StoreRequestError(
+        'complete',
+        location,
+        `the temporary file has ${size} bytes; ${expected.bytes} were assembled`,
+        { note: 'nothing was stored under this key' },
+      );
     }
+    await this.fh.close();
+    await this.options.commit();
+    return { key: this.options.key, bytes: size, crc64nvme, ...(sha256 ? { sha256 } : {}) };
   }
 
   abort(): Promise<void> {
@@ -401,7 +367,7 @@ export class FsAssembly implements Assembly {
   }
 
   private async abortOnce(): Promise<void> {
-    this.options.signal?.removeEventListener('abort', this.onAbort);
+    this.unwatch();
     this.failure ??= { error: new StoreConfigError(`the assembly of ${this.options.location} was aborted`) };
     this.stopped = true;
     await Promise.allSettled([...this.inFlight]);
@@ -410,50 +376,6 @@ export class FsAssembly implements Assembly {
     if (this.completed) return;
     await this.fh.close().catch(() => undefined);
     await rm(this.options.temp, { force: true });
-  }
-
-  private fail(error: unknown): void {
-    if (this.completed) return;
-    this.failure ??= { error };
-    this.abort().catch(() => undefined);
-  }
-
-  private checkUsable(): void {
-    if (this.failure) throw this.failure.error;
-    if (this.completing || this.completed) {
-      throw new StoreConfigError(`the assembly of ${this.options.location} is already being completed`);
-    }
-  }
-
-  private track(
-    partNumber: number,
-    offset: number,
-    length: number,
-    write: () => Promise<bigint>,
-  ): Promise<void> {
-    const task = (async () => {
-      try {
-        this.checkUsable();
-        checkPart(this.options.location, partNumber, offset, this.maxParts);
-        if (this.claimed.has(partNumber)) {
-          throw new StoreConfigError(`part ${partNumber} of ${this.options.location} was already written`);
-        }
-        this.claimed.add(partNumber);
-        const crc = await write();
-        this.parts.set(partNumber, { offset, length, crc });
-      } catch (error) {
-        // A part stopped because another failed (or the signal fired) reports that first failure.
-        if (this.failure) throw this.failure.error;
-        this.fail(error);
-        throw error;
-      }
-    })();
-    this.inFlight.add(task);
-    const settled = (): void => {
-      this.inFlight.delete(task);
-    };
-    task.then(settled, settled);
-    return task;
   }
 }
 

@@ -22,6 +22,7 @@ import {
   UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { PartTrackedAssembly, type TrackedPart } from './assembly-parts.js';
 import {
   acquireLease,
   type LeaseBackend,
@@ -36,7 +37,6 @@ import {
   type AssemblyResult,
   assertSafeKey,
   checkByteRange,
-  checkPart,
   isReplaceableKey,
   type Leftover,
   type LockHandle,
@@ -44,7 +44,6 @@ import {
   ObjectNotFoundError,
   type ObjectStore,
   type PutOptions,
-  partsInOrder,
   type RemoveLeftoversOptions,
   removableLeftovers,
   SourceChangedError,
@@ -1104,33 +1103,21 @@ interface S3AssemblyContext {
   headChecksum(): Promise<{ size: number; crc64nvme?: string } | undefined>;
 }
 
-interface S3Part {
-  readonly offset: number;
-  readonly length: number;
-  readonly completed: CompletedPart;
-}
-
 /** One multipart upload being assembled ({@link S3ObjectStore.assemble}). */
-class S3Assembly implements Assembly {
+class S3Assembly extends PartTrackedAssembly<CompletedPart> implements Assembly {
   readonly minPartBytes = S3_MIN_PART_SIZE;
   readonly maxPartBytes = S3_MAX_PART_SIZE;
   readonly maxParts = S3_MAX_PARTS;
   readonly minCopySourceBytes = S3_MIN_COPY_SOURCE_BYTES;
-  private readonly parts = new Map<number, S3Part>();
-  private readonly claimed = new Set<number>();
-  private readonly inFlight = new Set<Promise<void>>();
-  /** The first failure: later calls fail with it, and the upload is aborted. */
-  private failure: { readonly error: unknown } | undefined;
-  private completing: Promise<AssemblyResult> | undefined;
-  private completed = false;
+  protected readonly location: string;
   private aborting: Promise<void> | undefined;
   /** Cancels the requests in flight once the assembly failed or was aborted. */
   private readonly stopper = new AbortController();
-  private readonly onAbort = (): void => this.fail(this.ctx.signal?.reason);
 
   constructor(private readonly ctx: S3AssemblyContext) {
-    if (ctx.signal?.aborted) this.fail(ctx.signal.reason);
-    else ctx.signal?.addEventListener('abort', this.onAbort, { once: true });
+    super();
+    this.location = ctx.location;
+    this.watch(ctx.signal);
   }
 
   uploadPart(partNumber: number, offset: number, body: Buffer): Promise<void> {
@@ -1221,63 +1208,48 @@ class S3Assembly implements Assembly {
     });
   }
 
-  complete(expected: AssemblyExpectation): Promise<AssemblyResult> {
-    if (this.completing) {
-      return Promise.reject(new StoreConfigError(`complete() of ${this.ctx.location} was already called`));
-    }
-    this.completing = this.completeOnce(expected);
-    return this.completing;
-  }
-
-  private async completeOnce(expected: AssemblyExpectation): Promise<AssemblyResult> {
+  protected async completeParts(
+    expected: AssemblyExpectation,
+    tracked: readonly TrackedPart<CompletedPart>[],
+  ): Promise<AssemblyResult> {
     const { ctx } = this;
+    const parts = tracked.map((part) => part.value);
     try {
-      this.checkUsable();
-      if (this.inFlight.size > 0) {
-        throw new StoreConfigError(
-          `complete() of ${ctx.location} called while ${this.inFlight.size} part(s) are still being written: await every part first`,
-        );
-      }
-      const parts = partsInOrder(this.parts, expected.bytes, ctx.location).map((part) => part.completed);
-      try {
-        await ctx.client.send(
-          new CompleteMultipartUploadCommand({
-            Bucket: ctx.bucket,
-            Key: ctx.objectKey,
-            UploadId: ctx.uploadId,
-            MultipartUpload: { Parts: parts },
-            // Backup history is created, never replaced: 412 when the key exists.
-            IfNoneMatch: '*',
-            ...(ctx.checksums
-              ? { ChecksumCRC64NVME: expected.crc64nvme, ChecksumType: 'FULL_OBJECT' as const }
-              : {}),
-          }),
-        );
-      } catch (error) {
-        // The answer may have been lost after S3 stored the object (a retry then meets our own
-        // object and gets 412): it is ours when it has exactly the expected size and CRC64NVME.
-        const stored = ctx.checksums ? await ctx.headChecksum().catch(() => undefined) : undefined;
-        const ours =
-          stored !== undefined && stored.size === expected.bytes && stored.crc64nvme === expected.crc64nvme;
-        if (!ours) {
-          if (isPreconditionFailed(error)) throw new ObjectExistsError(ctx.location, { cause: error });
-          throw ctx.requestError(
-            'CompleteMultipartUpload',
-            ctx.objectKey,
-            error,
-            errorName(error) === 'BadDigest'
-              ? `the assembled bytes do not have the expected CRC64NVME ${expected.crc64nvme}: nothing was stored under this key`
-              : 'not counted as written',
-          );
-        }
-      }
-      this.completed = true;
-      ctx.signal?.removeEventListener('abort', this.onAbort);
-      return await this.checkStored(expected);
+      await ctx.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: ctx.bucket,
+          Key: ctx.objectKey,
+          UploadId: ctx.uploadId,
+          MultipartUpload: { Parts: parts },
+          // Backup history is created, never replaced: 412 when the key exists.
+          IfNoneMatch: '*',
+          ...(ctx.checksums
+            ? { ChecksumCRC64NVME: expected.crc64nvme, ChecksumType: 'FULL_OBJECT' as const }
+            : {}),
+        }),
+      );
     } catch (error) {
-      this.fail(error);
-      throw error;
+      // The answer may have been lost after S3 stored the object (a retry then meets our own
+      // object and gets 412): it is ours when it has exactly the expected size and CRC64NVME.
+      const stored = ctx.checksums ? await ctx.headChecksum().catch(() => undefined) : undefined;
+      const ours =
+        stored !== undefined && stored.size === expected.bytes && stored.crc64nvme === expected.crc64nvme;
+      if (!ours) {
+        if (isPreconditionFailed(error)) throw new ObjectExistsError(ctx.location, { cause: error });
+        throw ctx.requestError(
+          'CompleteMultipartUpload',
+          ctx.objectKey,
+          error,
+          errorName(error) === 'BadDigest'
+            ? `the assembled bytes do not have the expected CRC64NVME ${expected.crc64nvme}: nothing was stored under this key`
+            : 'not counted as written',
+        );
+      }
     }
+    // The upload is complete: nothing to abort any more, whatever the check below finds.
+    this.completed = true;
+    this.unwatch();
+    return await this.checkStored(expected);
   }
 
   /** HEAD after Complete: the object at the key has the expected size and (when kept) CRC64NVME. */
@@ -1319,7 +1291,7 @@ class S3Assembly implements Assembly {
 
   private async abortOnce(): Promise<void> {
     const { ctx } = this;
-    ctx.signal?.removeEventListener('abort', this.onAbort);
+    this.unwatch();
     this.failure ??= { error: new StoreConfigError(`the assembly of ${ctx.location} was aborted`) };
     // A copy of a 5 GiB part takes a while: cancel what is in flight, then wait for it to settle
     // (a part landing after AbortMultipartUpload would keep the upload billed).
@@ -1340,52 +1312,6 @@ class S3Assembly implements Assembly {
         "its parts stay billed until the next backup's leftover sweep or the bucket's lifecycle rule removes them",
       );
     }
-  }
-
-  /** Stops the assembly after its first failure (or the abort signal) and aborts the upload. */
-  private fail(error: unknown): void {
-    if (this.completed) return;
-    this.failure ??= { error };
-    this.abort().catch(() => undefined);
-  }
-
-  private checkUsable(): void {
-    if (this.failure) throw this.failure.error;
-    if (this.completing || this.completed) {
-      throw new StoreConfigError(`the assembly of ${this.ctx.location} is already being completed`);
-    }
-  }
-
-  /** Runs one part's write: checks it, records it, and turns any failure into the assembly's. */
-  private track(
-    partNumber: number,
-    offset: number,
-    length: number,
-    write: () => Promise<CompletedPart>,
-  ): Promise<void> {
-    const task = (async () => {
-      try {
-        this.checkUsable();
-        checkPart(this.ctx.location, partNumber, offset, this.maxParts);
-        if (this.claimed.has(partNumber)) {
-          throw new StoreConfigError(`part ${partNumber} of ${this.ctx.location} was already written`);
-        }
-        this.claimed.add(partNumber);
-        const completed = await write();
-        this.parts.set(partNumber, { offset, length, completed });
-      } catch (error) {
-        // A part cancelled because another failed (or the signal fired) reports that first failure.
-        if (this.failure) throw this.failure.error;
-        this.fail(error);
-        throw error;
-      }
-    })();
-    this.inFlight.add(task);
-    const settled = (): void => {
-      this.inFlight.delete(task);
-    };
-    task.then(settled, settled);
-    return task;
   }
 }
 
