@@ -374,7 +374,7 @@ async function backupLocked(
         committed,
         scan,
         entries: built.entries,
-        skipped: [...scan.skipped, ...built.skipped],
+        skipped: scan.skipped.concat(built.skipped),
         archive: built.archive,
         changed: built.changed,
         deleted: attempt.deleted,
@@ -480,14 +480,12 @@ async function backupLocked(
   const fileEntries = new Map<string, FileEntry>(plan.unchanged);
   const baseFiles = new Map<string, FileEntry>();
   for (const e of decision.baseManifest?.entries ?? []) if (e.type === 'file') baseFiles.set(e.path, e);
-  const archiveSkipped: SkippedPath[] = [];
   for (const s of archive.skipped) {
     // Keep the last good version of a file that changed under us, so the restore point still has it.
     const previous = baseFiles.get(s.path);
     if (previous) fileEntries.set(s.path, previous);
-    archiveSkipped.push({ path: s.path, reason: previous ? `${s.reason}; previous version kept` : s.reason });
+    skipped.push({ path: s.path, reason: previous ? `${s.reason}; previous version kept` : s.reason });
   }
-  skipped.push(...archiveSkipped);
   for (const f of archive.files) fileEntries.set(f.path, { ...f, type: 'file', archive: keys.archive });
   // Folders and links: where an identical tar entry sits (the base's when unchanged, else ours).
   const baseOthers = new Map<string, ManifestEntry>();
