@@ -1,3 +1,5 @@
+import { smallestFittingPartSize } from '../lambda/core/synthetic/part-plan.js';
+
 /**
  * Monthly AWS cost of a media-backup deployment, from list prices, for a given tree size and policy;
  * and the cost of AWS Backup for EFS under the same retention, for comparison.
@@ -663,7 +665,7 @@ export function planSyntheticFullModel(layout: SyntheticFullLayout): SyntheticPl
   }
 }
 
-/** part-plan.ts `smallestFittingTarget`: the smallest upload part size whose estimate fits 10,000 parts. */
+/** part-plan.ts `smallestFittingTarget` over the model's layout: the smallest upload part size that fits 10,000 parts. */
 function smallestFittingTarget(
   layout: SyntheticFullLayout,
   starts: readonly number[],
@@ -671,7 +673,6 @@ function smallestFittingTarget(
   from: number,
 ): number | undefined {
   const L = SYNTHETIC_PART_LIMITS;
-  const clamp = (t: number) => Math.min(L.maxPartBytes, Math.max(t, L.minPartBytes, 1));
   let copyParts = 0;
   const stretches: number[] = [];
   let stretch = 0;
@@ -685,22 +686,7 @@ function smallestFittingTarget(
     } else stretch += length;
   }
   if (stretch > 0) stretches.push(stretch);
-  const fits = (target: number) => {
-    let parts = copyParts;
-    for (const s of stretches) parts += Math.max(1, Math.ceil(s / target));
-    return parts <= L.maxParts;
-  };
-  const longest = stretches.reduce((a, b) => Math.max(a, b), 0);
-  let high = clamp(Math.min(L.maxPartBytes, Math.max(from, longest)));
-  if (!fits(high)) return undefined;
-  let low = from;
-  if (fits(low)) return low;
-  while (high - low > 1) {
-    const middle = Math.floor((low + high) / 2);
-    if (fits(middle)) high = middle;
-    else low = middle;
-  }
-  return high;
+  return smallestFittingPartSize(copyParts, stretches, L, from);
 }
 
 function buildModelParts(

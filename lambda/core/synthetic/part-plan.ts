@@ -259,6 +259,20 @@ function smallestFittingTarget(
     } else stretch += run.length;
   }
   if (stretch > 0) stretches.push(stretch);
+  return smallestFittingPartSize(copyParts, stretches, limits, from);
+}
+
+/**
+ * The smallest upload part size from `from` up for which `copyParts` copies plus the `stretches`
+ * (bytes fetched between copies, each cut into parts of that size) fit in `limits.maxParts`;
+ * undefined when even the largest parts do not. Also the cost model's (lib/cost-model.ts).
+ */
+export function smallestFittingPartSize(
+  copyParts: number,
+  stretches: readonly number[],
+  limits: Pick<SyntheticPartLimits, 'maxParts' | 'maxPartBytes' | 'minPartBytes'>,
+  from: number,
+): number | undefined {
   const fits = (target: number) => {
     let parts = copyParts;
     for (const s of stretches) parts += Math.max(1, Math.ceil(s / target));
@@ -279,7 +293,10 @@ function smallestFittingTarget(
   return high;
 }
 
-function clampTarget(target: number, limits: SyntheticPartLimits): number {
+function clampTarget(
+  target: number,
+  limits: Pick<SyntheticPartLimits, 'maxPartBytes' | 'minPartBytes'>,
+): number {
   return Math.min(limits.maxPartBytes, Math.max(target, limits.minPartBytes, 1));
 }
 
