@@ -1104,7 +1104,7 @@ export function formatUsd(usd: number): string {
 }
 
 /**
- * The README table of issue 15: at {@link SYNTHETIC_TABLE_SIZES_GB}, the stack before issue 15
+ * The README table of synthetic fulls: at {@link SYNTHETIC_TABLE_SIZES_GB}, normal fulls (`syntheticFulls=false`)
  * ({@link AFTER_ISSUE_12}: every full normal), with synthetic fulls ({@link WITH_SYNTHETIC_FULLS}) and
  * AWS Backup for EFS; where the money goes, and the quantities behind it. Markdown, without markers.
  */
@@ -1149,7 +1149,7 @@ export function renderSyntheticFullsCostTable(): string {
   const out = [
     `Generated from \`lib/cost-model.ts\` (\`renderSyntheticFullsCostTable\`): ${PRICE_REGION} list prices as of ${PRICES_AS_OF}, per month. ` +
       `${s.dailyChurnPercent}% of the tree changed a day, a backup a day, a full every ${s.fullIntervalDays} days, ` +
-      `\`retentionDays\` ${s.retentionDays}, checksum quick verify and rotating deep verify (the stack before issue 15). ` +
+      `\`retentionDays\` ${s.retentionDays}, checksum quick verify and rotating deep verify; normal fulls = \`syntheticFulls=false\`. ` +
       `Synthetic fulls: \`normalFullEvery\` ${s.normalFullEvery}, so ${fmt(fullsPerMonth / s.normalFullEvery)} of the ` +
       `${fmt(fullsPerMonth)} fulls a month are normal.`,
     '',
