@@ -7,7 +7,7 @@ import { CRC64NVME_WORKER_SOURCE } from './crc64nvme.js';
  * bundles, and an eval'd worker needs no second bundle entry and no path that must survive bundling.
  * Keep it plain CommonJS JavaScript with no imports beyond node: built-ins.
  *
- * Protocol. workerData: { input: SharedArrayBuffer, slotBytes, fault? }. Main writes a chunk of the
+ * Protocol. workerData: { input: SharedArrayBuffer, slotBytes, fault?, stopFlag: Int32Array }. Main writes a chunk of the
  * tar stream into slot `slot` of `input`, then posts { id, slot, length, ends, heads, level,
  * adaptive }: `ends` are the ends of the members to cut from the chunk (offsets in the slot,
  * ascending, the last one `length`), so a member never holds bytes of two tar entries while one
@@ -155,10 +155,15 @@ function member(block, level, adaptive, headed) {
     : { bytes: stored(), stored: true };
 }
 
-const { input, slotBytes, fault } = workerData;
+const { input, slotBytes, fault, stopFlag } = workerData;
 let done = 0;
 
 parentPort.on('message', (job) => {
+  // Closing: end between jobs (never mid-zlib call), skipping jobs still queued.
+  if (job.stop || Atomics.load(stopFlag, 0) === 1) {
+    process.exit(0);
+    return;
+  }
   let output;
   const sizes = [];
   const crcs = [];

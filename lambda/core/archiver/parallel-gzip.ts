@@ -56,6 +56,9 @@ export interface ParallelGzipStats {
   workers: number;
 }
 
+/** How long close() waits for a worker to end itself before terminating it. */
+const STOP_TIMEOUT_MS = 10_000;
+
 /** A compression worker threw or died: the archive is incomplete and must not be committed. */
 export class GzipWorkerError extends Error {
   override readonly name = 'GzipWorkerError';
@@ -102,6 +105,9 @@ class GzipPool {
   private failure: Error | undefined;
   private closing = false;
   private nextId = 0;
+  /** Set to 1 on close: a worker skips the jobs still queued and ends itself. */
+  private readonly stopFlag: Int32Array;
+  private readonly exited = new Set<Worker>();
 
   constructor(
     workerCount: number,
@@ -110,12 +116,13 @@ class GzipPool {
     fault: ParallelGzipOptions['fault'],
   ) {
     const input = new SharedArrayBuffer(slotCount * slotBytes);
+    this.stopFlag = new Int32Array(new SharedArrayBuffer(4));
     this.slots = Array.from({ length: slotCount }, (_, i) => Buffer.from(input, i * slotBytes, slotBytes));
     for (let i = 0; i < slotCount; i++) this.freeSlots.push(i);
     for (let i = 0; i < workerCount; i++) {
       const worker = new Worker(GZIP_WORKER_SOURCE, {
         eval: true,
-        workerData: { input, slotBytes, fault },
+        workerData: { input, slotBytes, fault, stopFlag: this.stopFlag },
         resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 48 },
       });
       worker.on('message', (reply: WorkerReply) => this.onReply(reply));
@@ -126,6 +133,7 @@ class GzipPool {
         this.fail(new GzipWorkerError(`gzip worker ${i}: ${error.message}`)),
       );
       worker.on('exit', (code) => {
+        this.exited.add(worker);
         if (!this.closing)
           this.fail(new GzipWorkerError(`gzip worker ${i} exited unexpectedly (code ${code})`));
       });
@@ -175,7 +183,31 @@ class GzipPool {
     if (this.closing) return;
     this.closing = true;
     this.fail(new GzipWorkerError('gzip stage closed before the member was compressed'));
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    // Workers end themselves between jobs, never terminated mid-job: worker.terminate() while a
+    // zlib call is setting up its stream crashed the whole process in Node's cleanup ("close before
+    // init", a native assertion), found by the deadline sweep once members became one per entry.
+    Atomics.store(this.stopFlag, 0, 1);
+    await Promise.all(this.workers.map((w) => this.stopWorker(w)));
+  }
+
+  private stopWorker(worker: Worker): Promise<void> {
+    if (this.exited.has(worker)) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      // A worker stuck in one job longer than this (it never should be: a job is <= 1 MiB) is
+      // terminated after all.
+      const timer = setTimeout(() => {
+        worker.terminate().then(
+          () => resolve(),
+          () => resolve(),
+        );
+      }, STOP_TIMEOUT_MS);
+      timer.unref();
+      worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      worker.postMessage({ stop: true });
+    });
   }
 
   private onReply(reply: WorkerReply): void {
