@@ -215,7 +215,8 @@ export interface BuildSyntheticInput {
 }
 
 export interface SyntheticBuilt {
-  readonly archive: { key: string; bytes: number; sha256?: string; crc64nvme: string };
+  /** No sha256 (see the assembly below): the checked CRC64NVME identifies it. */
+  readonly archive: { key: string; bytes: number; crc64nvme: string };
   /** Manifest entries in path order, every file pointing at the new archive with its new range. */
   readonly entries: ManifestEntry[];
   /** Files that could not be read consistently (not in the backup). */
@@ -378,7 +379,6 @@ export async function buildSyntheticFull(input: BuildSyntheticInput): Promise<Sy
       key: input.archiveKey,
       bytes: plan.bytes,
       crc64nvme: plan.crc64nvme,
-      ...(assembled.result.sha256 ? { sha256: assembled.result.sha256 } : {}),
     },
     entries: out,
     skipped: staged.skipped,
